@@ -1,0 +1,104 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'flockrun'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'flockrun' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock')
+            [CompletionResult]::new('try', 'try', [CompletionResultType]::ParameterValue, 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'flockrun;exec' {
+            [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes')
+            [CompletionResult]::new('-E', '-E ', [CompletionResultType]::ParameterName, 'Exit status when the lock is busy or the wait times out (0-255)')
+            [CompletionResult]::new('--conflict-exit-code', '--conflict-exit-code', [CompletionResultType]::ParameterName, 'Exit status when the lock is busy or the wait times out (0-255)')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
+            [CompletionResult]::new('--command', '--command', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
+            [CompletionResult]::new('--mode', '--mode', [CompletionResultType]::ParameterName, 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
+            [CompletionResult]::new('--nonblock', '--nonblock', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
+            [CompletionResult]::new('--nb', '--nb', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
+            [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s')
+            [CompletionResult]::new('--shared', '--shared', [CompletionResultType]::ParameterName, 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s')
+            [CompletionResult]::new('--fcntl', '--fcntl', [CompletionResultType]::ParameterName, 'Use a Linux open-file-description lock (F_OFD_SETLK) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies')
+            [CompletionResult]::new('--close', '--close', [CompletionResultType]::ParameterName, 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock')
+            [CompletionResult]::new('--no-fork', '--no-fork', [CompletionResultType]::ParameterName, 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Say on stderr how long the wait took and who held the lock meanwhile')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Say on stderr how long the wait took and who held the lock meanwhile')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No message when the lock is busy or the wait timed out')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No message when the lock is busy or the wait timed out')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'flockrun;try' {
+            [CompletionResult]::new('-E', '-E ', [CompletionResultType]::ParameterName, 'Exit status when the lock is busy or the wait times out (0-255)')
+            [CompletionResult]::new('--conflict-exit-code', '--conflict-exit-code', [CompletionResultType]::ParameterName, 'Exit status when the lock is busy or the wait times out (0-255)')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
+            [CompletionResult]::new('--command', '--command', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
+            [CompletionResult]::new('--mode', '--mode', [CompletionResultType]::ParameterName, 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]')
+            [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s')
+            [CompletionResult]::new('--shared', '--shared', [CompletionResultType]::ParameterName, 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s')
+            [CompletionResult]::new('--fcntl', '--fcntl', [CompletionResultType]::ParameterName, 'Use a Linux open-file-description lock (F_OFD_SETLK) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies')
+            [CompletionResult]::new('--close', '--close', [CompletionResultType]::ParameterName, 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock')
+            [CompletionResult]::new('--no-fork', '--no-fork', [CompletionResultType]::ParameterName, 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Say on stderr how long the wait took and who held the lock meanwhile')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Say on stderr how long the wait took and who held the lock meanwhile')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No message when the lock is busy or the wait timed out')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No message when the lock is busy or the wait timed out')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'flockrun;help' {
+            [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock')
+            [CompletionResult]::new('try', 'try', [CompletionResultType]::ParameterValue, 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'flockrun;help;exec' {
+            break
+        }
+        'flockrun;help;try' {
+            break
+        }
+        'flockrun;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

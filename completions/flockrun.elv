@@ -1,0 +1,92 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[flockrun] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'flockrun'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'flockrun'= {
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand exec 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
+            cand try 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'flockrun;exec'= {
+            cand -w 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
+            cand --timeout 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
+            cand --wait 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
+            cand -E 'Exit status when the lock is busy or the wait times out (0-255)'
+            cand --conflict-exit-code 'Exit status when the lock is busy or the wait times out (0-255)'
+            cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
+            cand --command 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
+            cand --mode 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]'
+            cand -n 'Do not wait if the lock is busy (same as --timeout 0)'
+            cand --nonblock 'Do not wait if the lock is busy (same as --timeout 0)'
+            cand --nb 'Do not wait if the lock is busy (same as --timeout 0)'
+            cand -s 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
+            cand --shared 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
+            cand --fcntl 'Use a Linux open-file-description lock (F_OFD_SETLK) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK'
+            cand -o 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies'
+            cand --close 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies'
+            cand -F 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock'
+            cand --no-fork 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock'
+            cand -v 'Say on stderr how long the wait took and who held the lock meanwhile'
+            cand --verbose 'Say on stderr how long the wait took and who held the lock meanwhile'
+            cand -q 'No message when the lock is busy or the wait timed out'
+            cand --quiet 'No message when the lock is busy or the wait timed out'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'flockrun;try'= {
+            cand -E 'Exit status when the lock is busy or the wait times out (0-255)'
+            cand --conflict-exit-code 'Exit status when the lock is busy or the wait times out (0-255)'
+            cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
+            cand --command 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
+            cand --mode 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]'
+            cand -s 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
+            cand --shared 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
+            cand --fcntl 'Use a Linux open-file-description lock (F_OFD_SETLK) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK'
+            cand -o 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies'
+            cand --close 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies'
+            cand -F 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock'
+            cand --no-fork 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock'
+            cand -v 'Say on stderr how long the wait took and who held the lock meanwhile'
+            cand --verbose 'Say on stderr how long the wait took and who held the lock meanwhile'
+            cand -q 'No message when the lock is busy or the wait timed out'
+            cand --quiet 'No message when the lock is busy or the wait timed out'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'flockrun;help'= {
+            cand exec 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
+            cand try 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'flockrun;help;exec'= {
+        }
+        &'flockrun;help;try'= {
+        }
+        &'flockrun;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,58 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_flockrun_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_flockrun_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_flockrun_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_flockrun_using_subcommand
+    set -l cmd (__fish_flockrun_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c flockrun -n "__fish_flockrun_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c flockrun -n "__fish_flockrun_needs_command" -s V -l version -d 'Print version'
+complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "exec" -d 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
+complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "try" -d 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
+complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s n -l nonblock -l nb -d 'Do not wait if the lock is busy (same as --timeout 0)'
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s s -l shared -d 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l fcntl -d 'Use a Linux open-file-description lock (F_OFD_SETLK) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK'
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s o -l close -d 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies'
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s F -l no-fork -d 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock'
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s v -l verbose -d 'Say on stderr how long the wait took and who held the lock meanwhile'
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s q -l quiet -d 'No message when the lock is busy or the wait timed out'
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s h -l help -d 'Print help'
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s V -l version -d 'Print version'
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s s -l shared -d 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l fcntl -d 'Use a Linux open-file-description lock (F_OFD_SETLK) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK'
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s o -l close -d 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies'
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s F -l no-fork -d 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock'
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s v -l verbose -d 'Say on stderr how long the wait took and who held the lock meanwhile'
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s q -l quiet -d 'No message when the lock is busy or the wait timed out'
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s h -l help -d 'Print help'
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s V -l version -d 'Print version'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try help" -f -a "exec" -d 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try help" -f -a "try" -d 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

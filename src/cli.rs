@@ -1,0 +1,172 @@
+//! The command line, defined once with clap; `man/` and `completions/` are generated from it
+//! (see `tests/generated.rs`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit::CONFLICT_DEFAULT;
+
+const ABOUT: &str = "Run a command while holding a lock, and release it when the command ends";
+
+const LONG_ABOUT: &str = "Run a command while holding a lock, and release it when the command \
+ends.\n\nflockrun speaks the lock protocols of util-linux flock(1) and of Python's filelock \
+package, so shell scripts and Python programs can guard the same resource. Every message goes \
+to stderr; stdout belongs to COMMAND.";
+
+const EXEC_EXAMPLES: &str = "Examples:\n  \
+  flockrun exec /tmp/cache.lock -- ./rebuild-cache.sh\n  \
+  flockrun exec -w 30 -E 0 deploy.lock -c 'make deploy && echo done'";
+
+const TRY_EXAMPLES: &str = "Examples:\n  \
+  */5 * * * * flockrun try /run/lock/backup.lock -- backup.sh\n  \
+  flockrun try -q -E 0 job.lock -- ./job.sh   # busy is not an error";
+
+/// `flockrun`: arguments in, a subcommand out.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flockrun",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Wait for an exclusive lock on LOCK, run COMMAND, then release the lock
+    #[command(after_help = EXEC_EXAMPLES)]
+    Exec(ExecArgs),
+    /// Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once
+    #[command(after_help = TRY_EXAMPLES)]
+    Try(TryArgs),
+}
+
+/// `flockrun exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single
+    /// attempt). Default: wait as long as it takes
+    #[arg(short = 'w', long, visible_alias = "wait", value_name = "SECONDS",
+          value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Do not wait if the lock is busy (same as --timeout 0)
+    #[arg(short = 'n', long, visible_alias = "nb", conflicts_with = "timeout")]
+    pub nonblock: bool,
+
+    #[command(flatten)]
+    pub lock: KernelLockArgs,
+}
+
+/// `flockrun try`.
+#[derive(Debug, Args)]
+pub struct TryArgs {
+    #[command(flatten)]
+    pub lock: KernelLockArgs,
+}
+
+/// Options of the commands that take a kernel (flock or OFD) lock.
+#[derive(Debug, Args)]
+pub struct KernelLockArgs {
+    /// Take a shared lock (any number of shared holders, no exclusive one), like flock -s
+    #[arg(short = 's', long)]
+    pub shared: bool,
+
+    /// Use a Linux open-file-description lock (F_OFD_SETLK) instead of flock(2), like
+    /// util-linux flock --fcntl. An exclusive one needs write permission on LOCK
+    #[arg(long)]
+    pub fcntl: bool,
+
+    /// Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if
+    /// flockrun dies
+    #[arg(short = 'o', long)]
+    pub close: bool,
+
+    /// Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock
+    #[arg(short = 'F', long, conflicts_with = "close")]
+    pub no_fork: bool,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Options every locking command has, and LOCK and COMMAND.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Exit status when the lock is busy or the wait times out (0-255)
+    #[arg(short = 'E', long, value_name = "N", default_value_t = CONFLICT_DEFAULT)]
+    pub conflict_exit_code: u8,
+
+    /// Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)
+    #[arg(short = 'c', long = "command", value_name = "STRING", conflicts_with = "command")]
+    pub shell_command: Option<OsString>,
+
+    /// Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    pub mode: Option<u32>,
+
+    /// Say on stderr how long the wait took and who held the lock meanwhile
+    #[arg(short = 'v', long, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// No message when the lock is busy or the wait timed out
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// The lock file (created if missing; a directory can be locked too)
+    #[arg(value_name = "LOCK")]
+    pub lock: PathBuf,
+
+    /// The command to run and its arguments, passed on byte for byte
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required_unless_present = "shell_command"
+    )]
+    pub command: Vec<OsString>,
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    crate::duration::parse_seconds(text)
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o777 && !text.starts_with('+'))
+        .ok_or_else(|| "expected octal permission bits such as 644 or 0660".to_owned())?;
+    if mode & 0o400 == 0 {
+        return Err("the mode must let the owner read the lock file (include 0400)".to_owned());
+    }
+    Ok(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn modes_are_octal_and_readable_by_the_owner() {
+        assert_eq!(parse_mode("644"), Ok(0o644));
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        for bad in ["", "8", "1777", "0200", "+644", "rw-r--r--", "-1"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The library's typed errors. Each variant carries what the binary needs to print a message
+//! that names the path and says what to do, and to pick the exit status (see `crate::run`)
+//! without parsing strings.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::inspect::Sighting;
+use crate::lock::LockMode;
+
+/// Everything that can go wrong while taking a lock or running a command under it.
+#[derive(Debug)]
+pub enum Error {
+    /// A single attempt found the lock held by someone else.
+    Busy { path: PathBuf, sighting: Sighting },
+    /// The wait reached its deadline.
+    TimedOut {
+        path: PathBuf,
+        waited: Duration,
+        sighting: Sighting,
+    },
+    /// An ancestor holds the lock in a mode that does not cover this request; waiting would
+    /// wait for ourselves forever.
+    WouldDeadlock {
+        path: PathBuf,
+        held: LockMode,
+        wanted: LockMode,
+        holder_pid: i32,
+    },
+    /// A termination signal arrived while waiting (or before COMMAND could start).
+    Interrupted { signal: i32 },
+    /// LOCK exists but cannot serve as a lock of this kind (FIFO, socket, character device…).
+    NotALock { path: PathBuf, reason: String },
+    /// LOCK cannot be opened: permission, symlink refused, missing directory…
+    Open {
+        path: PathBuf,
+        hint: String,
+        source: io::Error,
+    },
+    /// LOCK does not exist and cannot be created: read-only filesystem, no space.
+    CannotCreate {
+        path: PathBuf,
+        hint: String,
+        source: io::Error,
+    },
+    /// The kernel refused the lock operation itself (ENOLCK, ENOSYS, EOPNOTSUPP…).
+    LockFailed { path: PathBuf, source: io::Error },
+    /// COMMAND could not be started.
+    Spawn { program: OsString, source: io::Error },
+    /// A system call flockrun depends on failed (fork, signals, timers, descriptors).
+    System {
+        what: &'static str,
+        source: io::Error,
+    },
+    /// A bug: a state flockrun believed impossible.
+    Internal(anyhow::Error),
+}
+
+impl Error {
+    pub(crate) fn system(what: &'static str, source: impl Into<io::Error>) -> Self {
+        Error::System {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Busy { path, sighting } => {
+                write!(f, "{} is busy: {sighting}", path.display())
+            }
+            Error::TimedOut {
+                path,
+                waited,
+                sighting,
+            } => write!(
+                f,
+                "timed out after {} waiting for {}: {sighting}",
+                crate::duration::format_seconds(*waited),
+                path.display()
+            ),
+            Error::WouldDeadlock {
+                path,
+                held,
+                wanted,
+                holder_pid,
+            } => write!(
+                f,
+                "{} is already held {held} by an ancestor (pid {holder_pid}); a nested {wanted} \
+                 request would wait for itself forever: take the {wanted} lock in the outer \
+                 flockrun instead",
+                path.display()
+            ),
+            Error::Interrupted { signal } => {
+                write!(f, "stopped by signal {} while waiting", signal_name(*signal))
+            }
+            Error::NotALock { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Error::Open { path, hint, source } => {
+                write!(f, "cannot open lock {}: {}", path.display(), os_message(source))?;
+                if !hint.is_empty() {
+                    write!(f, "; {hint}")?;
+                }
+                Ok(())
+            }
+            Error::CannotCreate { path, hint, source } => {
+                write!(
+                    f,
+                    "cannot create lock {}: {}",
+                    path.display(),
+                    os_message(source)
+                )?;
+                if !hint.is_empty() {
+                    write!(f, "; {hint}")?;
+                }
+                Ok(())
+            }
+            Error::LockFailed { path, source } => {
+                write!(f, "cannot lock {}: {}", path.display(), os_message(source))?;
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOLCK | libc::ENOSYS | libc::EOPNOTSUPP)
+                ) {
+                    write!(
+                        f,
+                        "; this filesystem does not support kernel locks, put the lock on a \
+                         local filesystem such as /run/lock or /tmp"
+                    )?;
+                }
+                Ok(())
+            }
+            Error::Spawn { program, source } => {
+                let program = program.to_string_lossy();
+                match source.kind() {
+                    io::ErrorKind::NotFound => write!(
+                        f,
+                        "cannot run {program}: command not found (check the name and PATH)"
+                    ),
+                    io::ErrorKind::PermissionDenied => write!(
+                        f,
+                        "cannot run {program}: permission denied (is it executable? chmod +x)"
+                    ),
+                    _ => write!(f, "cannot run {program}: {}", os_message(source)),
+                }
+            }
+            Error::System { what, source } => write!(f, "{what} failed: {}", os_message(source)),
+            Error::Internal(e) => write!(f, "internal error (please report it): {e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Open { source, .. }
+            | Error::CannotCreate { source, .. }
+            | Error::LockFailed { source, .. }
+            | Error::Spawn { source, .. }
+            | Error::System { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// `strerror` text without std's " (os error N)" suffix, which means nothing to a user.
+fn os_message(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
+        None => e.to_string(),
+    }
+}
+
+/// `SIGTERM` for 15, and so on; the number when the name is unknown.
+#[must_use]
+pub fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned())
+}

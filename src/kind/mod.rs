@@ -1,0 +1,70 @@
+//! The lock kinds flockrun speaks, one file each. A kind knows how to open its lock file and
+//! how to take its lock once or blocking; waiting, re-checking and reporting are shared.
+
+pub mod kernel;
+pub mod ofd;
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+
+use crate::lock::LockMode;
+use crate::open::Access;
+
+/// Which on-disk protocol a lock uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// `flock(2)` on the lock file: what util-linux flock(1) and py-filelock's `FileLock` use.
+    Kernel,
+    /// A whole-file open-file-description lock (`F_OFD_SETLK`), as `flock --fcntl`.
+    Ofd,
+}
+
+impl LockKind {
+    /// The name used in `FLOCKRUN_KIND` and in messages.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            LockKind::Kernel => "kernel",
+            LockKind::Ofd => "ofd",
+        }
+    }
+
+    /// The lock class as `/proc/locks` and fdinfo print it.
+    #[must_use]
+    pub fn proc_class(self) -> &'static str {
+        match self {
+            LockKind::Kernel => "FLOCK",
+            LockKind::Ofd => "OFDLCK",
+        }
+    }
+
+    pub(crate) fn access(self, mode: LockMode) -> Access {
+        match (self, mode) {
+            (LockKind::Ofd, LockMode::Exclusive) => Access::ReadWrite,
+            _ => Access::Read,
+        }
+    }
+
+    /// One attempt; `Ok(false)` when someone else holds a conflicting lock.
+    pub(crate) fn try_lock(self, file: &File, mode: LockMode) -> io::Result<bool> {
+        match self {
+            LockKind::Kernel => kernel::try_lock(file, mode),
+            LockKind::Ofd => ofd::try_lock(file, mode),
+        }
+    }
+
+    /// Blocks until the lock is granted; returns `Interrupted` when a signal handler ran.
+    pub(crate) fn lock_blocking(self, file: &File, mode: LockMode) -> io::Result<()> {
+        match self {
+            LockKind::Kernel => kernel::lock_blocking(file, mode),
+            LockKind::Ofd => ofd::lock_blocking(file, mode),
+        }
+    }
+}
+
+impl fmt::Display for LockKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,245 @@
+//! Taking a lock: open the lock file, try once, wait in the kernel if allowed, and make sure
+//! the inode we won is still the one the path names before calling it held.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::inspect::{self, FileId, Sighting};
+use crate::kind::LockKind;
+use crate::open::{self, Access};
+use crate::wait::{self, Deadline, WaitEnd};
+
+/// Exclusive (one holder) or shared (any number of shared holders, no exclusive one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Exclusive,
+    Shared,
+}
+
+impl LockMode {
+    /// The name used in `FLOCKRUN_MODE` and in messages.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            LockMode::Exclusive => "exclusive",
+            LockMode::Shared => "shared",
+        }
+    }
+
+    /// Whether holding `self` already grants a request for `wanted`.
+    #[must_use]
+    pub fn covers(self, wanted: LockMode) -> bool {
+        self == LockMode::Exclusive || wanted == LockMode::Shared
+    }
+}
+
+impl fmt::Display for LockMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What to lock and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    pub path: PathBuf,
+    pub kind: LockKind,
+    pub mode: LockMode,
+    pub deadline: Deadline,
+    /// Permission bits for a lock file flockrun creates; `None` = `0o666 & ~umask`.
+    pub create_mode: Option<u32>,
+}
+
+/// Hooks for showing a wait to a person. All methods have do-nothing defaults.
+pub trait WaitObserver {
+    /// Whether `blocked` wants to know who holds the lock (costs a scan of `/proc`).
+    fn wants_holders(&self) -> bool {
+        false
+    }
+    /// The first attempt found the lock busy and the wait begins.
+    fn blocked(&mut self, _sighting: &Sighting) {}
+    /// How often `tick` should be called while waiting, if at all.
+    fn tick_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Still waiting after `_waited`.
+    fn tick(&mut self, _waited: Duration, _id: FileId, _kind: LockKind) {}
+    /// The wait ended, either way.
+    fn finished(&mut self) {}
+}
+
+/// An observer that shows nothing.
+pub struct Silent;
+impl WaitObserver for Silent {}
+
+/// A lock this process holds. Dropping it releases the lock (the descriptor closes), unless
+/// a child inherited the descriptor, which then keeps holding it.
+#[derive(Debug)]
+pub struct HeldLock {
+    file: File,
+    path: PathBuf,
+    kind: LockKind,
+    mode: LockMode,
+    id: FileId,
+    waited: Duration,
+}
+
+impl HeldLock {
+    /// The locked descriptor.
+    #[must_use]
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+    /// The absolute path of the lock file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    #[must_use]
+    pub fn kind(&self) -> LockKind {
+        self.kind
+    }
+    #[must_use]
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+    #[must_use]
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+    /// How long the wait took.
+    #[must_use]
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+/// How many times a won lock may turn out to be on a stale inode before giving up; each
+/// round needs another process to delete or replace the lock file in between.
+const REPLACED_RETRIES: usize = 1000;
+
+/// Takes the lock `request` describes.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use flockrun::{LockKind, LockMode, LockRequest, Silent, acquire, wait::Deadline};
+/// let request = LockRequest {
+///     path: "/tmp/demo.lock".into(),
+///     kind: LockKind::Kernel,
+///     mode: LockMode::Exclusive,
+///     deadline: Deadline::after(Duration::from_secs(5)),
+///     create_mode: None,
+/// };
+/// let held = acquire(&request, &mut Silent).expect("lock");
+/// println!("locked {} after {:?}", held.path().display(), held.waited());
+/// drop(held); // released
+/// ```
+///
+/// # Errors
+/// `Busy` for a single attempt that failed, `TimedOut`, `Interrupted` by a stop signal, or
+/// an error opening or locking the file.
+pub fn acquire(request: &LockRequest, observer: &mut dyn WaitObserver) -> Result<HeldLock, Error> {
+    let path = std::path::absolute(&request.path).map_err(|e| Error::Open {
+        path: request.path.clone(),
+        hint: "the current directory is not accessible".to_owned(),
+        source: e,
+    })?;
+    let mut access = request.kind.access(request.mode);
+    let mut observed_block = false;
+    let result = (|| {
+        for _ in 0..REPLACED_RETRIES {
+            let file = open::open_lock_file(&path, access, request.create_mode)?;
+            let id = FileId::of(
+                &file
+                    .metadata()
+                    .map_err(|e| Error::system("fstat on the lock file", e))?,
+            );
+            let won = match request.kind.try_lock(&file, request.mode) {
+                Ok(won) => won,
+                // NFSv4 emulates flock(2) with POSIX locks, and an exclusive one needs a
+                // writable descriptor: it answers EBADF (or EIO on older kernels) on a
+                // read-only one. Reopen read-write once, as util-linux flock(1) does.
+                Err(e)
+                    if access == Access::Read
+                        && request.mode == LockMode::Exclusive
+                        && matches!(e.raw_os_error(), Some(libc::EBADF | libc::EIO)) =>
+                {
+                    access = Access::ReadWrite;
+                    continue;
+                }
+                Err(e) => return Err(lock_error(&path, e)),
+            };
+            if !won {
+                if request.deadline.is_immediate() {
+                    return Err(Error::Busy {
+                        sighting: inspect::sight(id, request.kind),
+                        path: path.clone(),
+                    });
+                }
+                if !observed_block {
+                    observed_block = true;
+                    let sighting = if observer.wants_holders() {
+                        inspect::sight(id, request.kind)
+                    } else {
+                        Sighting::default()
+                    };
+                    observer.blocked(&sighting);
+                }
+                let tick_every = observer.tick_every();
+                let mut tick = |waited| observer.tick(waited, id, request.kind);
+                let mut attempt = || request.kind.lock_blocking(&file, request.mode);
+                match wait::wait_in_kernel(&request.deadline, tick_every, &mut tick, &mut attempt)
+                {
+                    Ok(()) => {}
+                    Err(WaitEnd::TimedOut) => {
+                        return Err(Error::TimedOut {
+                            sighting: inspect::sight(id, request.kind),
+                            path: path.clone(),
+                            waited: request.deadline.elapsed(),
+                        });
+                    }
+                    Err(WaitEnd::Stopped(signal)) => return Err(Error::Interrupted { signal }),
+                    Err(WaitEnd::Failed(e)) => return Err(lock_error(&path, e)),
+                }
+            }
+            // The path may have been deleted or replaced while we waited; then the lock we
+            // won guards an orphan inode and a newcomer may hold the real one. Start over.
+            if open::still_named_by(&file, &path) {
+                return Ok(HeldLock {
+                    file,
+                    path: path.clone(),
+                    kind: request.kind,
+                    mode: request.mode,
+                    id,
+                    waited: request.deadline.elapsed(),
+                });
+            }
+        }
+        Err(Error::Open {
+            path: path.clone(),
+            hint: "it keeps being deleted or replaced by another process".to_owned(),
+            source: std::io::Error::from_raw_os_error(libc::ESTALE),
+        })
+    })();
+    if observed_block {
+        observer.finished();
+    }
+    result
+}
+
+fn lock_error(path: &Path, e: std::io::Error) -> Error {
+    Error::LockFailed {
+        path: path.to_owned(),
+        source: e,
+    }
+}
+
+/// The identity of the file at `path` without following a final symlink, if it exists.
+#[must_use]
+pub fn file_id(path: &Path) -> Option<FileId> {
+    fs::symlink_metadata(path).ok().map(|m| FileId::of(&m))
+}

@@ -1,0 +1,147 @@
+//! Re-entrancy: a COMMAND (or anything under it) that asks flockrun for a lock an ancestor
+//! flockrun already holds must not wait for itself.
+//!
+//! Two pieces of evidence count. For kernel and ofd locks, a descriptor this process
+//! inherited that carries the lock (its fdinfo has a `lock:` line): the lock is then held by
+//! our own open file description, whoever took it, even an ancestor that has since died.
+//! Otherwise (`--close`, or the descriptor was closed on the way), the `FLOCKRUN_HELD`
+//! entries each flockrun adds to COMMAND's environment, trusted only when the recorded pid
+//! and start time name this process or one of its ancestors, alive.
+
+use std::ffi::{OsStr, OsString};
+
+use crate::inspect::{self, FileId, ProcessInfo};
+use crate::kind::LockKind;
+use crate::lock::{HeldLock, LockMode};
+
+/// The environment variable listing locks held by ancestor flockruns.
+pub const HELD_VAR: &str = "FLOCKRUN_HELD";
+
+/// A lock found held on our behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldAbove {
+    pub mode: LockMode,
+    /// The flockrun (or other process) that took it, as best known.
+    pub pid: i32,
+}
+
+/// One `FLOCKRUN_HELD` entry: `kind:mode:dev:ino:pid:start_ticks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    kind: String,
+    mode: LockMode,
+    id: FileId,
+    pid: i32,
+    start_ticks: u64,
+}
+
+fn parse_entries(value: &str) -> Vec<Entry> {
+    value
+        .split(',')
+        .filter_map(|item| {
+            let f: Vec<&str> = item.split(':').collect();
+            let [kind, mode, dev, ino, pid, start] = f.as_slice() else {
+                return None;
+            };
+            let mode = match *mode {
+                "exclusive" => LockMode::Exclusive,
+                "shared" => LockMode::Shared,
+                _ => return None,
+            };
+            Some(Entry {
+                kind: (*kind).to_owned(),
+                mode,
+                id: FileId {
+                    dev: dev.parse().ok()?,
+                    ino: ino.parse().ok()?,
+                },
+                pid: pid.parse().ok()?,
+                start_ticks: start.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The `FLOCKRUN_HELD` value to give COMMAND: what we inherited plus `held`, taken by
+/// process `pid` (flockrun itself, or the COMMAND it becomes with `--no-fork`).
+#[must_use]
+pub fn held_var_with(inherited: Option<&OsStr>, held: &HeldLock, pid: i32) -> OsString {
+    let start = ProcessInfo::read(pid).map_or(0, |p| p.start_ticks);
+    let entry = format!(
+        "{}:{}:{}:{}:{pid}:{start}",
+        held.kind().name(),
+        held.mode().name(),
+        held.id().dev,
+        held.id().ino
+    );
+    match inherited.and_then(OsStr::to_str).filter(|s| !s.is_empty()) {
+        Some(previous) => format!("{previous},{entry}").into(),
+        None => entry.into(),
+    }
+}
+
+/// Whether the lock on `id` of `kind` is already held for this process by an ancestor.
+#[must_use]
+pub fn held_above(id: FileId, kind: LockKind, held_var: Option<&OsStr>) -> Option<HeldAbove> {
+    let entries: Vec<Entry> = held_var
+        .and_then(OsStr::to_str)
+        .map(parse_entries)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.kind == kind.name() && e.id == id)
+        .collect();
+    let me = nix::unistd::getpid().as_raw();
+    if let Ok(Some(mode)) = inspect::process_lock(me, id, kind.proc_class()) {
+        let pid = entries
+            .last()
+            .map_or_else(|| nix::unistd::getppid().as_raw(), |e| e.pid);
+        return Some(HeldAbove { mode, pid });
+    }
+    let lineage = lineage(me);
+    entries
+        .iter()
+        .rev()
+        .find(|e| lineage.contains(&(e.pid, e.start_ticks)))
+        .map(|e| HeldAbove {
+            mode: e.mode,
+            pid: e.pid,
+        })
+}
+
+/// `(pid, start_ticks)` of this process and its ancestors up to init.
+fn lineage(mut pid: i32) -> Vec<(i32, u64)> {
+    let mut chain = Vec::new();
+    // Bounded in case /proc is odd; real process trees are far shallower.
+    for _ in 0..4096 {
+        let Ok(p) = ProcessInfo::read(pid) else { break };
+        chain.push((p.pid, p.start_ticks));
+        if p.ppid <= 0 {
+            break;
+        }
+        pid = p.ppid;
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_entries_and_skips_junk() {
+        let entries = parse_entries("kernel:exclusive:2049:77:100:5,bad,ofd:shared:1:2:3:4,x:y");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].id, FileId { dev: 2049, ino: 77 });
+        assert_eq!(entries[1].mode, LockMode::Shared);
+        assert!(parse_entries("").is_empty());
+        assert!(parse_entries("kernel:sideways:1:2:3:4").is_empty());
+    }
+
+    #[test]
+    fn lineage_starts_with_self() {
+        let me = nix::unistd::getpid().as_raw();
+        let chain = lineage(me);
+        assert_eq!(chain.first().map(|c| c.0), Some(me));
+        assert!(chain.iter().any(|c| c.0 == nix::unistd::getppid().as_raw()));
+    }
+}

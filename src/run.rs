@@ -1,0 +1,289 @@
+//! From arguments to an exit status: parse, take the lock, run COMMAND, and in one place
+//! (`exit_status`) decide what every outcome exits with. Messages are written here too, all
+//! to stderr, all starting with `flockrun: `; a failing write never changes the status.
+
+use std::ffi::OsString;
+use std::io::{self, IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, KernelLockArgs};
+use crate::duration::format_seconds;
+use crate::error::Error;
+use crate::exit;
+use crate::inspect::{self, FileId, Sighting};
+use crate::kind::LockKind;
+use crate::lock::{self, HeldLock, LockMode, LockRequest, WaitObserver};
+use crate::nested;
+use crate::supervise::{self, Launch};
+use crate::wait::{self, Deadline};
+
+/// Runs flockrun with `args` (including the program name) and returns its exit status.
+#[must_use]
+pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return 0;
+        }
+        Err(e) => {
+            // Every message starts with "flockrun: ", clap's too; and clap's status for
+            // usage errors is 2, while flockrun documents 64 (EX_USAGE).
+            let text = e.render().to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            let _ = write!(io::stderr().lock(), "flockrun: {text}");
+            return exit::USAGE;
+        }
+    };
+    let (args, deadline) = match cli.command {
+        Command::Exec(a) => {
+            let deadline = match (a.nonblock, a.timeout) {
+                (true, _) => Deadline::after(Duration::ZERO),
+                (false, Some(limit)) => Deadline::after(limit),
+                (false, None) => Deadline::forever(),
+            };
+            (a.lock, deadline)
+        }
+        Command::Try(a) => (a.lock, Deadline::after(Duration::ZERO)),
+    };
+    let conflict = args.run.conflict_exit_code;
+    let quiet = args.run.quiet;
+    match run_kernel_lock(&args, deadline) {
+        Ok(status) => status,
+        Err(e) => {
+            let status = exit_status(&e, conflict);
+            let routine = matches!(e, Error::Busy { .. } | Error::TimedOut { .. });
+            if !(quiet && routine) {
+                say(&e.to_string());
+            }
+            status
+        }
+    }
+}
+
+/// The exit status for a failure, given the `-E` conflict status. The table in README.md
+/// and the man page mirrors this function.
+#[must_use]
+pub fn exit_status(error: &Error, conflict: u8) -> i32 {
+    match error {
+        Error::Busy { .. } | Error::TimedOut { .. } | Error::WouldDeadlock { .. } => {
+            i32::from(conflict)
+        }
+        Error::Interrupted { signal } => exit::from_signal(*signal),
+        Error::NotALock { .. } => exit::DATA,
+        Error::Open { .. } => exit::NO_INPUT,
+        Error::CannotCreate { .. } => exit::CANT_CREATE,
+        Error::Spawn { source, .. } => match source.kind() {
+            io::ErrorKind::NotFound => exit::NOT_FOUND,
+            _ => exit::NOT_EXECUTABLE,
+        },
+        Error::LockFailed { .. } | Error::System { .. } => exit::OS_ERROR,
+        Error::Internal(_) => exit::SOFTWARE,
+    }
+}
+
+fn say(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "flockrun: {message}");
+}
+
+fn run_kernel_lock(args: &KernelLockArgs, deadline: Deadline) -> Result<i32, Error> {
+    let run = &args.run;
+    if run.lock.as_os_str().is_empty() {
+        return Err(Error::Open {
+            path: run.lock.clone(),
+            hint: "LOCK is empty; give the path of a lock file".to_owned(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+    }
+    let command = match &run.shell_command {
+        Some(script) => supervise::Command::shell(script.clone()),
+        None => supervise::Command::from_argv(run.command.clone())
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("clap let an empty COMMAND through")))?,
+    };
+    let request = LockRequest {
+        path: run.lock.clone(),
+        kind: if args.fcntl {
+            LockKind::Ofd
+        } else {
+            LockKind::Kernel
+        },
+        mode: if args.shared {
+            LockMode::Shared
+        } else {
+            LockMode::Exclusive
+        },
+        deadline,
+        create_mode: run.mode,
+    };
+    wait::install_stop_handlers().map_err(|e| Error::system("installing signal handlers", e))?;
+
+    let inherited_held = std::env::var_os(nested::HELD_VAR);
+    if let Some(id) = lock::file_id(&request.path)
+        && let Some(above) = nested::held_above(id, request.kind, inherited_held.as_deref())
+    {
+        if !above.mode.covers(request.mode) {
+            return Err(Error::WouldDeadlock {
+                path: std::path::absolute(&request.path).unwrap_or(request.path.clone()),
+                held: above.mode,
+                wanted: request.mode,
+                holder_pid: above.pid,
+            });
+        }
+        if run.verbose {
+            say(&format!(
+                "{} is already held {} by ancestor pid {}; running COMMAND under that lock",
+                request.path.display(),
+                above.mode,
+                above.pid
+            ));
+        }
+        let env = lock_env(&request.path, request.kind, request.mode, inherited_held);
+        let launch = Launch {
+            command: &command,
+            inherit_fd: None,
+            die_with_flockrun: false,
+            env,
+        };
+        return if args.no_fork {
+            Err(supervise::exec_in_place(&launch))
+        } else {
+            supervise::run(&launch)
+        };
+    }
+
+    let mut reporter = Reporter::new(&request.path, run.verbose, run.quiet);
+    let held = lock::acquire(&request, &mut reporter)?;
+    reporter.acquired(&held);
+
+    let me = nix::unistd::getpid().as_raw();
+    let mut env = lock_env(held.path(), held.kind(), held.mode(), None);
+    env.push((
+        nested::HELD_VAR.into(),
+        nested::held_var_with(inherited_held.as_deref(), &held, me),
+    ));
+    let launch = Launch {
+        command: &command,
+        inherit_fd: (!args.close).then(|| held.fd()),
+        die_with_flockrun: args.close,
+        env,
+    };
+    if args.no_fork {
+        return Err(supervise::exec_in_place(&launch));
+    }
+    let status = supervise::run(&launch);
+    drop(held);
+    status
+}
+
+/// `FLOCKRUN_LOCK`, `FLOCKRUN_KIND`, `FLOCKRUN_MODE`, and the inherited `FLOCKRUN_HELD`.
+fn lock_env(
+    path: &Path,
+    kind: LockKind,
+    mode: LockMode,
+    held: Option<OsString>,
+) -> Vec<(OsString, OsString)> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut env = vec![
+        ("FLOCKRUN_LOCK".into(), absolute.into_os_string()),
+        ("FLOCKRUN_KIND".into(), kind.name().into()),
+        ("FLOCKRUN_MODE".into(), mode.name().into()),
+    ];
+    if let Some(held) = held {
+        env.push((nested::HELD_VAR.into(), held));
+    }
+    env
+}
+
+/// Shows a wait to the person running flockrun: with `-v` a summary once the lock is won;
+/// on a terminal a live line after about a second of waiting.
+struct Reporter {
+    path: String,
+    verbose: bool,
+    live: bool,
+    held_meanwhile: Option<Sighting>,
+    line_shown: bool,
+}
+
+const LIVE_LINE_AFTER: Duration = Duration::from_secs(1);
+
+impl Reporter {
+    fn new(path: &Path, verbose: bool, quiet: bool) -> Self {
+        Reporter {
+            path: path.display().to_string(),
+            verbose,
+            live: !quiet && io::stderr().is_terminal(),
+            held_meanwhile: None,
+            line_shown: false,
+        }
+    }
+
+    fn acquired(&self, held: &HeldLock) {
+        if !self.verbose {
+            return;
+        }
+        let mut message = format!(
+            "locked {} ({}, {}) after waiting {}",
+            held.path().display(),
+            held.mode(),
+            held.kind(),
+            format_seconds(held.waited())
+        );
+        if let Some(sighting) = &self.held_meanwhile {
+            message.push_str(&format!("; meanwhile it was {sighting}"));
+        }
+        say(&message);
+    }
+}
+
+impl WaitObserver for Reporter {
+    fn wants_holders(&self) -> bool {
+        self.verbose
+    }
+
+    fn blocked(&mut self, sighting: &Sighting) {
+        if self.verbose {
+            self.held_meanwhile = Some(sighting.clone());
+        }
+    }
+
+    fn tick_every(&self) -> Option<Duration> {
+        self.live.then_some(LIVE_LINE_AFTER)
+    }
+
+    fn tick(&mut self, waited: Duration, id: FileId, kind: LockKind) {
+        let sighting = inspect::sight(id, kind);
+        let line = format!(
+            "flockrun: waiting {} for {}: {sighting}",
+            format_seconds(waited),
+            self.path
+        );
+        let line: String = line.chars().take(terminal_width().saturating_sub(1)).collect();
+        // \r and "erase line": one line, rewritten in place.
+        let _ = write!(io::stderr().lock(), "\r\x1b[2K{line}");
+        self.line_shown = true;
+    }
+
+    fn finished(&mut self) {
+        if self.line_shown {
+            let _ = write!(io::stderr().lock(), "\r\x1b[2K");
+            self.line_shown = false;
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn terminal_width() -> usize {
+    // SAFETY: winsize is plain data; TIOCGWINSZ only writes into it.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: stderr is a valid descriptor; the pointer is valid.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &raw mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        80
+    }
+}

@@ -1,0 +1,251 @@
+//! Running COMMAND under a held lock: start it with clean signal state, pass on the signals
+//! flockrun receives, wait for it, and turn its end into an exit status. flockrun returns
+//! only after COMMAND has exited, so "flockrun returned" means "the lock is released".
+//!
+//! While COMMAND runs, the forwarded signals and SIGCHLD are blocked and taken one at a time
+//! with `sigwaitinfo`, which also says who sent each one (`si_code`), so a signal the
+//! terminal already sent to COMMAND's process group is not delivered twice.
+#![allow(unsafe_code)]
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::process;
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getpgid, getpid};
+
+use crate::error::Error;
+use crate::exit;
+use crate::wait;
+
+/// Signals passed on to COMMAND while it runs.
+pub const FORWARDED: [Signal; 7] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// The program and arguments to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
+
+impl Command {
+    /// `STRING` run by `$SHELL -c`, or `/bin/sh -c` when `SHELL` is unset or empty.
+    #[must_use]
+    pub fn shell(script: OsString) -> Self {
+        let shell = std::env::var_os("SHELL")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/bin/sh".into());
+        Command {
+            program: shell,
+            args: vec!["-c".into(), script],
+        }
+    }
+
+    /// An argv; `None` when it is empty.
+    #[must_use]
+    pub fn from_argv(mut argv: Vec<OsString>) -> Option<Self> {
+        if argv.is_empty() {
+            return None;
+        }
+        let program = argv.remove(0);
+        Some(Command {
+            program,
+            args: argv,
+        })
+    }
+}
+
+/// How to start COMMAND.
+#[derive(Debug)]
+pub struct Launch<'a> {
+    pub command: &'a Command,
+    /// The locked descriptor COMMAND inherits, if any (`None` with `--close`, and when an
+    /// ancestor holds the lock).
+    pub inherit_fd: Option<RawFd>,
+    /// Kill COMMAND if flockrun dies: for a lock COMMAND does not hold itself, so it never
+    /// runs on unprotected.
+    pub die_with_flockrun: bool,
+    /// Extra environment (`FLOCKRUN_*`).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// Forks COMMAND, forwards signals to it, waits, and returns the status flockrun should exit
+/// with: COMMAND's own, or 128+N when a signal killed it.
+///
+/// # Errors
+/// `Interrupted` when a stop signal arrived before COMMAND could start; `Spawn` when it
+/// cannot be executed; `System` when signals or waiting fail.
+pub fn run(launch: &Launch<'_>) -> Result<i32, Error> {
+    let mut watched = SigSet::empty();
+    for sig in FORWARDED {
+        watched.add(sig);
+    }
+    watched.add(Signal::SIGCHLD);
+    let mut previous = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&watched), Some(&mut previous))
+        .map_err(|e| Error::system("blocking signals", e))?;
+    let result = spawn_and_wait(launch, &watched);
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+    result
+}
+
+fn spawn_and_wait(launch: &Launch<'_>, watched: &SigSet) -> Result<i32, Error> {
+    // A stop signal that arrived after the lock was won but before the signals were blocked
+    // means: do not start COMMAND.
+    if let Some(signal) = wait::stop_signal() {
+        return Err(Error::Interrupted { signal });
+    }
+    let parent = getpid().as_raw();
+    let mut cmd = prepare(launch);
+    let die_with_parent = launch.die_with_flockrun;
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+    // functions (prctl, getppid); see `reset_in_child` for the rest.
+    unsafe {
+        cmd.pre_exec(move || {
+            if die_with_parent {
+                // The death signal fires when the *thread* that forked exits; flockrun forks
+                // from its only thread, which lives until COMMAND is reaped.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // flockrun may have died before the prctl: then nobody holds the lock.
+                if libc::getppid() != parent {
+                    libc::_exit(exit::OS_ERROR);
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| spawn_error(launch, e))?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| Error::Internal(e.into()))?);
+    forward_until_exit(pid, watched)
+}
+
+/// The std command with environment and child-side reset; shared by fork and no-fork.
+fn prepare(launch: &Launch<'_>) -> process::Command {
+    let mut cmd = process::Command::new(&launch.command.program);
+    cmd.args(&launch.command.args);
+    cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
+    let inherit = launch.inherit_fd;
+    // SAFETY: only async-signal-safe calls (signal, fcntl, pthread_sigmask).
+    unsafe {
+        cmd.pre_exec(move || reset_in_child(inherit));
+    }
+    cmd
+}
+
+/// COMMAND starts with every signal at its default action and nothing blocked; an ignored
+/// SIGINT inherited from a background shell would otherwise survive `execve`. Dispositions
+/// are reset *before* the mask is cleared, so a signal pending at that moment acts as it
+/// would on COMMAND. Then the lock descriptor, opened `O_CLOEXEC`, is handed on if wanted.
+fn reset_in_child(inherit: Option<RawFd>) -> io::Result<()> {
+    for sig in 1..65 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: signal() is async-signal-safe; it fails harmlessly for the signals
+            // the C library reserves.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: a zeroed sigset_t is a valid argument for sigemptyset.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pointers are valid for the calls.
+    unsafe {
+        libc::sigemptyset(&raw mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const empty, std::ptr::null_mut());
+    }
+    if let Some(fd) = inherit {
+        // SAFETY: fcntl on a descriptor this process owns.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Replaces flockrun with COMMAND (`--no-fork`): the lock descriptor is inherited, so the
+/// program itself holds the lock. Returns only on failure.
+///
+/// # Errors
+/// `Interrupted` when a stop signal arrived before exec, `Spawn` when exec fails.
+pub fn exec_in_place(launch: &Launch<'_>) -> Error {
+    let mut block = SigSet::empty();
+    for sig in wait::STOP_SIGNALS {
+        block.add(sig);
+    }
+    // Blocked from here: a signal that arrives now stays pending and, once the child-side
+    // reset has restored default actions, acts on COMMAND as it would have on flockrun.
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&block), None) {
+        return Error::system("blocking signals", e);
+    }
+    if let Some(signal) = wait::stop_signal() {
+        return Error::Interrupted { signal };
+    }
+    let e = prepare(launch).exec();
+    spawn_error(launch, e)
+}
+
+fn spawn_error(launch: &Launch<'_>, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE) => {
+            Error::system("starting COMMAND", e)
+        }
+        _ => Error::Spawn {
+            program: launch.command.program.clone(),
+            source: e,
+        },
+    }
+}
+
+fn forward_until_exit(child: Pid, watched: &SigSet) -> Result<i32, Error> {
+    let own_group = getpgid(None).ok();
+    loop {
+        // SAFETY: siginfo_t is plain data, zero is a valid initial value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are valid; the set is blocked, as sigwaitinfo requires.
+        let sig = unsafe { libc::sigwaitinfo(watched.as_ref(), &raw mut info) };
+        if sig < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(Error::system("waiting for signals", e)),
+            }
+        }
+        if sig != libc::SIGCHLD {
+            if let Ok(signal) = Signal::try_from(sig) {
+                // SI_KERNEL: sent by the terminal to the foreground process group, which
+                // COMMAND shares unless it moved to a group of its own.
+                let from_terminal = info.si_code == libc::SI_KERNEL;
+                if !from_terminal || getpgid(Some(child)).ok() != own_group {
+                    let _ = kill(child, signal);
+                }
+            }
+        }
+        if let Some(status) = reap(child)? {
+            return Ok(status);
+        }
+    }
+}
+
+fn reap(child: Pid) -> Result<Option<i32>, Error> {
+    loop {
+        return match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => Ok(Some(exit::from_signal(signal as i32))),
+            Ok(_) => Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(e) => Err(Error::system("waiting for COMMAND", e)),
+        };
+    }
+}

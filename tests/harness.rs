@@ -1,0 +1,299 @@
+//! Test harness: real processes, real locks. A holder's command prints `ready` once it runs
+//! under the lock and holds until its stdin closes; a waiter is known to be blocked when its
+//! pid shows on a `->` line of `/proc/locks`. Deadlines here are upper bounds for failure,
+//! never sleeps.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Upper bound for anything that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub const FLOCKRUN: &str = env!("CARGO_BIN_EXE_flockrun");
+
+/// py-filelock versions the interop tests run against.
+pub const PY_FILELOCK_VERSIONS: [&str; 2] = ["3.28.0", "4.2.11"];
+
+/// An assert_cmd command for the flockrun binary, with a generous timeout.
+pub fn flockrun() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(FLOCKRUN);
+    cmd.timeout(PATIENCE);
+    cmd
+}
+
+/// A scratch directory per test.
+pub fn scratch() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("flockrun-test-")
+        .tempdir()
+        .expect("temporary directory")
+}
+
+/// The shell snippet a holder runs: announce, then hold until stdin closes.
+pub const HOLD_SH: &str = "echo ready; cat >/dev/null";
+
+/// A process that holds a lock until released.
+pub struct Holder {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl Holder {
+    /// Starts `program args…` (stdin and stdout piped) and waits until it prints a line
+    /// equal to `ready_line`.
+    pub fn start(program: impl AsRef<OsStr>, args: &[&OsStr], ready_line: &str) -> Holder {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start holder");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut holder = Holder {
+            child,
+            stdin,
+            stdout,
+        };
+        holder.expect_line(ready_line);
+        holder
+    }
+
+    /// A flockrun holder: `flockrun ARGS… -- sh -c HOLD_SH`.
+    pub fn flockrun(args: &[&str]) -> Holder {
+        let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        all.extend(["--", "sh", "-c", HOLD_SH].map(OsStr::new));
+        Holder::start(FLOCKRUN, &all, "ready")
+    }
+
+    /// Reads lines until one equals `want`; panics on EOF or after PATIENCE.
+    pub fn expect_line(&mut self, want: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let line = self.read_line_before(deadline);
+            match line {
+                Some(line) if line.trim_end() == want => return,
+                Some(_) => {}
+                None => panic!(
+                    "process {} ended before printing {want:?}: {:?}",
+                    self.child.id(),
+                    self.child.try_wait()
+                ),
+            }
+        }
+    }
+
+    /// The next line, `None` at EOF. Reading happens on a helper thread so a hung process
+    /// fails the test instead of hanging it.
+    pub fn read_line_before(&mut self, deadline: Instant) -> Option<String> {
+        let (tx, rx) = mpsc::channel();
+        let reader: &mut BufReader<ChildStdout> = &mut self.stdout;
+        thread::scope(|s| {
+            s.spawn(move || {
+                let mut line = String::new();
+                let n = reader.read_line(&mut line).unwrap_or(0);
+                let _ = tx.send((n > 0).then_some(line));
+            });
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => line,
+                Err(_) => {
+                    // Unblock the reader thread so the scope can end, then fail.
+                    let _ = self.child.kill();
+                    panic!("no output from process {} in time", self.child.id());
+                }
+            }
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// Closes stdin (the held command exits) and waits for the holder.
+    pub fn release(mut self) -> ExitStatus {
+        drop(self.stdin.take());
+        wait_with_deadline(&mut self.child)
+    }
+
+    /// Everything the holder still prints, after it exits.
+    pub fn rest_of_output(&mut self) -> String {
+        let mut rest = String::new();
+        let _ = self.stdout.read_to_string(&mut rest);
+        rest
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits for `child`, killing it and panicking after PATIENCE.
+pub fn wait_with_deadline(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    wait_until("process exit", deadline, || child.try_wait().ok().flatten())
+}
+
+/// Polls `probe` (a condition check, not a sleep-to-let-things-happen) until it yields.
+pub fn wait_until<T>(what: &str, deadline: Instant, mut probe: impl FnMut() -> Option<T>) -> T {
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `/proc/locks` lines for `path`'s inode.
+pub fn proc_locks_for(path: &Path) -> Vec<String> {
+    let ino = fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
+    fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .find(|w| w.matches(':').count() == 2)
+                .and_then(|w| w.rsplit(':').next())
+                .and_then(|i| i.parse::<u64>().ok())
+                == Some(ino)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// True when `pid` has a request blocked (`->`) on the lock at `path`.
+pub fn is_waiting(pid: i32, path: &Path) -> bool {
+    proc_locks_for(path).iter().any(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        words.get(1) == Some(&"->") && words.get(5) == Some(&pid.to_string().as_str())
+    })
+}
+
+/// Blocks until `pid` waits on `path` in the kernel.
+pub fn wait_until_waiting(pid: i32, path: &Path) {
+    wait_until(
+        &format!("pid {pid} to wait on {}", path.display()),
+        Instant::now() + PATIENCE,
+        || is_waiting(pid, path).then_some(()),
+    );
+}
+
+/// Starts a flockrun that is expected to block on `path`, and waits until it does.
+pub fn start_waiter(args: &[&str], path: &Path) -> Holder {
+    let mut child = Command::new(FLOCKRUN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start waiter");
+    let pid = i32::try_from(child.id()).unwrap();
+    let stdin = child.stdin.take();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let waiter = Holder {
+        child,
+        stdin,
+        stdout,
+    };
+    wait_until_waiting(pid, path);
+    waiter
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("kill");
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A Python interpreter with py-filelock `version` installed in a venv under the target
+/// directory, created on first use. Fails loudly when it cannot be installed.
+pub fn python_with_filelock(version: &str) -> PathBuf {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    fs::create_dir_all(&base).unwrap();
+    let venv = base.join(format!("pyvenv-filelock-{version}"));
+    let python = venv.join("bin/python");
+    let ready = venv.join(".installed");
+    if ready.exists() {
+        return python;
+    }
+    // Tests run in parallel processes: one of them installs, the others wait.
+    let guard = fs::File::create(base.join(format!("pyvenv-filelock-{version}.lock"))).unwrap();
+    guard.lock().unwrap();
+    if !ready.exists() {
+        let _ = fs::remove_dir_all(&venv);
+        run_setup(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run_setup(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--quiet",
+            &format!("filelock=={version}"),
+        ]));
+        fs::write(&ready, version).unwrap();
+    }
+    python
+}
+
+fn run_setup(cmd: &mut Command) {
+    let out = cmd.output().expect("run python setup");
+    assert!(
+        out.status.success(),
+        "cannot install py-filelock for the interop tests ({cmd:?}): {}\n\
+         The tests need python3 with venv and pip, and access to PyPI.",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Holds a py-filelock lock: prints `HELD`, releases when stdin closes.
+pub const PY_HOLD: &str = r#"
+import sys, filelock
+kind, path = sys.argv[1], sys.argv[2]
+lock = {"native": lambda: filelock.FileLock(path)}[kind]()
+with lock:
+    print("HELD", flush=True)
+    sys.stdin.read()
+"#;
+
+/// One bounded py-filelock attempt: prints `ACQUIRED` or `TIMEOUT`.
+pub const PY_TRY: &str = r#"
+import sys, filelock
+kind, path, t = sys.argv[1], sys.argv[2], float(sys.argv[3])
+try:
+    filelock.FileLock(path).acquire(timeout=t).lock.release()
+    print("ACQUIRED")
+except filelock.Timeout:
+    print("TIMEOUT")
+"#;
+
+/// Runs `PY_TRY` with `python` and returns its verdict.
+pub fn py_try(python: &Path, path: &Path, timeout: &str) -> String {
+    let out = Command::new(python)
+        .args(["-c", PY_TRY, "native"])
+        .arg(path)
+        .arg(timeout)
+        .output()
+        .expect("run python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

@@ -1,0 +1,12 @@
+//! The one integration-test binary (one link step). Each module covers one feature.
+
+mod harness;
+
+mod exclusion;
+mod exit_status;
+mod generated;
+mod hostile_input;
+mod interop;
+mod nested;
+mod replaced_lock;
+mod supervision;
