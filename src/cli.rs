@@ -76,12 +76,13 @@ pub struct TryArgs {
 
 /// Options of the commands that take a kernel (flock or OFD) lock.
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // one per flag
 pub struct KernelLockArgs {
     /// Take a shared lock (any number of shared holders, no exclusive one), like flock -s
     #[arg(short = 's', long)]
     pub shared: bool,
 
-    /// Use a Linux open-file-description lock (F_OFD_SETLK) instead of flock(2), like
+    /// Use a Linux open-file-description lock (`F_OFD_SETLK`) instead of flock(2), like
     /// util-linux flock --fcntl. An exclusive one needs write permission on LOCK
     #[arg(long)]
     pub fcntl: bool,
@@ -101,13 +102,19 @@ pub struct KernelLockArgs {
 
 /// Options every locking command has, and LOCK and COMMAND.
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // one per flag
 pub struct RunArgs {
     /// Exit status when the lock is busy or the wait times out (0-255)
     #[arg(short = 'E', long, value_name = "N", default_value_t = CONFLICT_DEFAULT)]
     pub conflict_exit_code: u8,
 
     /// Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)
-    #[arg(short = 'c', long = "command", value_name = "STRING", conflicts_with = "command")]
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "STRING",
+        conflicts_with = "command"
+    )]
     pub shell_command: Option<OsString>,
 
     /// Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]

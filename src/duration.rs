@@ -93,6 +93,9 @@ mod tests {
         assert_eq!(format_seconds(Duration::from_millis(300)), "0.30s");
         assert_eq!(format_seconds(Duration::from_secs(192)), "3m12s");
         assert_eq!(format_seconds(Duration::from_secs(7500)), "2h05m");
-        assert_eq!(format_seconds(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d4h");
+        assert_eq!(
+            format_seconds(Duration::from_secs(3 * 86400 + 4 * 3600)),
+            "3d4h"
+        );
     }
 }

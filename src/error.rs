@@ -15,12 +15,15 @@ use crate::lock::LockMode;
 #[derive(Debug)]
 pub enum Error {
     /// A single attempt found the lock held by someone else.
-    Busy { path: PathBuf, sighting: Sighting },
+    Busy {
+        path: PathBuf,
+        sighting: Box<Sighting>,
+    },
     /// The wait reached its deadline.
     TimedOut {
         path: PathBuf,
         waited: Duration,
-        sighting: Sighting,
+        sighting: Box<Sighting>,
     },
     /// An ancestor holds the lock in a mode that does not cover this request; waiting would
     /// wait for ourselves forever.
@@ -49,7 +52,10 @@ pub enum Error {
     /// The kernel refused the lock operation itself (ENOLCK, ENOSYS, EOPNOTSUPP…).
     LockFailed { path: PathBuf, source: io::Error },
     /// COMMAND could not be started.
-    Spawn { program: OsString, source: io::Error },
+    Spawn {
+        program: OsString,
+        source: io::Error,
+    },
     /// A system call flockrun depends on failed (fork, signals, timers, descriptors).
     System {
         what: &'static str,
@@ -97,11 +103,20 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Interrupted { signal } => {
-                write!(f, "stopped by signal {} while waiting", signal_name(*signal))
+                write!(
+                    f,
+                    "stopped by signal {} while waiting",
+                    signal_name(*signal)
+                )
             }
             Error::NotALock { path, reason } => write!(f, "{}: {reason}", path.display()),
             Error::Open { path, hint, source } => {
-                write!(f, "cannot open lock {}: {}", path.display(), os_message(source))?;
+                write!(
+                    f,
+                    "cannot open lock {}: {}",
+                    path.display(),
+                    os_message(source)
+                )?;
                 if !hint.is_empty() {
                     write!(f, "; {hint}")?;
                 }

@@ -176,7 +176,7 @@ pub fn acquire(request: &LockRequest, observer: &mut dyn WaitObserver) -> Result
             if !won {
                 if request.deadline.is_immediate() {
                     return Err(Error::Busy {
-                        sighting: inspect::sight(id, request.kind),
+                        sighting: Box::new(inspect::sight(id, request.kind)),
                         path: path.clone(),
                     });
                 }
@@ -192,12 +192,11 @@ pub fn acquire(request: &LockRequest, observer: &mut dyn WaitObserver) -> Result
                 let tick_every = observer.tick_every();
                 let mut tick = |waited| observer.tick(waited, id, request.kind);
                 let mut attempt = || request.kind.lock_blocking(&file, request.mode);
-                match wait::wait_in_kernel(&request.deadline, tick_every, &mut tick, &mut attempt)
-                {
+                match wait::wait_in_kernel(&request.deadline, tick_every, &mut tick, &mut attempt) {
                     Ok(()) => {}
                     Err(WaitEnd::TimedOut) => {
                         return Err(Error::TimedOut {
-                            sighting: inspect::sight(id, request.kind),
+                            sighting: Box::new(inspect::sight(id, request.kind)),
                             path: path.clone(),
                             waited: request.deadline.elapsed(),
                         });

@@ -43,7 +43,11 @@ const VANISHED_RETRIES: usize = 1000;
 /// # Errors
 /// `Error::Open`, `Error::CannotCreate`, `Error::NotALock` or `Error::System`, each naming
 /// the path and what to do.
-pub fn open_lock_file(path: &Path, access: Access, create_mode: Option<u32>) -> Result<File, Error> {
+pub fn open_lock_file(
+    path: &Path,
+    access: Access,
+    create_mode: Option<u32>,
+) -> Result<File, Error> {
     refuse_special(path, fs::symlink_metadata(path).ok().as_ref())?;
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Open {
         path: path.to_owned(),

@@ -3,6 +3,7 @@
 //! to stderr, all starting with `flockrun: `; a failing write never changes the status.
 
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -233,7 +234,7 @@ impl Reporter {
             format_seconds(held.waited())
         );
         if let Some(sighting) = &self.held_meanwhile {
-            message.push_str(&format!("; meanwhile it was {sighting}"));
+            let _ = write!(message, "; meanwhile it was {sighting}");
         }
         say(&message);
     }
@@ -261,7 +262,10 @@ impl WaitObserver for Reporter {
             format_seconds(waited),
             self.path
         );
-        let line: String = line.chars().take(terminal_width().saturating_sub(1)).collect();
+        let line: String = line
+            .chars()
+            .take(terminal_width().saturating_sub(1))
+            .collect();
         // \r and "erase line": one line, rewritten in place.
         let _ = write!(io::stderr().lock(), "\r\x1b[2K{line}");
         self.line_shown = true;

@@ -151,11 +151,35 @@ fn prepare(launch: &Launch<'_>) -> process::Command {
 /// are reset *before* the mask is cleared, so a signal pending at that moment acts as it
 /// would on COMMAND. Then the lock descriptor, opened `O_CLOEXEC`, is handed on if wanted.
 fn reset_in_child(inherit: Option<RawFd>) -> io::Result<()> {
-    for sig in 1..65 {
+    /// The kernel's `struct sigaction` (generic layout, x86-64 and arm64 alike).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // SAFETY: signal() is async-signal-safe; it fails harmlessly for the signals
-            // the C library reserves.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            // The raw system call, because the C library's sigaction refuses to touch the
+            // two signals it reserves for itself (32 and 33), and those can arrive ignored
+            // too. A failure changes nothing, so it is not checked.
+            // SAFETY: rt_sigaction reads a valid struct of the size it is told; async-signal-safe.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &raw const default,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
         }
     }
     // SAFETY: a zeroed sigset_t is a valid argument for sigemptyset.
@@ -168,6 +192,7 @@ fn reset_in_child(inherit: Option<RawFd>) -> io::Result<()> {
     if let Some(fd) = inherit {
         // SAFETY: fcntl on a descriptor this process owns.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // SAFETY: as above.
         if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -180,6 +205,7 @@ fn reset_in_child(inherit: Option<RawFd>) -> io::Result<()> {
 ///
 /// # Errors
 /// `Interrupted` when a stop signal arrived before exec, `Spawn` when exec fails.
+#[must_use]
 pub fn exec_in_place(launch: &Launch<'_>) -> Error {
     let mut block = SigSet::empty();
     for sig in wait::STOP_SIGNALS {
@@ -222,14 +248,14 @@ fn forward_until_exit(child: Pid, watched: &SigSet) -> Result<i32, Error> {
                 e => return Err(Error::system("waiting for signals", e)),
             }
         }
-        if sig != libc::SIGCHLD {
-            if let Ok(signal) = Signal::try_from(sig) {
-                // SI_KERNEL: sent by the terminal to the foreground process group, which
-                // COMMAND shares unless it moved to a group of its own.
-                let from_terminal = info.si_code == libc::SI_KERNEL;
-                if !from_terminal || getpgid(Some(child)).ok() != own_group {
-                    let _ = kill(child, signal);
-                }
+        if sig != libc::SIGCHLD
+            && let Ok(signal) = Signal::try_from(sig)
+        {
+            // SI_KERNEL: sent by the terminal to the foreground process group, which COMMAND
+            // shares unless it moved to a group of its own.
+            let from_terminal = info.si_code == libc::SI_KERNEL;
+            if !from_terminal || getpgid(Some(child)).ok() != own_group {
+                let _ = kill(child, signal);
             }
         }
         if let Some(status) = reap(child)? {

@@ -11,7 +11,12 @@ use crate::harness::{Holder, flockrun, scratch};
 fn command_status_is_passed_through() {
     let dir = scratch();
     let lock = dir.path().join("l");
-    flockrun().args(["exec"]).arg(&lock).args(["--", "true"]).assert().code(0);
+    flockrun()
+        .args(["exec"])
+        .arg(&lock)
+        .args(["--", "true"])
+        .assert()
+        .code(0);
     flockrun()
         .arg("exec")
         .arg(&lock)
@@ -71,14 +76,19 @@ fn usage_errors_exit_64_with_a_flockrun_message() {
             .code(64)
             .stderr(predicate::str::starts_with("flockrun: "));
     }
-    assert!(!dir.path().join("l").exists(), "a usage error created the lock file");
+    assert!(
+        !dir.path().join("l").exists(),
+        "a usage error created the lock file"
+    );
 }
 
 #[test]
 fn bad_timeouts_are_usage_errors() {
     let dir = scratch();
     let lock = dir.path().join("l");
-    for bad in ["-1", "", "abc", "nan", "NaN", "inf", "1e400", "1e3", "0x10", " 1", "1 ", "+1"] {
+    for bad in [
+        "-1", "", "abc", "nan", "NaN", "inf", "1e400", "1e3", "0x10", " 1", "1 ", "+1",
+    ] {
         flockrun()
             .arg("exec")
             .arg(format!("--timeout={bad}"))
@@ -89,8 +99,18 @@ fn bad_timeouts_are_usage_errors() {
             .stderr(predicate::str::contains("--timeout"))
             .stderr(predicate::str::contains("seconds"));
     }
-    flockrun().args(["exec", "-w", "0.5"]).arg(&lock).arg("true").assert().code(0);
-    flockrun().args(["exec", "--wait", ".5"]).arg(&lock).arg("true").assert().code(0);
+    flockrun()
+        .args(["exec", "-w", "0.5"])
+        .arg(&lock)
+        .arg("true")
+        .assert()
+        .code(0);
+    flockrun()
+        .args(["exec", "--wait", ".5"])
+        .arg(&lock)
+        .arg("true")
+        .assert()
+        .code(0);
 }
 
 #[test]
@@ -136,7 +156,12 @@ fn command_not_found_is_127_and_not_executable_is_126() {
         .code(126)
         .stderr(predicate::str::contains("permission denied"));
     // Nothing stays locked after a command that could not start.
-    flockrun().arg("try").arg(&lock).arg("true").assert().code(0);
+    flockrun()
+        .arg("try")
+        .arg(&lock)
+        .arg("true")
+        .assert()
+        .code(0);
 }
 
 #[test]
@@ -154,11 +179,25 @@ fn busy_is_75_or_the_conflict_code_and_names_the_holder() {
         .assert()
         .code(75)
         .stdout("")
-        .stderr(predicate::str::starts_with(format!("flockrun: {lock_s} is busy: held by pid {child_pid} (sh -c ")))
-        .stderr(predicate::str::contains(format!("under flockrun pid {}", holder.pid())));
-    flockrun().args(["try", "-E", "9", lock_s, "true"]).assert().code(9);
-    flockrun().args(["exec", "-n", lock_s, "true"]).assert().code(75);
-    flockrun().args(["exec", "-w", "0", lock_s, "true"]).assert().code(75);
+        .stderr(predicate::str::starts_with(format!(
+            "flockrun: {lock_s} is busy: held by pid {child_pid} (sh -c "
+        )))
+        .stderr(predicate::str::contains(format!(
+            "under flockrun pid {}",
+            holder.pid()
+        )));
+    flockrun()
+        .args(["try", "-E", "9", lock_s, "true"])
+        .assert()
+        .code(9);
+    flockrun()
+        .args(["exec", "-n", lock_s, "true"])
+        .assert()
+        .code(75);
+    flockrun()
+        .args(["exec", "-w", "0", lock_s, "true"])
+        .assert()
+        .code(75);
     flockrun()
         .args(["try", "-q", lock_s, "true"])
         .assert()
@@ -172,10 +211,25 @@ fn busy_is_75_or_the_conflict_code_and_names_the_holder() {
 fn descriptors_exhausted_is_71() {
     let dir = scratch();
     let lock = dir.path().join("l");
-    flockrun_in_shell(&format!("ulimit -n 3; exec {} exec {} true", crate::harness::FLOCKRUN, lock.display()))
+    // Four descriptors: the dynamic loader and the lock file get one each in turn, then
+    // starting COMMAND needs a pipe and finds none.
+    flockrun_in_shell(&format!(
+        "ulimit -n 4; exec {} exec {} true",
+        crate::harness::FLOCKRUN,
+        lock.display()
+    ))
+    .assert()
+    .code(71)
+    .stderr(predicate::str::contains(
+        "flockrun: starting COMMAND failed: Too many open files",
+    ));
+    // Nothing was left locked.
+    flockrun()
+        .arg("try")
+        .arg(&lock)
+        .arg("true")
         .assert()
-        .code(71)
-        .stderr(predicate::str::contains("flockrun: "));
+        .code(0);
 }
 
 fn flockrun_in_shell(script: &str) -> assert_cmd::Command {

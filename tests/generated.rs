@@ -12,7 +12,9 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
     let cmd = flockrun::cli::Cli::command();
     let mut page = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut page).unwrap();
+    clap_mangen::Man::new(cmd.clone())
+        .render(&mut page)
+        .unwrap();
     files.push((root.join("man/flockrun.1"), page));
     for sub in cmd.get_subcommands() {
         let name = format!("flockrun-{}", sub.get_name());
@@ -29,7 +31,12 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         (Shell::PowerShell, "_flockrun.ps1"),
     ] {
         let mut out = Vec::new();
-        clap_complete::generate(shell, &mut flockrun::cli::Cli::command(), "flockrun", &mut out);
+        clap_complete::generate(
+            shell,
+            &mut flockrun::cli::Cli::command(),
+            "flockrun",
+            &mut out,
+        );
         files.push((root.join("completions").join(file), out));
     }
     files

@@ -23,7 +23,7 @@ pub const FLOCKRUN: &str = env!("CARGO_BIN_EXE_flockrun");
 /// py-filelock versions the interop tests run against.
 pub const PY_FILELOCK_VERSIONS: [&str; 2] = ["3.28.0", "4.2.11"];
 
-/// An assert_cmd command for the flockrun binary, with a generous timeout.
+/// An `assert_cmd` command for the flockrun binary, with a generous timeout.
 pub fn flockrun() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(FLOCKRUN);
     cmd.timeout(PATIENCE);
@@ -105,13 +105,12 @@ impl Holder {
                 let n = reader.read_line(&mut line).unwrap_or(0);
                 let _ = tx.send((n > 0).then_some(line));
             });
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => line,
-                Err(_) => {
-                    // Unblock the reader thread so the scope can end, then fail.
-                    let _ = self.child.kill();
-                    panic!("no output from process {} in time", self.child.id());
-                }
+            if let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                line
+            } else {
+                // Unblock the reader thread so the scope can end, then fail.
+                let _ = self.child.kill();
+                panic!("no output from process {} in time", self.child.id());
             }
         })
     }
@@ -163,7 +162,7 @@ pub fn wait_until<T>(what: &str, deadline: Instant, mut probe: impl FnMut() -> O
 
 /// `/proc/locks` lines for `path`'s inode.
 pub fn proc_locks_for(path: &Path) -> Vec<String> {
-    let ino = fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
+    let ino = fs::metadata(path).map_or(0, |m| m.ino());
     fs::read_to_string("/proc/locks")
         .unwrap_or_default()
         .lines()
@@ -195,8 +194,17 @@ pub fn wait_until_waiting(pid: i32, path: &Path) {
     );
 }
 
+/// True when some OFD request is blocked on `path`. OFD lines carry pid -1, so this cannot
+/// tell waiters apart; tests using it start a single OFD waiter.
+pub fn has_ofd_waiter(path: &Path) -> bool {
+    proc_locks_for(path)
+        .iter()
+        .any(|l| l.split_whitespace().nth(1) == Some("->") && l.contains("OFDLCK"))
+}
+
 /// Starts a flockrun that is expected to block on `path`, and waits until it does.
 pub fn start_waiter(args: &[&str], path: &Path) -> Holder {
+    let ofd = args.contains(&"--fcntl");
     let mut child = Command::new(FLOCKRUN)
         .args(args)
         .stdin(Stdio::piped())
@@ -212,7 +220,14 @@ pub fn start_waiter(args: &[&str], path: &Path) -> Holder {
         stdin,
         stdout,
     };
-    wait_until_waiting(pid, path);
+    if ofd {
+        let what = format!("an OFD waiter on {}", path.display());
+        wait_until(&what, Instant::now() + PATIENCE, || {
+            has_ofd_waiter(path).then_some(())
+        });
+    } else {
+        wait_until_waiting(pid, path);
+    }
     waiter
 }
 
@@ -294,6 +309,10 @@ pub fn py_try(python: &Path, path: &Path, timeout: &str) -> String {
         .arg(timeout)
         .output()
         .expect("run python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

@@ -106,11 +106,21 @@ fn non_utf8_paths_and_arguments_pass_byte_for_byte() {
     let out = Command::new(FLOCKRUN)
         .arg("exec")
         .arg(&lock)
-        .args(["--", "sh", "-c", "printf '%s|%s' \"$1\" \"$FLOCKRUN_LOCK\"", "sh"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "printf '%s|%s' \"$1\" \"$FLOCKRUN_LOCK\"",
+            "sh",
+        ])
         .arg(arg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut expected = arg.as_bytes().to_vec();
     expected.push(b'|');
     expected.extend_from_slice(lock.as_os_str().as_bytes());
@@ -126,12 +136,21 @@ fn an_existing_data_file_is_never_truncated_or_modified() {
     fs::set_permissions(&data, fs::Permissions::from_mode(0o640)).unwrap();
     let before = fs::metadata(&data).unwrap();
     for extra in [&[][..], &["-s"], &["--fcntl"], &["--mode", "0600"]] {
-        flockrun().arg("exec").args(extra).arg(&data).arg("true").assert().code(0);
+        flockrun()
+            .arg("exec")
+            .args(extra)
+            .arg(&data)
+            .arg("true")
+            .assert()
+            .code(0);
     }
     let after = fs::metadata(&data).unwrap();
     assert_eq!(fs::read_to_string(&data).unwrap(), "keep me\n");
     assert_eq!(after.mode(), before.mode());
-    assert_eq!((after.mtime(), after.mtime_nsec()), (before.mtime(), before.mtime_nsec()));
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec()),
+        (before.mtime(), before.mtime_nsec())
+    );
     assert_eq!(after.ino(), before.ino());
 }
 
@@ -141,7 +160,12 @@ fn a_read_only_lock_file_can_still_be_locked() {
     let lock = dir.path().join("ro");
     fs::write(&lock, "").unwrap();
     fs::set_permissions(&lock, fs::Permissions::from_mode(0o444)).unwrap();
-    flockrun().arg("exec").arg(&lock).arg("true").assert().code(0);
+    flockrun()
+        .arg("exec")
+        .arg(&lock)
+        .arg("true")
+        .assert()
+        .code(0);
 }
 
 /// Runs flockrun as an unprivileged user (nobody) when the suite runs as root, or as the
@@ -169,18 +193,29 @@ fn permission_denied_is_66_with_a_hint() {
         fs::set_permissions(&unreadable, fs::Permissions::from_mode(0o000)).unwrap();
     }
     // The unprivileged user can reach the directory but not write in it.
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(if is_root() { 0o755 } else { 0o555 }))
-        .unwrap();
-    unprivileged_flockrun(&[OsStr::new("exec"), unreadable.as_os_str(), OsStr::new("true")])
-        .assert()
-        .code(66)
-        .stderr(predicate::str::contains(unreadable.to_str().unwrap()))
-        .stderr(predicate::str::contains("read access"));
+    fs::set_permissions(
+        dir.path(),
+        fs::Permissions::from_mode(if is_root() { 0o755 } else { 0o555 }),
+    )
+    .unwrap();
+    unprivileged_flockrun(&[
+        OsStr::new("exec"),
+        unreadable.as_os_str(),
+        OsStr::new("true"),
+    ])
+    .assert()
+    .code(66)
+    .stderr(predicate::str::contains(unreadable.to_str().unwrap()))
+    .stderr(predicate::str::contains("read access"));
     let uncreatable = dir.path().join("new.lock");
-    unprivileged_flockrun(&[OsStr::new("exec"), uncreatable.as_os_str(), OsStr::new("true")])
-        .assert()
-        .code(66)
-        .stderr(predicate::str::contains("create"));
+    unprivileged_flockrun(&[
+        OsStr::new("exec"),
+        uncreatable.as_os_str(),
+        OsStr::new("true"),
+    ])
+    .assert()
+    .code(66)
+    .stderr(predicate::str::contains("create"));
     assert!(!uncreatable.exists());
 }
 
@@ -213,14 +248,24 @@ fn read_only_filesystem_locks_existing_files_and_refuses_to_create() {
     let mnt = dir.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let mount = |args: &[&str]| {
-        let ok = Command::new("mount").args(args).arg(&mnt).status().unwrap().success();
+        let ok = Command::new("mount")
+            .args(args)
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "mount {args:?} failed");
     };
     mount(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"]);
     fs::write(mnt.join("existing.lock"), "").unwrap();
     mount(&["-o", "remount,ro"]);
     let result = std::panic::catch_unwind(|| {
-        flockrun().arg("exec").arg(mnt.join("existing.lock")).arg("true").assert().code(0);
+        flockrun()
+            .arg("exec")
+            .arg(mnt.join("existing.lock"))
+            .arg("true")
+            .assert()
+            .code(0);
         flockrun()
             .arg("exec")
             .arg(mnt.join("missing.lock"))

@@ -6,8 +6,7 @@ use std::ffi::OsStr;
 use predicates::prelude::*;
 
 use crate::harness::{
-    HOLD_SH, Holder, PY_FILELOCK_VERSIONS, PY_HOLD, flockrun, py_try, python_with_filelock,
-    scratch,
+    HOLD_SH, Holder, PY_FILELOCK_VERSIONS, PY_HOLD, flockrun, py_try, python_with_filelock, scratch,
 };
 
 fn flock1_holder(args: &[&str]) -> Holder {
@@ -35,8 +34,14 @@ fn flock1_holder_excludes_flockrun() {
         .args(["try", lock_s, "true"])
         .assert()
         .code(75)
-        .stderr(predicate::str::contains(format!("held by pid {}", holder.pid())));
-    flockrun().args(["try", "-s", lock_s, "true"]).assert().code(75);
+        .stderr(predicate::str::contains(format!(
+            "held by pid {}",
+            holder.pid()
+        )));
+    flockrun()
+        .args(["try", "-s", lock_s, "true"])
+        .assert()
+        .code(75);
     assert!(holder.release().success());
     flockrun().args(["try", lock_s, "true"]).assert().code(0);
 }
@@ -59,7 +64,10 @@ fn shared_locks_are_shared_with_flock1() {
     let lock = dir.path().join("l");
     let lock_s = lock.to_str().unwrap();
     let holder = flock1_holder(&["-s", lock_s]);
-    flockrun().args(["try", "-s", lock_s, "true"]).assert().code(0);
+    flockrun()
+        .args(["try", "-s", lock_s, "true"])
+        .assert()
+        .code(0);
     flockrun().args(["try", lock_s, "true"]).assert().code(75);
     drop(holder);
     let holder = Holder::flockrun(&["exec", "-s", lock_s]);
@@ -77,16 +85,30 @@ fn py_filelock_holder_excludes_flockrun() {
         let lock_s = lock.to_str().unwrap();
         let holder = Holder::start(
             &python,
-            &[OsStr::new("-c"), OsStr::new(PY_HOLD), OsStr::new("native"), lock.as_os_str()],
+            &[
+                OsStr::new("-c"),
+                OsStr::new(PY_HOLD),
+                OsStr::new("native"),
+                lock.as_os_str(),
+            ],
             "HELD",
         );
         flockrun()
             .args(["try", lock_s, "true"])
             .assert()
             .code(75)
-            .stderr(predicate::str::contains(format!("held by pid {}", holder.pid())));
-        flockrun().args(["exec", "-w", "0.2", lock_s, "true"]).assert().code(75);
-        assert!(holder.release().success(), "py-filelock {version} holder failed");
+            .stderr(predicate::str::contains(format!(
+                "held by pid {}",
+                holder.pid()
+            )));
+        flockrun()
+            .args(["exec", "-w", "0.2", lock_s, "true"])
+            .assert()
+            .code(75);
+        assert!(
+            holder.release().success(),
+            "py-filelock {version} holder failed"
+        );
         flockrun().args(["try", lock_s, "true"]).assert().code(0);
     }
 }
@@ -98,8 +120,16 @@ fn flockrun_holder_excludes_py_filelock() {
         let dir = scratch();
         let lock = dir.path().join("x.lock");
         let holder = Holder::flockrun(&["exec", lock.to_str().unwrap()]);
-        assert_eq!(py_try(&python, &lock, "0.2"), "TIMEOUT", "py-filelock {version}");
+        assert_eq!(
+            py_try(&python, &lock, "0.2"),
+            "TIMEOUT",
+            "py-filelock {version}"
+        );
         assert!(holder.release().success());
-        assert_eq!(py_try(&python, &lock, "0.2"), "ACQUIRED", "py-filelock {version}");
+        assert_eq!(
+            py_try(&python, &lock, "0.2"),
+            "ACQUIRED",
+            "py-filelock {version}"
+        );
     }
 }

@@ -13,7 +13,18 @@ fn exclusive_inside_exclusive_runs_at_once() {
     for outer in [&["exec"][..], &["try"], &["exec", "-o"], &["exec", "-F"]] {
         flockrun()
             .args(outer)
-            .args([l, FLOCKRUN, "try", l, FLOCKRUN, "exec", "-s", l, "echo", "inner-ran"])
+            .args([
+                l,
+                FLOCKRUN,
+                "try",
+                l,
+                FLOCKRUN,
+                "exec",
+                "-s",
+                l,
+                "echo",
+                "inner-ran",
+            ])
             .assert()
             .code(0)
             .stdout("inner-ran\n");
@@ -26,7 +37,17 @@ fn shared_inside_shared_runs_and_exclusive_inside_shared_is_refused() {
     let lock = dir.path().join("l");
     let l = lock.to_str().unwrap();
     flockrun()
-        .args(["exec", "-s", l, FLOCKRUN, "exec", "-s", l, "echo", "inner-ran"])
+        .args([
+            "exec",
+            "-s",
+            l,
+            FLOCKRUN,
+            "exec",
+            "-s",
+            l,
+            "echo",
+            "inner-ran",
+        ])
         .assert()
         .code(0)
         .stdout("inner-ran\n");
@@ -40,7 +61,9 @@ fn shared_inside_shared_runs_and_exclusive_inside_shared_is_refused() {
             .assert()
             .code(3)
             .stdout("")
-            .stderr(predicate::str::contains("already held shared by an ancestor"))
+            .stderr(predicate::str::contains(
+                "already held shared by an ancestor",
+            ))
             .stderr(predicate::str::contains("wait for itself"));
     }
 }
@@ -53,7 +76,9 @@ fn a_different_lock_kind_is_not_nested() {
     let lock = dir.path().join("l");
     let l = lock.to_str().unwrap();
     flockrun()
-        .args(["exec", "-s", l, FLOCKRUN, "try", "--fcntl", l, "echo", "ofd-ran"])
+        .args([
+            "exec", "-s", l, FLOCKRUN, "try", "--fcntl", l, "echo", "ofd-ran",
+        ])
         .assert()
         .code(0)
         .stdout("ofd-ran\n");

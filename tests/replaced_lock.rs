@@ -4,7 +4,9 @@
 
 use std::fs;
 
-use crate::harness::{Holder, is_waiting, scratch, start_waiter, wait_until, wait_with_deadline, PATIENCE};
+use crate::harness::{
+    Holder, PATIENCE, is_waiting, scratch, start_waiter, wait_until, wait_with_deadline,
+};
 
 #[test]
 fn waiter_on_a_deleted_lock_file_never_runs_beside_the_new_holder() {
@@ -22,10 +24,16 @@ fn waiter_on_a_deleted_lock_file_never_runs_beside_the_new_holder() {
     // The first holder lets go: the waiter wins the orphaned inode, notices, and must queue
     // again on the new file instead of running.
     assert!(first.release().success());
-    wait_until("the waiter to queue on the new inode", std::time::Instant::now() + PATIENCE, || {
-        is_waiting(waiter_pid, &lock).then_some(())
-    });
-    assert_eq!(waiter.child.try_wait().unwrap(), None, "waiter ran beside the newcomer");
+    wait_until(
+        "the waiter to queue on the new inode",
+        std::time::Instant::now() + PATIENCE,
+        || is_waiting(waiter_pid, &lock).then_some(()),
+    );
+    assert_eq!(
+        waiter.child.try_wait().unwrap(),
+        None,
+        "waiter ran beside the newcomer"
+    );
 
     assert!(newcomer.release().success());
     assert!(wait_with_deadline(&mut waiter.child).success());
@@ -48,10 +56,16 @@ fn waiter_on_a_replaced_lock_file_never_runs_beside_the_new_holder() {
     let newcomer = Holder::flockrun(&["exec", l]);
 
     assert!(first.release().success());
-    wait_until("the waiter to queue on the new inode", std::time::Instant::now() + PATIENCE, || {
-        is_waiting(waiter_pid, &lock).then_some(())
-    });
-    assert_eq!(waiter.child.try_wait().unwrap(), None, "waiter ran beside the newcomer");
+    wait_until(
+        "the waiter to queue on the new inode",
+        std::time::Instant::now() + PATIENCE,
+        || is_waiting(waiter_pid, &lock).then_some(()),
+    );
+    assert_eq!(
+        waiter.child.try_wait().unwrap(),
+        None,
+        "waiter ran beside the newcomer"
+    );
     assert!(newcomer.release().success());
     assert!(wait_with_deadline(&mut waiter.child).success());
 }

@@ -42,7 +42,15 @@ fn child_of(pid: i32) -> i32 {
 fn signals_are_forwarded_to_command_once() {
     let dir = scratch();
     let lock = dir.path().join("l");
-    let args = ["exec", lock.to_str().unwrap(), "--", "python3", "-c", TRAPPER].map(OsStr::new);
+    let args = [
+        "exec",
+        lock.to_str().unwrap(),
+        "--",
+        "python3",
+        "-c",
+        TRAPPER,
+    ]
+    .map(OsStr::new);
     let mut holder = Holder::start(FLOCKRUN, &args, "ready");
     for (sig, name) in [
         (Signal::SIGUSR1, "SIGUSR1"),
@@ -55,9 +63,16 @@ fn signals_are_forwarded_to_command_once() {
     signal(holder.pid(), Signal::SIGTERM);
     holder.expect_line("got SIGTERM");
     let status = wait_with_deadline(&mut holder.child);
-    assert_eq!(status.code(), Some(9), "flockrun must exit with COMMAND's status");
+    assert_eq!(
+        status.code(),
+        Some(9),
+        "flockrun must exit with COMMAND's status"
+    );
     assert_eq!(holder.rest_of_output(), "", "a signal was delivered twice");
-    flockrun().args(["try", lock.to_str().unwrap(), "true"]).assert().code(0);
+    flockrun()
+        .args(["try", lock.to_str().unwrap(), "true"])
+        .assert()
+        .code(0);
 }
 
 #[test]
@@ -76,7 +91,9 @@ fn command_keeps_the_lock_when_flockrun_is_killed() {
         .assert()
         .code(75)
         .stdout("")
-        .stderr(predicate::str::contains(format!("held by pid {command_pid} (sh -c")));
+        .stderr(predicate::str::contains(format!(
+            "held by pid {command_pid} (sh -c"
+        )));
     drop(holder); // closes COMMAND's stdin: it exits and the lock is free
     let deadline = Instant::now() + PATIENCE;
     wait_until("the orphaned command to exit", deadline, || {
@@ -97,12 +114,18 @@ fn with_close_command_has_no_lock_and_dies_with_flockrun() {
         .args(["exec", "--close", l, "sh", "-c", "ls -l /proc/$$/fd"])
         .output()
         .unwrap();
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(l), "COMMAND inherited the lock");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(l),
+        "COMMAND inherited the lock"
+    );
     let out = flockrun()
         .args(["exec", l, "sh", "-c", "ls -l /proc/$$/fd"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains(l), "COMMAND did not inherit the lock");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(l),
+        "COMMAND did not inherit the lock"
+    );
 
     let mut holder = Holder::flockrun(&["exec", "-o", l]);
     let command_pid = child_of(holder.pid());
@@ -126,12 +149,20 @@ fn no_fork_makes_command_the_holder() {
     let holder = Holder::start(FLOCKRUN, &args, "ready");
     let comm = fs::read_to_string(format!("/proc/{}/comm", holder.pid())).unwrap();
     assert_eq!(comm.trim(), "sh", "flockrun was not replaced by COMMAND");
-    assert_eq!(fs::read_to_string(format!("/proc/{}/task/{0}/children", holder.pid())).unwrap().trim(), "");
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{}/task/{0}/children", holder.pid()))
+            .unwrap()
+            .trim(),
+        ""
+    );
     flockrun()
         .args(["try", l, "true"])
         .assert()
         .code(75)
-        .stderr(predicate::str::contains(format!("held by pid {}", holder.pid())));
+        .stderr(predicate::str::contains(format!(
+            "held by pid {}",
+            holder.pid()
+        )));
     let status = holder.release();
     assert!(status.success());
     flockrun().args(["try", l, "true"]).assert().code(0);
@@ -147,20 +178,35 @@ fn stop_signals_while_waiting_end_the_wait_and_leave_nothing() {
     let lock = dir.path().join("l");
     let l = lock.to_str().unwrap();
     let holder = Holder::flockrun(&["exec", l]);
-    for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
+    for (sig, code) in [
+        (Signal::SIGINT, 130),
+        (Signal::SIGTERM, 143),
+        (Signal::SIGHUP, 129),
+    ] {
         let mut waiter = start_waiter(&["exec", l, "echo", "must-not-run"], &lock);
         signal(waiter.pid(), sig);
         let status = wait_with_deadline(&mut waiter.child);
         assert_eq!(status.code(), Some(code), "{sig}");
         assert_eq!(waiter.rest_of_output(), "");
-        assert!(!is_waiting(waiter.pid(), &lock), "a request was left queued");
+        assert!(
+            !is_waiting(waiter.pid(), &lock),
+            "a request was left queued"
+        );
     }
     let with_timeout = start_waiter(&["exec", "-w", "60", l, "true"], &lock);
     signal(with_timeout.pid(), Signal::SIGINT);
     let mut with_timeout = with_timeout;
-    assert_eq!(wait_with_deadline(&mut with_timeout.child).code(), Some(130));
+    assert_eq!(
+        wait_with_deadline(&mut with_timeout.child).code(),
+        Some(130)
+    );
     // Only the holder's lock remains.
-    assert_eq!(proc_locks_for(&lock).len(), 1, "{:?}", proc_locks_for(&lock));
+    assert_eq!(
+        proc_locks_for(&lock).len(),
+        1,
+        "{:?}",
+        proc_locks_for(&lock)
+    );
     drop(holder);
 }
 
@@ -173,9 +219,11 @@ fn an_alarm_from_outside_does_not_end_a_timed_wait() {
     let mut waiter = start_waiter(&["exec", "-w", "60", l, "echo", "waited"], &lock);
     signal(waiter.pid(), Signal::SIGALRM);
     // Still queued after the stray alarm was handled: it re-enters the wait.
-    wait_until("the waiter to queue again", Instant::now() + PATIENCE, || {
-        is_waiting(waiter.pid(), &lock).then_some(())
-    });
+    wait_until(
+        "the waiter to queue again",
+        Instant::now() + PATIENCE,
+        || is_waiting(waiter.pid(), &lock).then_some(()),
+    );
     assert!(holder.release().success());
     assert!(wait_with_deadline(&mut waiter.child).success());
     assert_eq!(waiter.rest_of_output(), "waited\n");
@@ -188,13 +236,27 @@ fn command_gets_the_lock_environment() {
     fs::create_dir(dir.path().join("sub")).unwrap();
     flockrun()
         .current_dir(dir.path())
-        .args(["exec", "-s", "sub/../l", "sh", "-c", "echo $FLOCKRUN_LOCK $FLOCKRUN_KIND $FLOCKRUN_MODE"])
+        .args([
+            "exec",
+            "-s",
+            "sub/../l",
+            "sh",
+            "-c",
+            "echo $FLOCKRUN_LOCK $FLOCKRUN_KIND $FLOCKRUN_MODE",
+        ])
         .assert()
         .code(0)
         .stdout(format!("{} kernel shared\n", lock.display()));
     flockrun()
         .current_dir(dir.path())
-        .args(["try", "--fcntl", "l", "sh", "-c", "echo $FLOCKRUN_KIND $FLOCKRUN_MODE"])
+        .args([
+            "try",
+            "--fcntl",
+            "l",
+            "sh",
+            "-c",
+            "echo $FLOCKRUN_KIND $FLOCKRUN_MODE",
+        ])
         .assert()
         .stdout("ofd exclusive\n");
 }

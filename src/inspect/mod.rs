@@ -114,7 +114,7 @@ pub fn sight(id: FileId, kind: LockKind) -> Sighting {
             "{hidden} processes of other users could not be inspected (run as root to see them)"
         ));
     }
-    sighting.holders = pair_flockrun_with_child(found);
+    sighting.holders = collapse_trees(found);
     sighting
 }
 
@@ -167,22 +167,20 @@ pub(crate) fn process_lock(pid: i32, id: FileId, class: &str) -> Result<Option<L
     Ok(None)
 }
 
-/// A flockrun and the COMMAND that inherited its descriptor both hold the lock; show them as
-/// one holder. A flockrun whose COMMAND does not hold it (`--close`) gets its child looked up.
-fn pair_flockrun_with_child(found: Vec<Holder>) -> Vec<Holder> {
-    let flockrun_pids: Vec<i32> = found
-        .iter()
-        .filter(|h| h.process.is_flockrun())
-        .map(|h| h.process.pid)
-        .collect();
-    let (children, mut holders): (Vec<Holder>, Vec<Holder>) = found
+/// A descriptor inherited down a process tree makes every process in it a holder of the
+/// same lock (flockrun, its COMMAND, the `cat` that COMMAND runs…). Each tree is reported
+/// once, by its topmost process; for a flockrun, together with the COMMAND it runs (looked up
+/// among its children when COMMAND does not hold the lock itself, as with `--close`).
+fn collapse_trees(found: Vec<Holder>) -> Vec<Holder> {
+    let pids: Vec<i32> = found.iter().map(|h| h.process.pid).collect();
+    let (inner, mut top): (Vec<Holder>, Vec<Holder>) = found
         .into_iter()
-        .partition(|h| flockrun_pids.contains(&h.process.ppid) && !h.process.is_flockrun());
-    for holder in &mut holders {
+        .partition(|h| pids.contains(&h.process.ppid));
+    for holder in &mut top {
         if !holder.process.is_flockrun() {
             continue;
         }
-        holder.child = children
+        holder.child = inner
             .iter()
             .find(|c| c.process.ppid == holder.process.pid)
             .map(|c| c.process.clone())
@@ -191,7 +189,7 @@ fn pair_flockrun_with_child(found: Vec<Holder>) -> Vec<Holder> {
                 ProcessInfo::read(pid).ok()
             });
     }
-    holders
+    top
 }
 
 const COMMAND_WIDTH: usize = 60;

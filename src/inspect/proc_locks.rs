@@ -101,9 +101,15 @@ mod tests {
         let lines = parse_all(text);
         assert_eq!(lines.len(), 4);
         assert!(!lines[0].waiter && lines[0].write && lines[0].pid == 19682);
-        assert_eq!((lines[0].major, lines[0].minor, lines[0].inode), (0xfe, 0, 10_029_302));
+        assert_eq!(
+            (lines[0].major, lines[0].minor, lines[0].inode),
+            (0xfe, 0, 10_029_302)
+        );
         assert!(lines[1].waiter && !lines[1].write && lines[1].class == "FLOCK");
-        assert_eq!((lines[2].start, lines[2].end), (1_073_741_826, Some(1_073_742_335)));
+        assert_eq!(
+            (lines[2].start, lines[2].end),
+            (1_073_741_826, Some(1_073_742_335))
+        );
         assert_eq!(lines[2].minor, 0x11);
         assert_eq!((lines[3].class.as_str(), lines[3].pid), ("OFDLCK", -1));
     }

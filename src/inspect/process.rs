@@ -28,7 +28,7 @@ impl ProcessInfo {
     /// When the process is gone or its stat file cannot be read.
     pub fn read(pid: i32) -> io::Result<Self> {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let (comm, ppid, start_ticks) = parse_stat(&stat)
+        let (comm, parent, start_ticks) = parse_stat(&stat)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc stat"))?;
         let argv = fs::read(format!("/proc/{pid}/cmdline"))
             .map(|raw| {
@@ -43,7 +43,7 @@ impl ProcessInfo {
             .and_then(|s| parse_status_uid(&s));
         Ok(ProcessInfo {
             pid,
-            ppid,
+            ppid: parent,
             comm,
             argv,
             uid,
@@ -88,7 +88,11 @@ impl ProcessInfo {
     pub fn children(&self) -> Vec<i32> {
         let pid = self.pid;
         fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .map(|s| {
+                s.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -112,9 +116,9 @@ pub fn parse_stat(stat: &str) -> Option<(String, i32, u64)> {
     let comm = stat.get(open + 1..close)?.to_owned();
     let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
     // rest[0] is field 3 (state); field N is rest[N - 3].
-    let ppid = rest.get(1)?.parse().ok()?;
-    let start = rest.get(19)?.parse().ok()?;
-    Some((comm, ppid, start))
+    let parent = rest.get(1)?.parse().ok()?;
+    let started = rest.get(19)?.parse().ok()?;
+    Some((comm, parent, started))
 }
 
 fn parse_status_uid(status: &str) -> Option<u32> {
