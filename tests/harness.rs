@@ -94,6 +94,47 @@ impl Holder {
         }
     }
 
+    /// Reads lines until one contains `want`; panics on EOF or after PATIENCE.
+    pub fn expect_line_containing(&mut self, want: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while let Some(line) = self.read_line_before(deadline) {
+            if line.contains(want) {
+                return;
+            }
+        }
+        panic!("process {} ended before printing {want:?}", self.child.id());
+    }
+
+    /// Reads bytes until `want` has appeared, across line boundaries (a live line ends in
+    /// no newline); panics on EOF or after PATIENCE.
+    pub fn expect_line_containing_raw(&mut self, want: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        let (tx, rx) = mpsc::channel();
+        let reader: &mut BufReader<ChildStdout> = &mut self.stdout;
+        let found = thread::scope(|s| {
+            s.spawn(move || {
+                let mut byte = [0u8; 1];
+                while reader.read(&mut byte).unwrap_or(0) == 1 {
+                    seen.push(byte[0]);
+                    if String::from_utf8_lossy(&seen).contains(want) {
+                        let _ = tx.send(true);
+                        return;
+                    }
+                }
+                let _ = tx.send(false);
+            });
+            let found = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or(false);
+            if !found {
+                let _ = self.child.kill();
+            }
+            found
+        });
+        assert!(found, "process {} never printed {want:?}", self.child.id());
+    }
+
     /// The next line, `None` at EOF. Reading happens on a helper thread so a hung process
     /// fails the test instead of hanging it.
     pub fn read_line_before(&mut self, deadline: Instant) -> Option<String> {
@@ -117,6 +158,10 @@ impl Holder {
 
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).unwrap()
+    }
+
+    pub fn stdin(&mut self) -> &mut ChildStdin {
+        self.stdin.as_mut().expect("stdin still open")
     }
 
     /// Closes stdin (the held command exits) and waits for the holder.

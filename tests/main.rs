@@ -10,3 +10,4 @@ mod interop;
 mod nested;
 mod replaced_lock;
 mod supervision;
+mod terminal;

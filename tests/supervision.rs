@@ -149,12 +149,6 @@ fn no_fork_makes_command_the_holder() {
     let holder = Holder::start(FLOCKRUN, &args, "ready");
     let comm = fs::read_to_string(format!("/proc/{}/comm", holder.pid())).unwrap();
     assert_eq!(comm.trim(), "sh", "flockrun was not replaced by COMMAND");
-    assert_eq!(
-        fs::read_to_string(format!("/proc/{}/task/{0}/children", holder.pid()))
-            .unwrap()
-            .trim(),
-        ""
-    );
     flockrun()
         .args(["try", l, "true"])
         .assert()
