@@ -233,9 +233,33 @@ fn another_users_file_in_a_sticky_directory_is_locked_without_o_creat() {
     let lock = sticky.join("shared.lock");
     fs::write(&lock, "").unwrap();
     fs::set_permissions(&lock, fs::Permissions::from_mode(0o644)).unwrap();
-    unprivileged_flockrun(&[OsStr::new("exec"), lock.as_os_str(), OsStr::new("true")])
-        .assert()
-        .code(0);
+    // Owned by a third user (daemon), neither the directory's owner nor the one locking.
+    std::os::unix::fs::chown(&lock, Some(1), Some(1)).unwrap();
+    // With fs.protected_regular on (systemd's default), O_CREAT on another user's file in a
+    // sticky world-writable directory fails with EACCES.
+    let sysctl = "/proc/sys/fs/protected_regular";
+    let previous = fs::read_to_string(sysctl).unwrap();
+    fs::write(sysctl, "1").unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let flock1 = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "flock"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap();
+        assert_eq!(
+            flock1.code(),
+            Some(66),
+            "flock(1) should trip over protected_regular"
+        );
+        unprivileged_flockrun(&[OsStr::new("exec"), lock.as_os_str(), OsStr::new("true")])
+            .assert()
+            .code(0);
+    });
+    fs::write(sysctl, previous.trim()).unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 #[test]
