@@ -66,7 +66,7 @@ fn parse_entries(value: &str) -> Vec<Entry> {
 /// process `pid` (flockrun itself, or the COMMAND it becomes with `--no-fork`).
 #[must_use]
 pub fn held_var_with(inherited: Option<&OsStr>, held: &HeldLock, pid: i32) -> OsString {
-    let start = ProcessInfo::read(pid).map_or(0, |p| p.start_ticks);
+    let start = ProcessInfo::identity(pid).map_or(0, |(_, started)| started);
     let entry = format!(
         "{}:{}:{}:{}:{pid}:{start}",
         held.kind().name(),
@@ -97,6 +97,9 @@ pub fn held_above(id: FileId, kind: LockKind, held_var: Option<&OsStr>) -> Optio
             .map_or_else(|| nix::unistd::getppid().as_raw(), |e| e.pid);
         return Some(HeldAbove { mode, pid });
     }
+    if entries.is_empty() {
+        return None;
+    }
     let lineage = lineage(me);
     entries
         .iter()
@@ -113,12 +116,14 @@ fn lineage(mut pid: i32) -> Vec<(i32, u64)> {
     let mut chain = Vec::new();
     // Bounded in case /proc is odd; real process trees are far shallower.
     for _ in 0..4096 {
-        let Ok(p) = ProcessInfo::read(pid) else { break };
-        chain.push((p.pid, p.start_ticks));
-        if p.ppid <= 0 {
+        let Ok((parent, started)) = ProcessInfo::identity(pid) else {
+            break;
+        };
+        chain.push((pid, started));
+        if parent <= 0 {
             break;
         }
-        pid = p.ppid;
+        pid = parent;
     }
     chain
 }

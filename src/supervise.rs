@@ -139,18 +139,33 @@ fn prepare(launch: &Launch<'_>) -> process::Command {
     cmd.args(&launch.command.args);
     cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
     let inherit = launch.inherit_fd;
-    // SAFETY: only async-signal-safe calls (signal, fcntl, pthread_sigmask).
+    let ignored = ignored_signals();
+    // SAFETY: only async-signal-safe calls (rt_sigaction, fcntl, pthread_sigmask).
     unsafe {
-        cmd.pre_exec(move || reset_in_child(inherit));
+        cmd.pre_exec(move || reset_in_child(ignored, inherit));
     }
     cmd
+}
+
+/// The signals this process ignores, as a bit mask (bit N-1 for signal N), read before the
+/// fork. Caught signals revert to their default action on `execve` by themselves; ignored
+/// ones (an inherited `SIG_IGN`, Rust's own for SIGPIPE) do not, so only those need a reset.
+/// When `/proc` cannot tell, every signal is reset.
+fn ignored_signals() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .unwrap_or(u64::MAX)
 }
 
 /// COMMAND starts with every signal at its default action and nothing blocked; an ignored
 /// SIGINT inherited from a background shell would otherwise survive `execve`. Dispositions
 /// are reset *before* the mask is cleared, so a signal pending at that moment acts as it
 /// would on COMMAND. Then the lock descriptor, opened `O_CLOEXEC`, is handed on if wanted.
-fn reset_in_child(inherit: Option<RawFd>) -> io::Result<()> {
+fn reset_in_child(ignored: u64, inherit: Option<RawFd>) -> io::Result<()> {
     /// The kernel's `struct sigaction` (generic layout, x86-64 and arm64 alike).
     #[repr(C)]
     struct KernelSigaction {
@@ -166,7 +181,7 @@ fn reset_in_child(inherit: Option<RawFd>) -> io::Result<()> {
         mask: 0,
     };
     for sig in 1..=64 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+        if ignored & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP {
             // The raw system call, because the C library's sigaction refuses to touch the
             // two signals it reserves for itself (32 and 33), and those can arrive ignored
             // too. A failure changes nothing, so it is not checked.

@@ -51,6 +51,17 @@ impl ProcessInfo {
         })
     }
 
+    /// Parent pid and start time only: one read of `/proc/PID/stat`, for identity checks.
+    ///
+    /// # Errors
+    /// When the process is gone or its stat file cannot be read.
+    pub fn identity(pid: i32) -> io::Result<(i32, u64)> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        parse_stat(&stat)
+            .map(|(_, parent, started)| (parent, started))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc stat"))
+    }
+
     /// The command line for people: argv joined with spaces (or `[comm]` when argv is not
     /// visible), shortened to `max` characters.
     #[must_use]
