@@ -281,6 +281,18 @@ pub fn signal(pid: i32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("kill");
 }
 
+/// The first child of `pid`, once it has one.
+pub fn child_of(pid: i32) -> i32 {
+    wait_until("a child process", Instant::now() + PATIENCE, || {
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

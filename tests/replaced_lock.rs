@@ -3,13 +3,17 @@
 //! inode after winning and starts over.
 
 use std::fs;
+use std::path::Path;
+use std::time::Instant;
 
 use crate::harness::{
     Holder, PATIENCE, is_waiting, scratch, start_waiter, wait_until, wait_with_deadline,
 };
 
-#[test]
-fn waiter_on_a_deleted_lock_file_never_runs_beside_the_new_holder() {
+/// A waiter queues behind a holder; `disturb` swaps the file at the lock path; a newcomer
+/// locks the new file; the holder lets go. The waiter must queue again on the new file, and
+/// run only once the newcomer is done.
+fn waiter_never_runs_beside_the_newcomer(disturb: impl FnOnce(&Path)) {
     let dir = scratch();
     let lock = dir.path().join("l");
     let l = lock.to_str().unwrap();
@@ -17,18 +21,15 @@ fn waiter_on_a_deleted_lock_file_never_runs_beside_the_new_holder() {
     let mut waiter = start_waiter(&["exec", l, "echo", "waiter-ran"], &lock);
     let waiter_pid = waiter.pid();
 
-    // Delete the file the waiter is queued on; a newcomer creates and locks a new one.
-    fs::remove_file(&lock).unwrap();
+    disturb(&lock);
     let newcomer = Holder::flockrun(&["exec", l]);
 
-    // The first holder lets go: the waiter wins the orphaned inode, notices, and must queue
-    // again on the new file instead of running.
+    // The waiter wins the orphaned inode, notices, and must queue on the new one.
     assert!(first.release().success());
-    wait_until(
-        "the waiter to queue on the new inode",
-        std::time::Instant::now() + PATIENCE,
-        || is_waiting(waiter_pid, &lock).then_some(()),
-    );
+    let deadline = Instant::now() + PATIENCE;
+    wait_until("the waiter to queue on the new inode", deadline, || {
+        is_waiting(waiter_pid, &lock).then_some(())
+    });
     assert_eq!(
         waiter.child.try_wait().unwrap(),
         None,
@@ -41,31 +42,15 @@ fn waiter_on_a_deleted_lock_file_never_runs_beside_the_new_holder() {
 }
 
 #[test]
+fn waiter_on_a_deleted_lock_file_never_runs_beside_the_new_holder() {
+    waiter_never_runs_beside_the_newcomer(|lock| fs::remove_file(lock).unwrap());
+}
+
+#[test]
 fn waiter_on_a_replaced_lock_file_never_runs_beside_the_new_holder() {
-    let dir = scratch();
-    let lock = dir.path().join("l");
-    let l = lock.to_str().unwrap();
-    let first = Holder::flockrun(&["exec", l]);
-    let mut waiter = start_waiter(&["exec", l, "echo", "waiter-ran"], &lock);
-    let waiter_pid = waiter.pid();
-
-    // Rename another file over the lock path, then lock it.
-    let replacement = dir.path().join("replacement");
-    fs::write(&replacement, "").unwrap();
-    fs::rename(&replacement, &lock).unwrap();
-    let newcomer = Holder::flockrun(&["exec", l]);
-
-    assert!(first.release().success());
-    wait_until(
-        "the waiter to queue on the new inode",
-        std::time::Instant::now() + PATIENCE,
-        || is_waiting(waiter_pid, &lock).then_some(()),
-    );
-    assert_eq!(
-        waiter.child.try_wait().unwrap(),
-        None,
-        "waiter ran beside the newcomer"
-    );
-    assert!(newcomer.release().success());
-    assert!(wait_with_deadline(&mut waiter.child).success());
+    waiter_never_runs_beside_the_newcomer(|lock| {
+        let replacement = lock.with_file_name("replacement");
+        fs::write(&replacement, "").unwrap();
+        fs::rename(&replacement, lock).unwrap();
+    });
 }

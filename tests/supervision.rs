@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use predicates::prelude::*;
 
 use crate::harness::{
-    FLOCKRUN, Holder, PATIENCE, flockrun, is_waiting, proc_locks_for, scratch, signal,
+    FLOCKRUN, Holder, PATIENCE, child_of, flockrun, is_waiting, proc_locks_for, scratch, signal,
     start_waiter, wait_until, wait_with_deadline,
 };
 
@@ -25,18 +25,6 @@ for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP, signal.SIGWINCH):
 print("ready", flush=True)
 sys.stdin.read()
 "#;
-
-fn child_of(pid: i32) -> i32 {
-    let deadline = Instant::now() + PATIENCE;
-    wait_until("a child process", deadline, || {
-        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
-}
 
 #[test]
 fn signals_are_forwarded_to_command_once() {

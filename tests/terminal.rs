@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use crate::harness::{FLOCKRUN, Holder, PATIENCE, scratch, signal, wait_until};
+use crate::harness::{FLOCKRUN, Holder, PATIENCE, child_of, scratch, signal};
 
 /// Reports each SIGINT and SIGUSR1 with who sent it (`si_code` 128 = the kernel, i.e. the
 /// terminal; 0 = kill(2) from a process), and exits on SIGUSR1.
@@ -43,11 +43,7 @@ fn a_terminal_interrupt_reaches_command_once() {
         quote(SIGNAL_REPORTER)
     );
     let mut term = in_terminal(&line);
-    let flockrun_pid = wait_until("flockrun under script", Instant::now() + PATIENCE, || {
-        let children =
-            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", term.pid())).ok()?;
-        children.split_whitespace().next()?.parse::<i32>().ok()
-    });
+    let flockrun_pid = child_of(term.pid());
     // Type ^C: the terminal sends SIGINT to the foreground group, flockrun and COMMAND.
     term.stdin().write_all(b"\x03").unwrap();
     term.expect_line_containing("SIGINT code=128");
