@@ -24,6 +24,8 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand --version 'Print version'
             cand exec 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
             cand try 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
+            cand read 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
+            cand write 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'flockrun;exec'= {
@@ -76,14 +78,62 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'flockrun;read'= {
+            cand -w 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
+            cand --timeout 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
+            cand --wait 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
+            cand -E 'Exit status when the lock is busy or the wait times out (0-255)'
+            cand --conflict-exit-code 'Exit status when the lock is busy or the wait times out (0-255)'
+            cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
+            cand --command 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
+            cand --mode 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]'
+            cand -n 'Do not wait if the lock is busy (same as --timeout 0)'
+            cand --nonblock 'Do not wait if the lock is busy (same as --timeout 0)'
+            cand --nb 'Do not wait if the lock is busy (same as --timeout 0)'
+            cand -v 'Say on stderr how long the wait took and who held the lock meanwhile'
+            cand --verbose 'Say on stderr how long the wait took and who held the lock meanwhile'
+            cand -q 'No message when the lock is busy or the wait timed out'
+            cand --quiet 'No message when the lock is busy or the wait timed out'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'flockrun;write'= {
+            cand -w 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
+            cand --timeout 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
+            cand --wait 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
+            cand -E 'Exit status when the lock is busy or the wait times out (0-255)'
+            cand --conflict-exit-code 'Exit status when the lock is busy or the wait times out (0-255)'
+            cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
+            cand --command 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
+            cand --mode 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]'
+            cand -n 'Do not wait if the lock is busy (same as --timeout 0)'
+            cand --nonblock 'Do not wait if the lock is busy (same as --timeout 0)'
+            cand --nb 'Do not wait if the lock is busy (same as --timeout 0)'
+            cand -v 'Say on stderr how long the wait took and who held the lock meanwhile'
+            cand --verbose 'Say on stderr how long the wait took and who held the lock meanwhile'
+            cand -q 'No message when the lock is busy or the wait timed out'
+            cand --quiet 'No message when the lock is busy or the wait timed out'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'flockrun;help'= {
             cand exec 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
             cand try 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
+            cand read 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
+            cand write 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'flockrun;help;exec'= {
         }
         &'flockrun;help;try'= {
+        }
+        &'flockrun;help;read'= {
+        }
+        &'flockrun;help;write'= {
         }
         &'flockrun;help;help'= {
         }

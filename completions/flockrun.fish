@@ -28,6 +28,8 @@ complete -c flockrun -n "__fish_flockrun_needs_command" -s h -l help -d 'Print h
 complete -c flockrun -n "__fish_flockrun_needs_command" -s V -l version -d 'Print version'
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "exec" -d 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "try" -d 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
+complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "read" -d 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
+complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "write" -d 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
@@ -53,6 +55,26 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s v -l verbose -
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s q -l quiet -d 'No message when the lock is busy or the wait timed out'
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s h -l help -d 'Print help'
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s V -l version -d 'Print version'
-complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try help" -f -a "exec" -d 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
-complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try help" -f -a "try" -d 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
-complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s n -l nonblock -l nb -d 'Do not wait if the lock is busy (same as --timeout 0)'
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s v -l verbose -d 'Say on stderr how long the wait took and who held the lock meanwhile'
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s q -l quiet -d 'No message when the lock is busy or the wait timed out'
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s h -l help -d 'Print help'
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s V -l version -d 'Print version'
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s n -l nonblock -l nb -d 'Do not wait if the lock is busy (same as --timeout 0)'
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s v -l verbose -d 'Say on stderr how long the wait took and who held the lock meanwhile'
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s q -l quiet -d 'No message when the lock is busy or the wait timed out'
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s h -l help -d 'Print help'
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s V -l version -d 'Print version'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write help" -f -a "exec" -d 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write help" -f -a "try" -d 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write help" -f -a "read" -d 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write help" -f -a "write" -d 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -20,6 +20,14 @@ const EXEC_EXAMPLES: &str = "Examples:\n  \
   flockrun exec /tmp/cache.lock -- ./rebuild-cache.sh\n  \
   flockrun exec -w 30 -E 0 deploy.lock -c 'make deploy && echo done'";
 
+const READ_EXAMPLES: &str = "Examples:\n  \
+  flockrun read data.rwlock -- ./report.sh\n  \
+  flockrun read -w 10 data.rwlock -c 'sqlite3 data.db .dump > backup.sql'";
+
+const WRITE_EXAMPLES: &str = "Examples:\n  \
+  flockrun write data.rwlock -- ./import.sh\n  \
+  flockrun write -n -E 0 data.rwlock -- ./compact.sh   # skip if anyone reads or writes";
+
 const TRY_EXAMPLES: &str = "Examples:\n  \
   */5 * * * * flockrun try /run/lock/backup.lock -- backup.sh\n  \
   flockrun try -q -E 0 job.lock -- ./job.sh   # busy is not an error";
@@ -48,11 +56,19 @@ pub enum Command {
     /// Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once
     #[command(after_help = TRY_EXAMPLES)]
     Try(TryArgs),
+    /// Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run
+    /// COMMAND; readers run together, a writer waits for them
+    #[command(after_help = READ_EXAMPLES)]
+    Read(ReadWriteArgs),
+    /// Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run
+    /// COMMAND; a waiting writer keeps new readers out
+    #[command(after_help = WRITE_EXAMPLES)]
+    Write(ReadWriteArgs),
 }
 
-/// `flockrun exec`.
+/// How long to wait: `-w` and `-n`.
 #[derive(Debug, Args)]
-pub struct ExecArgs {
+pub struct WaitArgs {
     /// Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single
     /// attempt). Default: wait as long as it takes
     #[arg(short = 'w', long, visible_alias = "wait", value_name = "SECONDS",
@@ -62,6 +78,23 @@ pub struct ExecArgs {
     /// Do not wait if the lock is busy (same as --timeout 0)
     #[arg(short = 'n', long, visible_alias = "nb", conflicts_with = "timeout")]
     pub nonblock: bool,
+}
+
+/// `flockrun read` and `flockrun write`.
+#[derive(Debug, Args)]
+pub struct ReadWriteArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `flockrun exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
 
     #[command(flatten)]
     pub lock: KernelLockArgs,
@@ -141,6 +174,19 @@ pub struct RunArgs {
         required_unless_present = "shell_command"
     )]
     pub command: Vec<OsString>,
+}
+
+impl WaitArgs {
+    /// The deadline these options ask for.
+    #[must_use]
+    pub fn deadline(&self) -> crate::wait::Deadline {
+        use crate::wait::Deadline;
+        match (self.nonblock, self.timeout) {
+            (true, _) => Deadline::after(Duration::ZERO),
+            (false, Some(limit)) => Deadline::after(limit),
+            (false, None) => Deadline::forever(),
+        }
+    }
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::inspect::Sighting;
+use crate::kind::LockKind;
 use crate::lock::LockMode;
 
 /// Everything that can go wrong while taking a lock or running a command under it.
@@ -29,6 +30,7 @@ pub enum Error {
     /// wait for ourselves forever.
     WouldDeadlock {
         path: PathBuf,
+        kind: LockKind,
         held: LockMode,
         wanted: LockMode,
         holder_pid: i32,
@@ -92,16 +94,20 @@ impl fmt::Display for Error {
             ),
             Error::WouldDeadlock {
                 path,
+                kind,
                 held,
                 wanted,
                 holder_pid,
-            } => write!(
-                f,
-                "{} is already held {held} by an ancestor (pid {holder_pid}); a nested {wanted} \
-                 request would wait for itself forever: take the {wanted} lock in the outer \
-                 flockrun instead",
-                path.display()
-            ),
+            } => {
+                let (held, wanted) = (kind.mode_name(*held), kind.mode_name(*wanted));
+                write!(
+                    f,
+                    "{} is already held with a {held} lock by an ancestor (pid {holder_pid}); a nested \
+                     {wanted} request would wait for itself forever: take the {wanted} lock in \
+                     the outer flockrun instead",
+                    path.display()
+                )
+            }
             Error::Interrupted { signal } => {
                 write!(
                     f,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::inspect::{self, FileId, Sighting};
-use crate::kind::LockKind;
-use crate::open::{self, Access};
+use crate::kind::{LockKind, sqlite};
+use crate::open::{self, Access, Shape};
 use crate::wait::{self, Deadline, WaitEnd};
 
 /// Exclusive (one holder) or shared (any number of shared holders, no exclusive one).
@@ -76,11 +76,12 @@ pub trait WaitObserver {
 pub struct Silent;
 impl WaitObserver for Silent {}
 
-/// A lock this process holds. Dropping it releases the lock (the descriptor closes), unless
-/// a child inherited the descriptor, which then keeps holding it.
+/// A lock this process holds. Dropping it releases the lock (the descriptor closes, or the
+/// transaction rolls back), unless a child inherited the descriptor, which then keeps
+/// holding it.
 #[derive(Debug)]
 pub struct HeldLock {
-    file: File,
+    guard: Guard,
     path: PathBuf,
     kind: LockKind,
     mode: LockMode,
@@ -88,11 +89,24 @@ pub struct HeldLock {
     waited: Duration,
 }
 
+/// What keeps the lock held.
+#[derive(Debug)]
+enum Guard {
+    /// kernel and ofd kinds: the locked open file description.
+    Descriptor(File),
+    /// sqlite kind: the open transaction.
+    Sqlite(#[allow(dead_code)] /* held for its Drop: ROLLBACK */ sqlite::Transaction),
+}
+
 impl HeldLock {
-    /// The locked descriptor.
+    /// The locked descriptor a child can inherit; `None` for kinds whose lock belongs to
+    /// this process alone (sqlite).
     #[must_use]
-    pub fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+    pub fn fd(&self) -> Option<RawFd> {
+        match &self.guard {
+            Guard::Descriptor(file) => Some(file.as_raw_fd()),
+            Guard::Sqlite(_) => None,
+        }
     }
     /// The absolute path of the lock file.
     #[must_use]
@@ -149,85 +163,106 @@ pub fn acquire(request: &LockRequest, observer: &mut dyn WaitObserver) -> Result
         source: e,
     })?;
     let mut access = request.kind.access(request.mode);
-    let mut observed_block = false;
-    let result = (|| {
-        for _ in 0..REPLACED_RETRIES {
-            let file = open::open_lock_file(&path, access, request.create_mode)?;
-            let id = FileId::of(
-                &file
-                    .metadata()
-                    .map_err(|e| Error::system("fstat on the lock file", e))?,
-            );
-            let won = match request.kind.try_lock(&file, request.mode) {
-                Ok(won) => won,
-                // NFSv4 emulates flock(2) with POSIX locks, and an exclusive one needs a
-                // writable descriptor: it answers EBADF (or EIO on older kernels) on a
-                // read-only one. Reopen read-write once, as util-linux flock(1) does.
-                Err(e)
-                    if access == Access::Read
-                        && request.mode == LockMode::Exclusive
-                        && matches!(e.raw_os_error(), Some(libc::EBADF | libc::EIO)) =>
-                {
-                    access = Access::ReadWrite;
-                    continue;
-                }
-                Err(e) => return Err(lock_error(&path, e)),
-            };
-            if !won {
-                if request.deadline.is_immediate() {
-                    return Err(Error::Busy {
-                        sighting: Box::new(inspect::sight(id, request.kind)),
-                        path: path.clone(),
-                    });
-                }
-                if !observed_block {
-                    observed_block = true;
-                    let sighting = if observer.wants_holders() {
-                        inspect::sight(id, request.kind)
-                    } else {
-                        Sighting::default()
-                    };
-                    observer.blocked(&sighting);
-                }
-                let tick_every = observer.tick_every();
-                let mut tick = |waited| observer.tick(waited, id, request.kind);
-                let mut attempt = || request.kind.lock_blocking(&file, request.mode);
-                match wait::wait_in_kernel(&request.deadline, tick_every, &mut tick, &mut attempt) {
-                    Ok(()) => {}
-                    Err(WaitEnd::TimedOut) => {
-                        return Err(Error::TimedOut {
-                            sighting: Box::new(inspect::sight(id, request.kind)),
-                            path: path.clone(),
-                            waited: request.deadline.elapsed(),
-                        });
-                    }
-                    Err(WaitEnd::Stopped(signal)) => return Err(Error::Interrupted { signal }),
-                    Err(WaitEnd::Failed(e)) => return Err(lock_error(&path, e)),
-                }
+    for _ in 0..REPLACED_RETRIES {
+        // Each attempt yields `None` when the lock it won no longer guards the file at the
+        // path (deleted or replaced while we waited): then we start over.
+        let won = match request.kind {
+            LockKind::Sqlite => sqlite::acquire(
+                &path,
+                request.mode,
+                &request.deadline,
+                request.create_mode,
+                observer,
+            )?
+            .map(|(transaction, id)| (Guard::Sqlite(transaction), id)),
+            LockKind::Kernel | LockKind::Ofd => {
+                lock_descriptor(&path, request, &mut access, observer)?
+                    .map(|(file, id)| (Guard::Descriptor(file), id))
             }
-            // The path may have been deleted or replaced while we waited; then the lock we
-            // won guards an orphan inode and a newcomer may hold the real one. Start over.
-            if open::still_named_by(&file, &path) {
-                return Ok(HeldLock {
-                    file,
-                    path: path.clone(),
-                    kind: request.kind,
-                    mode: request.mode,
-                    id,
+        };
+        if let Some((guard, id)) = won {
+            return Ok(HeldLock {
+                guard,
+                path,
+                kind: request.kind,
+                mode: request.mode,
+                id,
+                waited: request.deadline.elapsed(),
+            });
+        }
+    }
+    Err(Error::Open {
+        path,
+        hint: "it keeps being deleted or replaced by another process".to_owned(),
+        source: std::io::Error::from_raw_os_error(libc::ESTALE),
+    })
+}
+
+/// One round for the kernel and ofd kinds: open, try once, wait in the kernel if allowed,
+/// then check the won inode is still the one the path names.
+fn lock_descriptor(
+    path: &Path,
+    request: &LockRequest,
+    access: &mut Access,
+    observer: &mut dyn WaitObserver,
+) -> Result<Option<(File, FileId)>, Error> {
+    let file = open::open_lock_file(path, *access, request.create_mode, Shape::AnyLockable)?;
+    let id = FileId::of(
+        &file
+            .metadata()
+            .map_err(|e| Error::system("fstat on the lock file", e))?,
+    );
+    let won = match request.kind.try_lock(&file, request.mode) {
+        Ok(won) => won,
+        // NFSv4 emulates flock(2) with POSIX locks, and an exclusive one needs a writable
+        // descriptor: it answers EBADF (or EIO on older kernels) on a read-only one. Reopen
+        // read-write once, as util-linux flock(1) does.
+        Err(e)
+            if *access == Access::Read
+                && request.mode == LockMode::Exclusive
+                && matches!(e.raw_os_error(), Some(libc::EBADF | libc::EIO)) =>
+        {
+            *access = Access::ReadWrite;
+            return Ok(None);
+        }
+        Err(e) => return Err(lock_error(path, e)),
+    };
+    if !won {
+        if request.deadline.is_immediate() {
+            return Err(Error::Busy {
+                sighting: Box::new(inspect::sight(id, request.kind)),
+                path: path.to_owned(),
+            });
+        }
+        let sighting = if observer.wants_holders() {
+            inspect::sight(id, request.kind)
+        } else {
+            Sighting::default()
+        };
+        observer.blocked(&sighting);
+        let tick_every = observer.tick_every();
+        let waited = {
+            let mut tick = |waited| observer.tick(waited, id, request.kind);
+            let mut attempt = || request.kind.lock_blocking(&file, request.mode);
+            wait::wait_in_kernel(&request.deadline, tick_every, &mut tick, &mut attempt)
+        };
+        observer.finished();
+        match waited {
+            Ok(()) => {}
+            Err(WaitEnd::TimedOut) => {
+                return Err(Error::TimedOut {
+                    sighting: Box::new(inspect::sight(id, request.kind)),
+                    path: path.to_owned(),
                     waited: request.deadline.elapsed(),
                 });
             }
+            Err(WaitEnd::Stopped(signal)) => return Err(Error::Interrupted { signal }),
+            Err(WaitEnd::Failed(e)) => return Err(lock_error(path, e)),
         }
-        Err(Error::Open {
-            path: path.clone(),
-            hint: "it keeps being deleted or replaced by another process".to_owned(),
-            source: std::io::Error::from_raw_os_error(libc::ESTALE),
-        })
-    })();
-    if observed_block {
-        observer.finished();
     }
-    result
+    // The path may have been deleted or replaced while we waited; then the lock we won
+    // guards an orphan inode and a newcomer may hold the real one.
+    Ok(open::still_named_by(&file, path).then_some((file, id)))
 }
 
 fn lock_error(path: &Path, e: std::io::Error) -> Error {

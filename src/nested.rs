@@ -91,7 +91,9 @@ pub fn held_above(id: FileId, kind: LockKind, held_var: Option<&OsStr>) -> Optio
         .filter(|e| e.kind == kind.name() && e.id == id)
         .collect();
     let me = nix::unistd::getpid().as_raw();
-    if let Ok(Some(mode)) = inspect::process_lock(me, id, kind.proc_class()) {
+    if kind.inheritable()
+        && let Ok(Some(mode)) = inspect::process_lock(me, id, kind.proc_class())
+    {
         let pid = entries
             .last()
             .map_or_else(|| nix::unistd::getppid().as_raw(), |e| e.pid);

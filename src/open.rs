@@ -21,6 +21,15 @@ pub enum Access {
     ReadWrite,
 }
 
+/// Which file types the lock can live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Regular files, directories and block devices (kernel and ofd kinds).
+    AnyLockable,
+    /// Regular files only (an SQLite database, a marker file).
+    Regular,
+}
+
 /// How many times a file that vanishes between the create probe and the plain open is
 /// retried before giving up. Each round is two syscalls; this only loops under an attacker
 /// or a pathological peer that deletes the file in a tight loop.
@@ -47,8 +56,9 @@ pub fn open_lock_file(
     path: &Path,
     access: Access,
     create_mode: Option<u32>,
+    shape: Shape,
 ) -> Result<File, Error> {
-    refuse_special(path, fs::symlink_metadata(path).ok().as_ref())?;
+    refuse_special(path, fs::symlink_metadata(path).ok().as_ref(), shape)?;
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Open {
         path: path.to_owned(),
         hint: "the path contains a NUL byte".to_owned(),
@@ -99,7 +109,7 @@ pub fn open_lock_file(
         .metadata()
         .map_err(|e| Error::system("fstat on the lock file", e))?;
     // It may have been swapped for something else since the lstat above.
-    refuse_special(path, Some(&meta))?;
+    refuse_special(path, Some(&meta), shape)?;
     clear_nonblock(&file)?;
     Ok(file)
 }
@@ -127,9 +137,22 @@ fn clear_nonblock(file: &File) -> Result<(), Error> {
 
 /// FIFOs, sockets and character devices are refused before they are opened: opening some
 /// devices has side effects, and a lock on `/dev/null` is shared with the whole machine.
-fn refuse_special(path: &Path, meta: Option<&fs::Metadata>) -> Result<(), Error> {
+fn refuse_special(path: &Path, meta: Option<&fs::Metadata>, shape: Shape) -> Result<(), Error> {
     let Some(meta) = meta else { return Ok(()) };
     let kind = meta.file_type();
+    if shape == Shape::Regular && (kind.is_dir() || kind.is_block_device()) {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            "a block device"
+        };
+        return Err(Error::NotALock {
+            path: path.to_owned(),
+            reason: format!(
+                "is {what}; this lock kind keeps its lock in a regular file: choose a file path"
+            ),
+        });
+    }
     let what = if kind.is_fifo() {
         "a FIFO"
     } else if kind.is_socket() {
@@ -189,8 +212,8 @@ fn classify_open_error(path: &Path, access: Access, e: io::Error) -> Error {
         }
         libc::EACCES | libc::EPERM => match (path.exists(), access) {
             (true, Access::ReadWrite) => "this lock needs write permission on the file (an \
-                 exclusive --fcntl lock requires a writable descriptor); use -s, drop --fcntl, \
-                 or ask its owner for write access"
+                 exclusive --fcntl lock and read/write locks need a writable descriptor); ask \
+                 its owner for write access, or for exec use -s or drop --fcntl"
                 .to_owned(),
             (true, Access::Read) => {
                 "you may not read it; ask its owner for read access or use another lock path"

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, KernelLockArgs};
+use crate::cli::{Cli, Command, KernelLockArgs, RunArgs};
 use crate::duration::format_seconds;
 use crate::error::Error;
 use crate::exit;
@@ -40,28 +40,63 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             return exit::USAGE;
         }
     };
-    let (args, deadline) = match cli.command {
-        Command::Exec(a) => {
-            let deadline = match (a.nonblock, a.timeout) {
-                (true, _) => Deadline::after(Duration::ZERO),
-                (false, Some(limit)) => Deadline::after(limit),
-                (false, None) => Deadline::forever(),
-            };
-            (a.lock, deadline)
-        }
-        Command::Try(a) => (a.lock, Deadline::after(Duration::ZERO)),
+    let (plan, run) = match &cli.command {
+        Command::Exec(a) => (Plan::kernel(&a.lock, a.wait.deadline()), &a.lock.run),
+        Command::Try(a) => (
+            Plan::kernel(&a.lock, Deadline::after(Duration::ZERO)),
+            &a.lock.run,
+        ),
+        Command::Read(a) => (Plan::sqlite(LockMode::Shared, a.wait.deadline()), &a.run),
+        Command::Write(a) => (Plan::sqlite(LockMode::Exclusive, a.wait.deadline()), &a.run),
     };
-    let conflict = args.run.conflict_exit_code;
-    let quiet = args.run.quiet;
-    match run_kernel_lock(&args, deadline) {
+    match run_locked(&plan, run) {
         Ok(status) => status,
         Err(e) => {
-            let status = exit_status(&e, conflict);
+            let status = exit_status(&e, run.conflict_exit_code);
             let routine = matches!(e, Error::Busy { .. } | Error::TimedOut { .. });
-            if !(quiet && routine) {
+            if !(run.quiet && routine) {
                 say(&e.to_string());
             }
             status
+        }
+    }
+}
+
+/// What a subcommand asks for, besides LOCK and COMMAND.
+struct Plan {
+    kind: LockKind,
+    mode: LockMode,
+    deadline: Deadline,
+    close: bool,
+    no_fork: bool,
+}
+
+impl Plan {
+    fn kernel(args: &KernelLockArgs, deadline: Deadline) -> Self {
+        Plan {
+            kind: if args.fcntl {
+                LockKind::Ofd
+            } else {
+                LockKind::Kernel
+            },
+            mode: if args.shared {
+                LockMode::Shared
+            } else {
+                LockMode::Exclusive
+            },
+            deadline,
+            close: args.close,
+            no_fork: args.no_fork,
+        }
+    }
+
+    fn sqlite(mode: LockMode, deadline: Deadline) -> Self {
+        Plan {
+            kind: LockKind::Sqlite,
+            mode,
+            deadline,
+            close: false,
+            no_fork: false,
         }
     }
 }
@@ -91,8 +126,7 @@ fn say(message: &str) {
     let _ = writeln!(io::stderr().lock(), "flockrun: {message}");
 }
 
-fn run_kernel_lock(args: &KernelLockArgs, deadline: Deadline) -> Result<i32, Error> {
-    let run = &args.run;
+fn run_locked(plan: &Plan, run: &RunArgs) -> Result<i32, Error> {
     if run.lock.as_os_str().is_empty() {
         return Err(Error::Open {
             path: run.lock.clone(),
@@ -107,17 +141,9 @@ fn run_kernel_lock(args: &KernelLockArgs, deadline: Deadline) -> Result<i32, Err
     };
     let request = LockRequest {
         path: run.lock.clone(),
-        kind: if args.fcntl {
-            LockKind::Ofd
-        } else {
-            LockKind::Kernel
-        },
-        mode: if args.shared {
-            LockMode::Shared
-        } else {
-            LockMode::Exclusive
-        },
-        deadline,
+        kind: plan.kind,
+        mode: plan.mode,
+        deadline: plan.deadline,
         create_mode: run.mode,
     };
     wait::install_stop_handlers().map_err(|e| Error::system("installing signal handlers", e))?;
@@ -129,6 +155,7 @@ fn run_kernel_lock(args: &KernelLockArgs, deadline: Deadline) -> Result<i32, Err
         if !above.mode.covers(request.mode) {
             return Err(Error::WouldDeadlock {
                 path: std::path::absolute(&request.path).unwrap_or(request.path.clone()),
+                kind: request.kind,
                 held: above.mode,
                 wanted: request.mode,
                 holder_pid: above.pid,
@@ -136,9 +163,9 @@ fn run_kernel_lock(args: &KernelLockArgs, deadline: Deadline) -> Result<i32, Err
         }
         if run.verbose {
             say(&format!(
-                "{} is already held {} by ancestor pid {}; running COMMAND under that lock",
+                "{} is already held with a {} lock by ancestor pid {}; running COMMAND under it",
                 request.path.display(),
-                above.mode,
+                request.kind.mode_name(above.mode),
                 above.pid
             ));
         }
@@ -149,7 +176,7 @@ fn run_kernel_lock(args: &KernelLockArgs, deadline: Deadline) -> Result<i32, Err
             die_with_flockrun: false,
             env,
         };
-        return if args.no_fork {
+        return if plan.no_fork {
             Err(supervise::exec_in_place(&launch))
         } else {
             supervise::run(&launch)
@@ -166,13 +193,16 @@ fn run_kernel_lock(args: &KernelLockArgs, deadline: Deadline) -> Result<i32, Err
         nested::HELD_VAR.into(),
         nested::held_var_with(inherited_held.as_deref(), &held, me),
     ));
+    let inherit_fd = if plan.close { None } else { held.fd() };
     let launch = Launch {
         command: &command,
-        inherit_fd: (!args.close).then(|| held.fd()),
-        die_with_flockrun: args.close,
+        inherit_fd,
+        // COMMAND must never run on without the lock: when it does not hold the lock
+        // itself, it dies with flockrun.
+        die_with_flockrun: inherit_fd.is_none(),
         env,
     };
-    if args.no_fork {
+    if plan.no_fork {
         return Err(supervise::exec_in_place(&launch));
     }
     let status = supervise::run(&launch);
@@ -191,7 +221,7 @@ fn lock_env(
     let mut env = vec![
         ("FLOCKRUN_LOCK".into(), absolute.into_os_string()),
         ("FLOCKRUN_KIND".into(), kind.name().into()),
-        ("FLOCKRUN_MODE".into(), mode.name().into()),
+        ("FLOCKRUN_MODE".into(), kind.mode_name(mode).into()),
     ];
     if let Some(held) = held {
         env.push((nested::HELD_VAR.into(), held));
@@ -229,7 +259,7 @@ impl Reporter {
         let mut message = format!(
             "locked {} ({}, {}) after waiting {}",
             held.path().display(),
-            held.mode(),
+            held.kind().mode_name(held.mode()),
             held.kind(),
             format_seconds(held.waited())
         );

@@ -250,21 +250,8 @@ pub fn has_ofd_waiter(path: &Path) -> bool {
 /// Starts a flockrun that is expected to block on `path`, and waits until it does.
 pub fn start_waiter(args: &[&str], path: &Path) -> Holder {
     let ofd = args.contains(&"--fcntl");
-    let mut child = Command::new(FLOCKRUN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start waiter");
-    let pid = i32::try_from(child.id()).unwrap();
-    let stdin = child.stdin.take();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let waiter = Holder {
-        child,
-        stdin,
-        stdout,
-    };
+    let waiter = spawn_flockrun(args);
+    let pid = waiter.pid();
     if ofd {
         let what = format!("an OFD waiter on {}", path.display());
         wait_until(&what, Instant::now() + PATIENCE, || {
@@ -337,31 +324,117 @@ fn run_setup(cmd: &mut Command) {
     );
 }
 
-/// Holds a py-filelock lock: prints `HELD`, releases when stdin closes.
+/// Holds a py-filelock lock (`native`, `read` or `write`): prints `STARTED`, then `HELD` once
+/// it holds the lock, and releases when stdin closes.
 pub const PY_HOLD: &str = r#"
 import sys, filelock
 kind, path = sys.argv[1], sys.argv[2]
-lock = {"native": lambda: filelock.FileLock(path)}[kind]()
+if kind == "native":
+    lock = filelock.FileLock(path)
+else:
+    rw = filelock.ReadWriteLock(path, is_singleton=False)
+    lock = rw.read_lock() if kind == "read" else rw.write_lock()
+print("STARTED", flush=True)
 with lock:
     print("HELD", flush=True)
     sys.stdin.read()
 "#;
 
-/// One bounded py-filelock attempt: prints `ACQUIRED` or `TIMEOUT`.
+/// One bounded py-filelock attempt (`native`, `read` or `write`): prints `ACQUIRED` or
+/// `TIMEOUT`.
 pub const PY_TRY: &str = r#"
 import sys, filelock
 kind, path, t = sys.argv[1], sys.argv[2], float(sys.argv[3])
 try:
-    filelock.FileLock(path).acquire(timeout=t).lock.release()
+    if kind == "native":
+        filelock.FileLock(path).acquire(timeout=t).lock.release()
+    else:
+        rw = filelock.ReadWriteLock(path, is_singleton=False)
+        (rw.acquire_read if kind == "read" else rw.acquire_write)(timeout=t)
+        rw.release()
+        rw.close()
     print("ACQUIRED")
 except filelock.Timeout:
     print("TIMEOUT")
 "#;
 
+/// A py-filelock process that has started to take a `kind` lock on `path` (it may still be
+/// waiting: expect `HELD` to know it holds).
+pub fn py_start(python: &Path, kind: &str, path: &Path) -> Holder {
+    let args = [
+        OsStr::new("-c"),
+        OsStr::new(PY_HOLD),
+        OsStr::new(kind),
+        path.as_os_str(),
+    ];
+    Holder::start(python, &args, "STARTED")
+}
+
+/// A py-filelock process holding a `kind` lock on `path`.
+pub fn py_hold(python: &Path, kind: &str, path: &Path) -> Holder {
+    let mut holder = py_start(python, kind, path);
+    holder.expect_line("HELD");
+    holder
+}
+
+/// True when `pid` is an SQLite writer waiting for readers: it holds the PENDING byte
+/// (0x40000000) but not the shared range.
+pub fn is_waiting_writer(pid: i32, path: &Path) -> bool {
+    let pid = pid.to_string();
+    let mut pending = false;
+    let mut exclusive = false;
+    for line in proc_locks_for(path) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.get(1) != Some(&"POSIX")
+            || w.get(3) != Some(&"WRITE")
+            || w.get(4) != Some(&pid.as_str())
+        {
+            continue;
+        }
+        let start: u64 = w.get(6).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let end: u64 = w.get(7).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+        pending |= start <= 0x4000_0000 && 0x4000_0000 <= end;
+        exclusive |= start <= 0x4000_0002 && 0x4000_0002 <= end;
+    }
+    pending && !exclusive
+}
+
+/// Blocks until `pid` waits on `path` as an SQLite writer.
+pub fn wait_until_waiting_writer(pid: i32, path: &Path) {
+    wait_until(
+        &format!("pid {pid} to wait to write {}", path.display()),
+        Instant::now() + PATIENCE,
+        || is_waiting_writer(pid, path).then_some(()),
+    );
+}
+
+/// Starts `flockrun ARGS…` without waiting for anything.
+pub fn spawn_flockrun(args: &[&str]) -> Holder {
+    let mut child = Command::new(FLOCKRUN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flockrun");
+    let stdin = child.stdin.take();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    Holder {
+        child,
+        stdin,
+        stdout,
+    }
+}
+
 /// Runs `PY_TRY` with `python` and returns its verdict.
 pub fn py_try(python: &Path, path: &Path, timeout: &str) -> String {
+    py_try_kind(python, "native", path, timeout)
+}
+
+/// Runs `PY_TRY` for a `kind` lock and returns its verdict.
+pub fn py_try_kind(python: &Path, kind: &str, path: &Path, timeout: &str) -> String {
     let out = Command::new(python)
-        .args(["-c", PY_TRY, "native"])
+        .args(["-c", PY_TRY, kind])
         .arg(path)
         .arg(timeout)
         .output()

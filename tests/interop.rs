@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use predicates::prelude::*;
 
 use crate::harness::{
-    HOLD_SH, Holder, PY_FILELOCK_VERSIONS, PY_HOLD, flockrun, py_try, python_with_filelock, scratch,
+    HOLD_SH, Holder, PY_FILELOCK_VERSIONS, flockrun, py_hold, py_try, python_with_filelock, scratch,
 };
 
 fn flock1_holder(args: &[&str]) -> Holder {
@@ -83,16 +83,7 @@ fn py_filelock_holder_excludes_flockrun() {
         let dir = scratch();
         let lock = dir.path().join("x.lock");
         let lock_s = lock.to_str().unwrap();
-        let holder = Holder::start(
-            &python,
-            &[
-                OsStr::new("-c"),
-                OsStr::new(PY_HOLD),
-                OsStr::new("native"),
-                lock.as_os_str(),
-            ],
-            "HELD",
-        );
+        let holder = py_hold(&python, "native", &lock);
         flockrun()
             .args(["try", lock_s, "true"])
             .assert()

@@ -8,6 +8,7 @@ mod generated;
 mod hostile_input;
 mod interop;
 mod nested;
+mod read_write;
 mod replaced_lock;
 mod supervision;
 mod terminal;

@@ -62,7 +62,7 @@ fn shared_inside_shared_runs_and_exclusive_inside_shared_is_refused() {
             .code(3)
             .stdout("")
             .stderr(predicate::str::contains(
-                "already held shared by an ancestor",
+                "already held with a shared lock by an ancestor",
             ))
             .stderr(predicate::str::contains("wait for itself"));
     }

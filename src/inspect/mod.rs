@@ -6,6 +6,7 @@
 
 pub mod proc_locks;
 pub mod process;
+mod sqlite_roles;
 
 use std::fmt;
 use std::fs;
@@ -65,6 +66,9 @@ pub struct Sighting {
 /// Looks at the lock on `id` of `kind`: holders, waiters, and what was not visible.
 #[must_use]
 pub fn sight(id: FileId, kind: LockKind) -> Sighting {
+    if kind == LockKind::Sqlite {
+        return sqlite_roles::sight(id);
+    }
     let mut sighting = Sighting::default();
     let class = kind.proc_class();
     match fs::read_to_string("/proc/locks") {
@@ -171,7 +175,7 @@ pub(crate) fn process_lock(pid: i32, id: FileId, class: &str) -> Result<Option<L
 /// same lock (flockrun, its COMMAND, the `cat` that COMMAND runs…). Each tree is reported
 /// once, by its topmost process; for a flockrun, together with the COMMAND it runs (looked up
 /// among its children when COMMAND does not hold the lock itself, as with `--close`).
-fn collapse_trees(found: Vec<Holder>) -> Vec<Holder> {
+pub(crate) fn collapse_trees(found: Vec<Holder>) -> Vec<Holder> {
     let pids: Vec<i32> = found.iter().map(|h| h.process.pid).collect();
     let (inner, mut top): (Vec<Holder>, Vec<Holder>) = found
         .into_iter()
@@ -239,6 +243,13 @@ impl fmt::Display for Sighting {
                 }
                 Ok(())
             }
+        }?;
+        if let Some(writer) = self.waiters.iter().find(|w| w.mode == LockMode::Exclusive) {
+            write!(f, "; pid {} waits for an exclusive lock", writer.pid)?;
+            if let Some(p) = &writer.process {
+                write!(f, " ({})", p.command(COMMAND_WIDTH))?;
+            }
         }
+        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod kernel;
 pub mod ofd;
+pub(crate) mod sqlite;
 
 use std::fmt;
 use std::fs::File;
@@ -18,6 +19,9 @@ pub enum LockKind {
     Kernel,
     /// A whole-file open-file-description lock (`F_OFD_SETLK`), as `flock --fcntl`.
     Ofd,
+    /// An open transaction on an empty SQLite database: py-filelock's `ReadWriteLock`.
+    /// Shared = reader, exclusive = writer.
+    Sqlite,
 }
 
 impl LockKind {
@@ -27,7 +31,26 @@ impl LockKind {
         match self {
             LockKind::Kernel => "kernel",
             LockKind::Ofd => "ofd",
+            LockKind::Sqlite => "sqlite",
         }
+    }
+
+    /// The name of `mode` for this kind: `read`/`write` for sqlite, else
+    /// `shared`/`exclusive`. Used in `FLOCKRUN_MODE` and in messages.
+    #[must_use]
+    pub fn mode_name(self, mode: LockMode) -> &'static str {
+        match (self, mode) {
+            (LockKind::Sqlite, LockMode::Shared) => "read",
+            (LockKind::Sqlite, LockMode::Exclusive) => "write",
+            (_, mode) => mode.name(),
+        }
+    }
+
+    /// Whether a child process can hold the lock by inheriting a descriptor. SQLite's POSIX
+    /// locks belong to the process that took them.
+    #[must_use]
+    pub fn inheritable(self) -> bool {
+        self != LockKind::Sqlite
     }
 
     /// The lock class as `/proc/locks` and fdinfo print it.
@@ -36,12 +59,13 @@ impl LockKind {
         match self {
             LockKind::Kernel => "FLOCK",
             LockKind::Ofd => "OFDLCK",
+            LockKind::Sqlite => "POSIX",
         }
     }
 
     pub(crate) fn access(self, mode: LockMode) -> Access {
         match (self, mode) {
-            (LockKind::Ofd, LockMode::Exclusive) => Access::ReadWrite,
+            (LockKind::Ofd, LockMode::Exclusive) | (LockKind::Sqlite, _) => Access::ReadWrite,
             _ => Access::Read,
         }
     }
@@ -51,6 +75,7 @@ impl LockKind {
         match self {
             LockKind::Kernel => kernel::try_lock(file, mode),
             LockKind::Ofd => ofd::try_lock(file, mode),
+            LockKind::Sqlite => Err(not_a_descriptor_kind()),
         }
     }
 
@@ -59,8 +84,17 @@ impl LockKind {
         match self {
             LockKind::Kernel => kernel::lock_blocking(file, mode),
             LockKind::Ofd => ofd::lock_blocking(file, mode),
+            LockKind::Sqlite => Err(not_a_descriptor_kind()),
         }
     }
+}
+
+/// The sqlite kind is taken through SQLite (see `sqlite::acquire`), never by these calls.
+fn not_a_descriptor_kind() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "sqlite locks are taken through SQLite",
+    )
 }
 
 impl fmt::Display for LockKind {
