@@ -280,6 +280,14 @@ pub fn child_of(pid: i32) -> i32 {
     })
 }
 
+/// Blocks until process `pid` has exited (gone, or a zombie nobody has reaped yet).
+pub fn wait_until_exited(pid: i32, what: &str) {
+    wait_until(what, Instant::now() + PATIENCE, || {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

@@ -11,8 +11,8 @@ use predicates::prelude::*;
 
 use crate::harness::{
     Holder, PATIENCE, PY_FILELOCK_VERSIONS, child_of, flockrun, is_waiting_writer, py_hold,
-    py_start, py_try_kind, python_with_filelock, scratch, signal, spawn_flockrun, wait_until,
-    wait_until_waiting_writer, wait_with_deadline,
+    py_start, py_try_kind, python_with_filelock, scratch, signal, spawn_flockrun,
+    wait_until_exited, wait_until_waiting_writer, wait_with_deadline,
 };
 
 fn assert_still_empty(path: &Path) {
@@ -271,14 +271,7 @@ fn killing_flockrun_stops_command_and_frees_the_lock() {
         let command = child_of(holder.pid());
         signal(holder.pid(), Signal::SIGKILL);
         let _ = holder.child.wait();
-        wait_until(
-            "COMMAND to die with flockrun",
-            std::time::Instant::now() + PATIENCE,
-            || {
-                let stat = fs::read_to_string(format!("/proc/{command}/stat")).unwrap_or_default();
-                (stat.is_empty() || stat.contains(") Z ")).then_some(())
-            },
-        );
+        wait_until_exited(command, "COMMAND to die with flockrun");
         flockrun().args(["write", "-n", l, "true"]).assert().code(0);
     }
 }

@@ -10,7 +10,7 @@ use predicates::prelude::*;
 
 use crate::harness::{
     FLOCKRUN, Holder, PATIENCE, child_of, flockrun, is_waiting, proc_locks_for, scratch, signal,
-    start_waiter, wait_until, wait_with_deadline,
+    start_waiter, wait_until, wait_until_exited, wait_with_deadline,
 };
 
 /// A COMMAND that reports the signals it gets and exits 9 on SIGTERM.
@@ -83,13 +83,7 @@ fn command_keeps_the_lock_when_flockrun_is_killed() {
             "held by pid {command_pid} (sh -c"
         )));
     drop(holder); // closes COMMAND's stdin: it exits and the lock is free
-    let deadline = Instant::now() + PATIENCE;
-    wait_until("the orphaned command to exit", deadline, || {
-        (!std::path::Path::new(&format!("/proc/{command_pid}")).exists()
-            || fs::read_to_string(format!("/proc/{command_pid}/stat"))
-                .is_ok_and(|s| s.contains(") Z ")))
-        .then_some(())
-    });
+    wait_until_exited(command_pid, "the orphaned command to exit");
     flockrun().args(["try", l, "true"]).assert().code(0);
 }
 
@@ -120,11 +114,7 @@ fn with_close_command_has_no_lock_and_dies_with_flockrun() {
     flockrun().args(["try", l, "true"]).assert().code(75);
     signal(holder.pid(), Signal::SIGKILL);
     let _ = holder.child.wait();
-    let deadline = Instant::now() + PATIENCE;
-    wait_until("COMMAND to die with flockrun", deadline, || {
-        let stat = fs::read_to_string(format!("/proc/{command_pid}/stat")).unwrap_or_default();
-        (stat.is_empty() || stat.contains(") Z ")).then_some(())
-    });
+    wait_until_exited(command_pid, "COMMAND to die with flockrun");
     flockrun().args(["try", l, "true"]).assert().code(0);
 }
 
