@@ -29,6 +29,7 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             [CompletionResult]::new('try', 'try', [CompletionResultType]::ParameterValue, 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once')
             [CompletionResult]::new('read', 'read', [CompletionResultType]::ParameterValue, 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them')
             [CompletionResult]::new('write', 'write', [CompletionResultType]::ParameterValue, 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -128,11 +129,25 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'flockrun;status' {
+            [CompletionResult]::new('--kind', '--kind', [CompletionResultType]::ParameterName, 'Inspect LOCK as this kind instead of detecting it from the kernel''s locks and the file''s content')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document (schema in the README and the man page)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Also print the kernel''s lock lines for each LOCK')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Also print the kernel''s lock lines for each LOCK')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print nothing; only the exit status tells')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print nothing; only the exit status tells')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'flockrun;help' {
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock')
             [CompletionResult]::new('try', 'try', [CompletionResultType]::ParameterValue, 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once')
             [CompletionResult]::new('read', 'read', [CompletionResultType]::ParameterValue, 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them')
             [CompletionResult]::new('write', 'write', [CompletionResultType]::ParameterValue, 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -146,6 +161,9 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             break
         }
         'flockrun;help;write' {
+            break
+        }
+        'flockrun;help;status' {
             break
         }
         'flockrun;help;help' {

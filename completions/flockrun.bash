@@ -25,6 +25,9 @@ _flockrun() {
             flockrun,read)
                 cmd="flockrun__subcmd__read"
                 ;;
+            flockrun,status)
+                cmd="flockrun__subcmd__status"
+                ;;
             flockrun,try)
                 cmd="flockrun__subcmd__try"
                 ;;
@@ -40,6 +43,9 @@ _flockrun() {
             flockrun__subcmd__help,read)
                 cmd="flockrun__subcmd__help__subcmd__read"
                 ;;
+            flockrun__subcmd__help,status)
+                cmd="flockrun__subcmd__help__subcmd__status"
+                ;;
             flockrun__subcmd__help,try)
                 cmd="flockrun__subcmd__help__subcmd__try"
                 ;;
@@ -53,7 +59,7 @@ _flockrun() {
 
     case "${cmd}" in
         flockrun)
-            opts="-h -V --help --version exec try read write help"
+            opts="-h -V --help --version exec try read write status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -113,7 +119,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__help)
-            opts="exec try read write help"
+            opts="exec try read write status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -155,6 +161,20 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__help__subcmd__read)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        flockrun__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -232,6 +252,24 @@ _flockrun() {
                     return 0
                     ;;
                 --mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        flockrun__subcmd__status)
+            opts="-v -q -h -V --json --kind --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --kind)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -26,6 +26,7 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand try 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
             cand read 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
             cand write 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
+            cand status 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'flockrun;exec'= {
@@ -120,11 +121,24 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'flockrun;status'= {
+            cand --kind 'Inspect LOCK as this kind instead of detecting it from the kernel''s locks and the file''s content'
+            cand --json 'Print one JSON document (schema in the README and the man page)'
+            cand -v 'Also print the kernel''s lock lines for each LOCK'
+            cand --verbose 'Also print the kernel''s lock lines for each LOCK'
+            cand -q 'Print nothing; only the exit status tells'
+            cand --quiet 'Print nothing; only the exit status tells'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'flockrun;help'= {
             cand exec 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
             cand try 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
             cand read 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
             cand write 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
+            cand status 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'flockrun;help;exec'= {
@@ -134,6 +148,8 @@ set edit:completion:arg-completer[flockrun] = {|@words|
         &'flockrun;help;read'= {
         }
         &'flockrun;help;write'= {
+        }
+        &'flockrun;help;status'= {
         }
         &'flockrun;help;help'= {
         }

@@ -30,6 +30,7 @@ complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "exec" -d 'Wait fo
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "try" -d 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "read" -d 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "write" -d 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
+complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "status" -d 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected'
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
@@ -73,8 +74,15 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s v -l verbose
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s q -l quiet -d 'No message when the lock is busy or the wait timed out'
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s h -l help -d 'Print help'
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s V -l version -d 'Print version'
-complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write help" -f -a "exec" -d 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
-complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write help" -f -a "try" -d 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
-complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write help" -f -a "read" -d 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
-complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write help" -f -a "write" -d 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
-complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l kind -d 'Inspect LOCK as this kind instead of detecting it from the kernel\'s locks and the file\'s content' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l json -d 'Print one JSON document (schema in the README and the man page)'
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s v -l verbose -d 'Also print the kernel\'s lock lines for each LOCK'
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s q -l quiet -d 'Print nothing; only the exit status tells'
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s h -l help -d 'Print help'
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s V -l version -d 'Print version'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write status help" -f -a "exec" -d 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write status help" -f -a "try" -d 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write status help" -f -a "read" -d 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write status help" -f -a "write" -d 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write status help" -f -a "status" -d 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected'
+complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

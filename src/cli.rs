@@ -28,6 +28,10 @@ const WRITE_EXAMPLES: &str = "Examples:\n  \
   flockrun write data.rwlock -- ./import.sh\n  \
   flockrun write -n -E 0 data.rwlock -- ./compact.sh   # skip if anyone reads or writes";
 
+const STATUS_EXAMPLES: &str = "Examples:\n  \
+  flockrun status /run/lock/backup.lock\n  \
+  flockrun status --json cache.lock data.rwlock | jq '.locks[].holders'";
+
 const TRY_EXAMPLES: &str = "Examples:\n  \
   */5 * * * * flockrun try /run/lock/backup.lock -- backup.sh\n  \
   flockrun try -q -E 0 job.lock -- ./job.sh   # busy is not an error";
@@ -64,6 +68,35 @@ pub enum Command {
     /// COMMAND; a waiting writer keeps new readers out
     #[command(after_help = WRITE_EXAMPLES)]
     Write(ReadWriteArgs),
+    /// Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when
+    /// all are free, 1 when any is held, 66 when one cannot be inspected
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
+}
+
+/// `flockrun status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON document (schema in the README and the man page)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Inspect LOCK as this kind instead of detecting it from the kernel's locks and the
+    /// file's content
+    #[arg(long, value_name = "KIND", value_parser = crate::status::StatusKind::parse)]
+    pub kind: Option<crate::status::StatusKind>,
+
+    /// Also print the kernel's lock lines for each LOCK
+    #[arg(short = 'v', long, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Print nothing; only the exit status tells
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// The locks to inspect
+    #[arg(value_name = "LOCK", required = true)]
+    pub locks: Vec<PathBuf>,
 }
 
 /// How long to wait: `-w` and `-n`.

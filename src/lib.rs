@@ -13,12 +13,14 @@ pub mod cli;
 pub mod duration;
 pub mod error;
 pub mod exit;
+pub mod identity;
 pub mod inspect;
 pub mod kind;
 pub mod lock;
 pub mod nested;
 mod open;
 pub mod run;
+pub mod status;
 pub mod supervise;
 pub mod wait;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, KernelLockArgs, RunArgs};
+use crate::cli::{Cli, Command, KernelLockArgs, RunArgs, StatusArgs};
 use crate::duration::format_seconds;
 use crate::error::Error;
 use crate::exit;
@@ -18,6 +18,7 @@ use crate::inspect::{self, FileId, Sighting};
 use crate::kind::LockKind;
 use crate::lock::{self, HeldLock, LockMode, LockRequest, WaitObserver};
 use crate::nested;
+use crate::status;
 use crate::supervise::{self, Launch};
 use crate::wait::{self, Deadline};
 
@@ -41,6 +42,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     };
     let (plan, run) = match &cli.command {
+        Command::Status(args) => return run_status(args),
         Command::Exec(a) => (Plan::kernel(&a.lock, a.wait.deadline()), &a.lock.run),
         Command::Try(a) => (
             Plan::kernel(&a.lock, Deadline::after(Duration::ZERO)),
@@ -59,6 +61,47 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             }
             status
         }
+    }
+}
+
+/// `flockrun status`: 0 when every LOCK is free (or stale), 1 when any is held, 66 when any
+/// cannot be inspected.
+fn run_status(args: &StatusArgs) -> i32 {
+    let mut reports = Vec::new();
+    let mut failed = false;
+    for path in &args.locks {
+        match status::inspect(path, args.kind) {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                failed = true;
+                if !args.quiet {
+                    say(&e.to_string());
+                }
+            }
+        }
+    }
+    if !args.quiet {
+        let text = if args.json {
+            status::render_json(&reports)
+        } else {
+            reports
+                .iter()
+                .map(|r| {
+                    let mut block = status::render_human(r);
+                    if args.verbose {
+                        block.push_str(&status::render_kernel_lines(r));
+                    }
+                    block
+                })
+                .collect()
+        };
+        // stdout is status's own output; a closed pipe (| head) is not an error.
+        let _ = io::stdout().lock().write_all(text.as_bytes());
+    }
+    if failed {
+        exit::NO_INPUT
+    } else {
+        i32::from(reports.iter().any(|r| r.state == status::State::Held))
     }
 }
 

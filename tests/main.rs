@@ -10,5 +10,6 @@ mod interop;
 mod nested;
 mod read_write;
 mod replaced_lock;
+mod status;
 mod supervision;
 mod terminal;

@@ -4,9 +4,10 @@
 //! descriptor); the real holders are the processes whose open descriptors carry a `lock:`
 //! line, confirmed by a `stat` of the descriptor against the lock file's device and inode.
 
+pub mod marker;
 pub mod proc_locks;
 pub mod process;
-mod sqlite_roles;
+pub mod sqlite_roles;
 
 use std::fmt;
 use std::fs;
@@ -59,6 +60,8 @@ pub struct Sighting {
     pub waiters: Vec<Waiter>,
     /// Pids `/proc/locks` recorded for held entries (possibly stale).
     pub recorded_pids: Vec<i32>,
+    /// The strongest mode `/proc/locks` shows held, whether or not a holder is visible.
+    pub held_mode: Option<LockMode>,
     /// Things that could not be seen, and why.
     pub warnings: Vec<String>,
 }
@@ -83,8 +86,14 @@ pub fn sight(id: FileId, kind: LockKind) -> Sighting {
                         mode: mode_of(&line),
                         process: ProcessInfo::read(line.pid).ok(),
                     });
-                } else if line.pid > 0 && !sighting.recorded_pids.contains(&line.pid) {
-                    sighting.recorded_pids.push(line.pid);
+                } else {
+                    let mode = mode_of(&line);
+                    if sighting.held_mode != Some(LockMode::Exclusive) {
+                        sighting.held_mode = Some(mode);
+                    }
+                    if line.pid > 0 && !sighting.recorded_pids.contains(&line.pid) {
+                        sighting.recorded_pids.push(line.pid);
+                    }
                 }
             }
         }

@@ -80,6 +80,11 @@ pub(super) fn sight(id: FileId) -> Sighting {
             }),
             Some(role) => {
                 sighting.recorded_pids.push(pid);
+                if role == Role::Writer {
+                    sighting.held_mode = Some(LockMode::Exclusive);
+                } else if sighting.held_mode.is_none() {
+                    sighting.held_mode = Some(LockMode::Shared);
+                }
                 if let Some(process) = process {
                     holders.push(Holder {
                         process,

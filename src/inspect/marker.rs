@@ -1,0 +1,292 @@
+//! Soft-lock markers (py-filelock's `SoftFileLock`, protocol 1): `pid\nhost\n[start_token\n]`
+//! at the lock path. Read without trusting what is there (no symlinks, no blocking on a
+//! FIFO, at most 1 KiB) and judged by py-filelock 4.2.11's rules, failing closed where they
+//! leave room: only a provably gone owner makes a marker stale.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::identity::{self, StartToken};
+
+/// Longest marker py-filelock accepts.
+const MAX_MARKER: usize = 1024;
+/// py-filelock's `StrictSoftFileLock` sentinel: a permanent marker meaning "held".
+const STRICT_SENTINEL: &[u8] = b"1\nfilelock-strict-v1\x00\n0\n";
+
+/// What a marker file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// No bytes: a writer between create and write, or a pre-3.22 writer.
+    Empty,
+    /// The `StrictSoftFileLock` sentinel.
+    Strict,
+    /// A `filelock/2` record (lease and marker locks), another contract.
+    Protocol2,
+    /// A protocol-1 record.
+    Owner {
+        pid: i32,
+        host: String,
+        token: Option<StartToken>,
+    },
+    /// Anything else, with what is wrong.
+    Malformed(String),
+}
+
+/// The judgement on a marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its owner may be alive: the lock is held.
+    Held,
+    /// Its owner is provably gone (same host, pid dead or reused).
+    Stale,
+    /// Unreadable as a marker; contenders evict it once it stays unchanged for 2 s.
+    Malformed,
+    /// Written on another host, whose pids cannot be checked from here: held.
+    ForeignHost,
+}
+
+impl Verdict {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Held => "held",
+            Verdict::Stale => "stale",
+            Verdict::Malformed => "malformed",
+            Verdict::ForeignHost => "foreign host",
+        }
+    }
+}
+
+/// Reads the marker at `path`: `Ok(None)` when nothing is there. A non-regular file reads as
+/// malformed content without being opened.
+///
+/// # Errors
+/// When the path cannot be examined (permissions).
+pub fn read(path: &Path) -> io::Result<Option<Content>> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_file() {
+        let what = if meta.file_type().is_symlink() {
+            "a symbolic link"
+        } else if meta.file_type().is_fifo() {
+            "a FIFO"
+        } else if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Ok(Some(Content::Malformed(format!("the marker is {what}"))));
+    }
+    let file = match File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::with_capacity(MAX_MARKER + 1);
+    file.take(MAX_MARKER as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(Some(parse(&bytes)))
+}
+
+/// Parses marker bytes the way py-filelock 4.1+ does.
+#[must_use]
+pub fn parse(bytes: &[u8]) -> Content {
+    if bytes.is_empty() {
+        return Content::Empty;
+    }
+    if bytes == STRICT_SENTINEL {
+        return Content::Strict;
+    }
+    if bytes.starts_with(b"filelock/2\n") {
+        return Content::Protocol2;
+    }
+    let malformed = |why: &str| Content::Malformed(why.to_owned());
+    if bytes.len() > MAX_MARKER {
+        return malformed("longer than 1024 bytes");
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return malformed("not UTF-8");
+    };
+    let Some(body) = text.strip_suffix('\n') else {
+        return malformed("no final newline");
+    };
+    let lines: Vec<&str> = body.split('\n').collect();
+    let (pid, host, token) = match lines.as_slice() {
+        [pid, host] => (*pid, *host, None),
+        [pid, host, token] => (*pid, *host, Some(*token)),
+        _ => return malformed("not 2 or 3 lines"),
+    };
+    let pid = match pid.parse::<i32>() {
+        Ok(p) if p >= 1 && pid.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => return malformed("the pid is not a number from 1 to 2147483647"),
+    };
+    if host.is_empty() {
+        return malformed("the host is empty");
+    }
+    let token = match token.map(StartToken::parse) {
+        None => None,
+        Some(Some(t)) => Some(t),
+        Some(None) => return malformed("the start token is not a decimal number"),
+    };
+    Content::Owner {
+        pid,
+        host: host.to_owned(),
+        token,
+    }
+}
+
+/// Judges `content` as a contender on this host would.
+#[must_use]
+pub fn judge(content: &Content) -> Verdict {
+    match content {
+        Content::Empty | Content::Strict | Content::Protocol2 => Verdict::Held,
+        Content::Malformed(_) => Verdict::Malformed,
+        Content::Owner { pid, host, token } => {
+            if *host != identity::host_name() {
+                return Verdict::ForeignHost;
+            }
+            let alive = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), None) {
+                Ok(()) | Err(nix::errno::Errno::EPERM) => true,
+                Err(_) => false,
+            };
+            let same_process = match (token, StartToken::of(*pid)) {
+                (Some(recorded), Some(current)) => recorded.same_start(current),
+                // No recorded token, or none can be computed now: the pid alone decides.
+                _ => true,
+            };
+            if alive && same_process {
+                Verdict::Held
+            } else {
+                Verdict::Stale
+            }
+        }
+    }
+}
+
+/// Files a py-filelock 4.2.1+ takeover leaves when interrupted (`<name>.break.<pid>.<hex>`,
+/// `<name>.restore.<pid>.<hex>`): one may hold a live owner's marker, so their presence
+/// means "held" until someone cleans up.
+#[must_use]
+pub fn stranded(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let other = e.file_name().to_string_lossy().into_owned();
+            ["break", "restore"].iter().any(|what| {
+                other
+                    .strip_prefix(&format!("{name}.{what}."))
+                    .and_then(|rest| rest.split_once('.'))
+                    .is_some_and(|(pid, hex)| {
+                        !pid.is_empty()
+                            && pid.bytes().all(|b| b.is_ascii_digit())
+                            && hex.len() == 32
+                            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                    })
+            })
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_protocol_1_records() {
+        assert_eq!(
+            parse(b"17824\nvm\n"),
+            Content::Owner {
+                pid: 17824,
+                host: "vm".into(),
+                token: None
+            }
+        );
+        let Content::Owner { token: Some(t), .. } =
+            parse(b"17799\nvm\n57388187673588313894229794773386246136790339237430980405\n")
+        else {
+            panic!("three-line marker not parsed");
+        };
+        assert_eq!(
+            (t.boot, t.start),
+            (0x0257_291f_6f2c_4746_9818_b1a7_047a_fa8f, 0x6f35)
+        );
+        assert_eq!(parse(b""), Content::Empty);
+        assert_eq!(parse(STRICT_SENTINEL), Content::Strict);
+        assert_eq!(
+            parse(b"filelock/2\npid=1\nhost=vm\nmode=lease\n"),
+            Content::Protocol2
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_records() {
+        for bad in [
+            &b"hello"[..],
+            b"123\nvm",
+            b"123\n",
+            b"0\nvm\n",
+            b"-5\nvm\n",
+            b"+5\nvm\n",
+            b"2147483648\nvm\n",
+            b"12\n\n",
+            b"12\nvm\nabc\n",
+            b"12\nvm\n1\n2\n",
+            b"\xff\nvm\n",
+            b"filelock/break\n12\n",
+            b"filelock/released\n",
+        ] {
+            assert!(matches!(parse(bad), Content::Malformed(_)), "{bad:?}");
+        }
+        assert!(matches!(parse(&[b'1'; 1025]), Content::Malformed(_)));
+    }
+
+    #[test]
+    fn judges_owners() {
+        let me = nix::unistd::getpid().as_raw();
+        let host = identity::host_name();
+        let live = Content::Owner {
+            pid: me,
+            host: host.clone(),
+            token: StartToken::of(me),
+        };
+        assert_eq!(judge(&live), Verdict::Held);
+        let recycled = Content::Owner {
+            pid: me,
+            host: host.clone(),
+            token: StartToken::of(me).map(|t| StartToken {
+                start: t.start + 1,
+                ..t
+            }),
+        };
+        assert_eq!(judge(&recycled), Verdict::Stale);
+        let foreign = Content::Owner {
+            pid: me,
+            host: format!("{host}-elsewhere"),
+            token: None,
+        };
+        assert_eq!(judge(&foreign), Verdict::ForeignHost);
+        assert_eq!(judge(&Content::Empty), Verdict::Held);
+        assert_eq!(judge(&Content::Malformed("x".into())), Verdict::Malformed);
+    }
+}
