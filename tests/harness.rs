@@ -179,12 +179,20 @@ impl Holder {
 }
 
 impl Drop for Holder {
+    /// Closes stdin and waits for the holder to finish: its command exits on EOF and the lock
+    /// is released when it does. Killing at once would orphan a command that still holds an
+    /// inherited lock. Killed only if it has not finished within PATIENCE.
     fn drop(&mut self) {
         drop(self.stdin.take());
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(2));
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -121,6 +121,10 @@ fn a_flockrun_holder_and_its_waiters() {
         .assert()
         .code(1)
         .stdout("");
+    // The holder first: the waiter then gets the lock and finishes.
+    assert!(holder.release().success());
+    let mut waiter = waiter;
+    assert!(crate::harness::wait_with_deadline(&mut waiter.child).success());
 }
 
 #[test]
@@ -210,8 +214,11 @@ fn py_filelock_holders_of_every_kind() {
         wait_until_waiting_writer(writer.pid(), &lock);
         let s = status_of(&lock, 1);
         assert_eq!(s["waiters"][0]["pid"], writer.pid(), "{version}: {s}");
-        drop(writer);
-        drop(reader);
+        // The reader first: the waiting writer then gets the lock and can be released.
+        assert!(reader.release().success());
+        let mut writer = writer;
+        writer.expect_line("HELD");
+        assert!(writer.release().success());
     }
 }
 

@@ -101,6 +101,11 @@ pub fn sight(id: FileId, kind: LockKind) -> Sighting {
             .warnings
             .push(format!("cannot read /proc/locks: {e}")),
     }
+    // Every held lock has a /proc/locks line: with none on this inode there is no holder to
+    // look for, and the scan of every process's descriptors (the costly part) is skipped.
+    if sighting.held_mode.is_none() {
+        return sighting;
+    }
     let me = nix::unistd::getpid().as_raw();
     let mut hidden = 0usize;
     let mut found: Vec<Holder> = Vec::new();
