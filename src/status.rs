@@ -11,8 +11,9 @@ use std::time::Duration;
 use crate::duration::format_seconds;
 use crate::error::Error;
 use crate::inspect::marker::{self, Content, Verdict};
+use crate::inspect::proc_locks::{self, KernelLocks};
 use crate::inspect::process::{ProcessInfo, user_name};
-use crate::inspect::{self, FileId, Holder, proc_locks};
+use crate::inspect::{self, FileId, Holder};
 use crate::kind::LockKind;
 use crate::lock::LockMode;
 
@@ -126,6 +127,8 @@ pub struct LockStatus {
     pub waiters: Vec<WaiterReport>,
     pub marker: Option<MarkerReport>,
     pub warnings: Vec<String>,
+    /// The `/proc/locks` lines on the lock's inode at the time of inspection.
+    pub kernel_lines: Vec<String>,
 }
 
 /// Inspects the lock at `path`, as `forced` kind or as detected.
@@ -145,6 +148,7 @@ pub fn inspect(path: &Path, forced: Option<StatusKind>) -> Result<LockStatus, Er
         waiters: Vec::new(),
         marker: None,
         warnings: Vec::new(),
+        kernel_lines: Vec::new(),
     };
     let meta = match fs::symlink_metadata(&absolute) {
         Ok(meta) => meta,
@@ -168,10 +172,17 @@ pub fn inspect(path: &Path, forced: Option<StatusKind>) -> Result<LockStatus, Er
     status.exists = true;
     refuse_uninspectable(&absolute, &meta)?;
     let id = FileId::of(&meta);
-    let kind = forced.unwrap_or_else(|| detect(&absolute, id, &meta));
+    let locks = KernelLocks::read();
+    let kind = forced.unwrap_or_else(|| detect(&locks, &absolute, id, &meta));
     status.kind = Some(kind);
+    status.kernel_lines = locks
+        .text
+        .lines()
+        .filter(|l| proc_locks::parse_line(l).is_some_and(|p| p.inode == id.ino))
+        .map(str::to_owned)
+        .collect();
     match kind.lock_kind() {
-        Some(lock_kind) => fill_from_kernel(&mut status, id, lock_kind),
+        Some(lock_kind) => fill_from_kernel(&mut status, &locks, id, lock_kind),
         None => fill_from_marker(&mut status, &absolute)?,
     }
     Ok(status)
@@ -196,11 +207,13 @@ fn refuse_uninspectable(path: &Path, meta: &fs::Metadata) -> Result<(), Error> {
 /// Kernel locks on the inode name the kind; otherwise the content does: an SQLite header
 /// means sqlite, a soft-lock record means soft, anything else (an empty file, a directory,
 /// data) means kernel, the default of `exec`.
-fn detect(path: &Path, id: FileId, meta: &fs::Metadata) -> StatusKind {
-    let lines = fs::read_to_string("/proc/locks")
-        .map(|t| proc_locks::parse_all(&t))
-        .unwrap_or_default();
-    let on_inode = |class: &str| lines.iter().any(|l| l.inode == id.ino && l.class == class);
+fn detect(locks: &KernelLocks, path: &Path, id: FileId, meta: &fs::Metadata) -> StatusKind {
+    let on_inode = |class: &str| {
+        locks
+            .lines
+            .iter()
+            .any(|l| l.inode == id.ino && l.class == class)
+    };
     if on_inode("FLOCK") {
         return StatusKind::Kernel;
     }
@@ -230,8 +243,8 @@ fn detect(path: &Path, id: FileId, meta: &fs::Metadata) -> StatusKind {
     }
 }
 
-fn fill_from_kernel(status: &mut LockStatus, id: FileId, kind: LockKind) {
-    let sighting = inspect::sight(id, kind);
+fn fill_from_kernel(status: &mut LockStatus, locks: &KernelLocks, id: FileId, kind: LockKind) {
+    let sighting = inspect::sight_in(locks, id, kind);
     let held = sighting.held_mode.is_some() || !sighting.holders.is_empty();
     status.state = if held { State::Held } else { State::Free };
     status.mode = sighting
@@ -477,16 +490,8 @@ pub fn render_human(status: &LockStatus) -> String {
 /// The kernel's lock lines for the lock's inode (for `-v`).
 #[must_use]
 pub fn render_kernel_lines(status: &LockStatus) -> String {
-    let Ok(meta) = fs::symlink_metadata(&status.path) else {
-        return String::new();
-    };
-    let ino = FileId::of(&meta).ino;
-    let text = fs::read_to_string("/proc/locks").unwrap_or_default();
     let mut out = String::new();
-    for line in text
-        .lines()
-        .filter(|l| proc_locks::parse_line(l).is_some_and(|p| p.inode == ino))
-    {
+    for line in &status.kernel_lines {
         let _ = writeln!(out, "  kernel   {line}");
     }
     out

@@ -16,7 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use crate::duration::format_seconds;
 use crate::kind::LockKind;
 use crate::lock::LockMode;
-use proc_locks::LockLine;
+use proc_locks::{KernelLocks, LockLine};
 pub use process::ProcessInfo;
 
 /// The identity of a lock file.
@@ -69,37 +69,37 @@ pub struct Sighting {
 /// Looks at the lock on `id` of `kind`: holders, waiters, and what was not visible.
 #[must_use]
 pub fn sight(id: FileId, kind: LockKind) -> Sighting {
+    sight_in(&KernelLocks::read(), id, kind)
+}
+
+/// As `sight`, from a reading of `/proc/locks` the caller already has.
+#[must_use]
+pub fn sight_in(locks: &KernelLocks, id: FileId, kind: LockKind) -> Sighting {
     if kind == LockKind::Sqlite {
-        return sqlite_roles::sight(id);
+        return sqlite_roles::sight(locks, id);
     }
     let mut sighting = Sighting::default();
     let class = kind.proc_class();
-    match fs::read_to_string("/proc/locks") {
-        Ok(text) => {
-            for line in proc_locks::parse_all(&text) {
-                if line.inode != id.ino || line.class != class {
-                    continue;
-                }
-                if line.waiter {
-                    sighting.waiters.push(Waiter {
-                        pid: line.pid,
-                        mode: mode_of(&line),
-                        process: ProcessInfo::read(line.pid).ok(),
-                    });
-                } else {
-                    let mode = mode_of(&line);
-                    if sighting.held_mode != Some(LockMode::Exclusive) {
-                        sighting.held_mode = Some(mode);
-                    }
-                    if line.pid > 0 && !sighting.recorded_pids.contains(&line.pid) {
-                        sighting.recorded_pids.push(line.pid);
-                    }
-                }
+    sighting.warnings.extend(locks.error.clone());
+    for line in &locks.lines {
+        if line.inode != id.ino || line.class != class {
+            continue;
+        }
+        if line.waiter {
+            sighting.waiters.push(Waiter {
+                pid: line.pid,
+                mode: mode_of(line),
+                process: ProcessInfo::read(line.pid).ok(),
+            });
+        } else {
+            let mode = mode_of(line);
+            if sighting.held_mode != Some(LockMode::Exclusive) {
+                sighting.held_mode = Some(mode);
+            }
+            if line.pid > 0 && !sighting.recorded_pids.contains(&line.pid) {
+                sighting.recorded_pids.push(line.pid);
             }
         }
-        Err(e) => sighting
-            .warnings
-            .push(format!("cannot read /proc/locks: {e}")),
     }
     // Every held lock has a /proc/locks line: with none on this inode there is no holder to
     // look for, and the scan of every process's descriptors (the costly part) is skipped.

@@ -73,6 +73,33 @@ pub fn parse_line(line: &str) -> Option<LockLine> {
     })
 }
 
+/// One reading of `/proc/locks`, shared by everything that inspects a lock at that moment
+/// (the file is generated on each read, and costs milliseconds with thousands of locks).
+#[derive(Debug, Clone, Default)]
+pub struct KernelLocks {
+    pub text: String,
+    pub lines: Vec<LockLine>,
+    /// Why `/proc/locks` could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+impl KernelLocks {
+    #[must_use]
+    pub fn read() -> Self {
+        match std::fs::read_to_string("/proc/locks") {
+            Ok(text) => KernelLocks {
+                lines: parse_all(&text),
+                text,
+                error: None,
+            },
+            Err(e) => KernelLocks {
+                error: Some(format!("cannot read /proc/locks: {e}")),
+                ..KernelLocks::default()
+            },
+        }
+    }
+}
+
 /// Every parsable line of a `/proc/locks` text.
 #[must_use]
 pub fn parse_all(text: &str) -> Vec<LockLine> {

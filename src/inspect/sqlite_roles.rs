@@ -4,9 +4,10 @@
 //! the real pid and a waiting writer shows as one holding the PENDING byte.
 
 use std::collections::BTreeMap;
-use std::fs;
 
-use super::proc_locks::{self, LockLine};
+#[cfg(test)]
+use super::proc_locks;
+use super::proc_locks::{KernelLocks, LockLine};
 use super::{FileId, Holder, ProcessInfo, Sighting, Waiter, collapse_trees};
 use crate::lock::LockMode;
 
@@ -46,20 +47,12 @@ pub fn role(lines: &[&LockLine]) -> Option<Role> {
     }
 }
 
-pub(super) fn sight(id: FileId) -> Sighting {
+pub(super) fn sight(locks: &KernelLocks, id: FileId) -> Sighting {
     let mut sighting = Sighting::default();
-    let text = match fs::read_to_string("/proc/locks") {
-        Ok(text) => text,
-        Err(e) => {
-            sighting
-                .warnings
-                .push(format!("cannot read /proc/locks: {e}"));
-            return sighting;
-        }
-    };
-    let lines = proc_locks::parse_all(&text);
+    sighting.warnings.extend(locks.error.clone());
     let mut by_pid: BTreeMap<i32, Vec<&LockLine>> = BTreeMap::new();
-    for line in lines
+    for line in locks
+        .lines
         .iter()
         .filter(|l| l.class == "POSIX" && l.inode == id.ino && !l.waiter)
     {
