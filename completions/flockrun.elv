@@ -128,8 +128,8 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand --verbose 'Also print the kernel''s lock lines for each LOCK'
             cand -q 'Print nothing; only the exit status tells'
             cand --quiet 'Print nothing; only the exit status tells'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }

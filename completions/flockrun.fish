@@ -78,7 +78,7 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l kind -d 'In
 complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l json -d 'Print one JSON document (schema in the README and the man page)'
 complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s v -l verbose -d 'Also print the kernel\'s lock lines for each LOCK'
 complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s q -l quiet -d 'Print nothing; only the exit status tells'
-complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s h -l help -d 'Print help'
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s V -l version -d 'Print version'
 complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write status help" -f -a "exec" -d 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
 complete -c flockrun -n "__fish_flockrun_using_subcommand help; and not __fish_seen_subcommand_from exec try read write status help" -f -a "try" -d 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'

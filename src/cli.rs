@@ -32,6 +32,25 @@ const STATUS_EXAMPLES: &str = "Examples:\n  \
   flockrun status /run/lock/backup.lock\n  \
   flockrun status --json cache.lock data.rwlock | jq '.locks[].holders'";
 
+const STATUS_DETAILS: &str = "Exit status: 0 when every LOCK is free (a stale soft marker \
+counts as free), 1 when at least one is held, 66 when one cannot be inspected.\n\n\
+JSON (--json): one document, {\"locks\": [LOCK, ...]}, where each LOCK has:\n  \
+path           absolute path\n  \
+exists         true or false\n  \
+kind           kernel, ofd, sqlite, soft, or null when absent\n  \
+state          free, held or stale\n  \
+mode           exclusive, shared, read, write, or null when free\n  \
+holders        [{pid, command, user, since, flockrun, child_pid, child_command}]\n                 \
+since is a UTC time such as 2026-11-23T19:00:01Z; child_pid and\n                 \
+child_command name the COMMAND a flockrun runs\n  \
+waiters        [{pid, command, mode}]; pid is null for OFD requests\n  \
+marker         for soft locks {pid, host, start_token, verdict, note}, else null;\n                 \
+verdict is held, stale, malformed or foreign host\n  \
+warnings       [text] what could not be seen, and why\n\n\
+Examples:\n  \
+  flockrun status /run/lock/backup.lock\n  \
+  flockrun status --json cache.lock data.rwlock | jq '.locks[].holders'";
+
 const TRY_EXAMPLES: &str = "Examples:\n  \
   */5 * * * * flockrun try /run/lock/backup.lock -- backup.sh\n  \
   flockrun try -q -E 0 job.lock -- ./job.sh   # busy is not an error";
@@ -70,7 +89,7 @@ pub enum Command {
     Write(ReadWriteArgs),
     /// Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when
     /// all are free, 1 when any is held, 66 when one cannot be inspected
-    #[command(after_help = STATUS_EXAMPLES)]
+    #[command(after_help = STATUS_EXAMPLES, after_long_help = STATUS_DETAILS)]
     Status(StatusArgs),
 }
 
