@@ -66,8 +66,9 @@ pub trait WaitObserver {
     fn tick_every(&self) -> Option<Duration> {
         None
     }
-    /// Still waiting after `_waited`.
-    fn tick(&mut self, _waited: Duration, _id: FileId, _kind: LockKind) {}
+    /// Still waiting after `_waited`; `_sighting` looks at the lock now (costly: call it
+    /// only to show the result).
+    fn tick(&mut self, _waited: Duration, _sighting: &dyn Fn() -> Sighting) {}
     /// The wait ended, either way.
     fn finished(&mut self) {}
 }
@@ -242,7 +243,7 @@ fn lock_descriptor(
         observer.blocked(&sighting);
         let tick_every = observer.tick_every();
         let waited = {
-            let mut tick = |waited| observer.tick(waited, id, request.kind);
+            let mut tick = |waited| observer.tick(waited, &|| inspect::sight(id, request.kind));
             let mut attempt = || request.kind.lock_blocking(&file, request.mode);
             wait::wait_in_kernel(&request.deadline, tick_every, &mut tick, &mut attempt)
         };

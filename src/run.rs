@@ -14,7 +14,7 @@ use crate::cli::{Cli, Command, KernelLockArgs, RunArgs, StatusArgs};
 use crate::duration::format_seconds;
 use crate::error::Error;
 use crate::exit;
-use crate::inspect::{self, FileId, Sighting};
+use crate::inspect::Sighting;
 use crate::kind::LockKind;
 use crate::lock::{self, HeldLock, LockMode, LockRequest, WaitObserver};
 use crate::nested;
@@ -328,8 +328,8 @@ impl WaitObserver for Reporter {
         self.live.then_some(LIVE_LINE_AFTER)
     }
 
-    fn tick(&mut self, waited: Duration, id: FileId, kind: LockKind) {
-        let sighting = inspect::sight(id, kind);
+    fn tick(&mut self, waited: Duration, sighting: &dyn Fn() -> Sighting) {
+        let sighting = sighting();
         let line = format!(
             "flockrun: waiting {} for {}: {sighting}",
             format_seconds(waited),

@@ -251,3 +251,69 @@ pub fn wait_in_kernel(
         }
     }
 }
+
+/// Waiting by retrying, for kinds whose waits cannot sleep in the kernel's lock queue
+/// (sqlite, soft): decides whether to try again, reports the wait to an observer, and
+/// hands out naps that start short and double up to a cap.
+pub struct Polling {
+    nap: Duration,
+    max_nap: Duration,
+    next_tick: Option<Duration>,
+    blocked: bool,
+}
+
+impl Polling {
+    #[must_use]
+    pub fn new(first_nap: Duration, max_nap: Duration) -> Self {
+        Polling {
+            nap: first_nap,
+            max_nap,
+            next_tick: None,
+            blocked: false,
+        }
+    }
+
+    /// Whether the wait goes on after a failed attempt, and if so how long to nap before the
+    /// next one. `None` on a stop signal, a single-attempt deadline or an expired one.
+    /// Tells `observer` the wait began (once) and ticks it along.
+    pub fn next_nap(
+        &mut self,
+        deadline: &Deadline,
+        observer: &mut dyn crate::lock::WaitObserver,
+        sighting: &dyn Fn() -> crate::inspect::Sighting,
+    ) -> Option<Duration> {
+        if stop_signal().is_some() || deadline.is_immediate() {
+            return None;
+        }
+        if !self.blocked {
+            self.blocked = true;
+            self.next_tick = observer.tick_every();
+            let seen = if observer.wants_holders() {
+                sighting()
+            } else {
+                crate::inspect::Sighting::default()
+            };
+            observer.blocked(&seen);
+        }
+        let remaining = deadline.remaining();
+        if remaining == Some(Duration::ZERO) {
+            return None;
+        }
+        let elapsed = deadline.elapsed();
+        if let (Some(at), Some(every)) = (self.next_tick, observer.tick_every())
+            && elapsed >= at
+        {
+            observer.tick(elapsed, sighting);
+            self.next_tick = Some(elapsed + every);
+        }
+        let nap = remaining.map_or(self.nap, |r| r.min(self.nap));
+        self.nap = (self.nap * 2).min(self.max_nap);
+        Some(nap)
+    }
+
+    /// Whether the wait ever began (the observer was told `blocked`).
+    #[must_use]
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+}

@@ -25,11 +25,11 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, ffi};
 
 use crate::error::Error;
-use crate::inspect::{self, FileId, Sighting};
+use crate::inspect::{self, FileId};
 use crate::kind::LockKind;
 use crate::lock::{LockMode, WaitObserver};
 use crate::open::{self, Access, Shape};
-use crate::wait::{self, Deadline};
+use crate::wait::{self, Deadline, Polling};
 
 /// An open transaction that holds the lock; dropping it releases the lock.
 #[derive(Debug)]
@@ -77,16 +77,13 @@ pub(crate) fn acquire(
         deadline,
         observer,
         id,
-        blocked: false,
-        next_tick: None,
-        sleep: FIRST_SLEEP,
+        polling: Polling::new(FIRST_SLEEP, MAX_SLEEP),
     };
-    busy.next_tick = busy.observer.tick_every();
     let outcome = {
         let _handler = BusyHandler::install(&connection, &mut busy);
         begin(&connection, mode)
     };
-    if busy.blocked {
+    if busy.polling.blocked() {
         busy.observer.finished();
     }
     let transaction = Transaction {
@@ -201,42 +198,25 @@ struct BusyWait<'a> {
     deadline: &'a Deadline,
     observer: &'a mut dyn WaitObserver,
     id: FileId,
-    blocked: bool,
-    next_tick: Option<Duration>,
-    sleep: Duration,
+    polling: Polling,
 }
 
 impl BusyWait<'_> {
-    /// Whether SQLite should try again: sleeps a little first. Short, growing sleeps keep
-    /// a handoff to about a millisecond without spinning.
+    /// Whether SQLite should try again: naps a little first. Short, growing naps keep a
+    /// handoff to about a millisecond without spinning.
     fn keep_waiting(&mut self) -> bool {
-        if wait::stop_signal().is_some() || self.deadline.is_immediate() {
-            return false;
-        }
-        if !self.blocked {
-            self.blocked = true;
-            let sighting = if self.observer.wants_holders() {
-                inspect::sight(self.id, LockKind::Sqlite)
-            } else {
-                Sighting::default()
-            };
-            self.observer.blocked(&sighting);
-        }
-        let remaining = self.deadline.remaining();
-        if remaining == Some(Duration::ZERO) {
-            return false;
-        }
-        let elapsed = self.deadline.elapsed();
-        if let (Some(at), Some(every)) = (self.next_tick, self.observer.tick_every())
-            && elapsed >= at
+        let id = self.id;
+        let sighting = move || inspect::sight(id, LockKind::Sqlite);
+        match self
+            .polling
+            .next_nap(self.deadline, self.observer, &sighting)
         {
-            self.observer.tick(elapsed, self.id, LockKind::Sqlite);
-            self.next_tick = Some(elapsed + every);
+            Some(nap) => {
+                sleep_unless_signalled(nap);
+                true
+            }
+            None => false,
         }
-        let nap = remaining.map_or(self.sleep, |r| r.min(self.sleep));
-        sleep_unless_signalled(nap);
-        self.sleep = (self.sleep * 2).min(MAX_SLEEP);
-        true
     }
 }
 
