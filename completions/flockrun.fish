@@ -39,6 +39,7 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l mode -d 'Perm
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s n -l nonblock -l nb -d 'Do not wait if the lock is busy (same as --timeout 0)'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s s -l shared -d 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l fcntl -d 'Use a Linux open-file-description lock (`F_OFD_SETLK`) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK'
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l soft -d 'Use a marker-file lock (the soft-lock protocol of py-filelock) for filesystems where kernel locks do not work; a crashed holder\'s marker is reclaimed once its pid is provably gone'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s o -l close -d 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s F -l no-fork -d 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s v -l verbose -d 'Say on stderr how long the wait took and who held the lock meanwhile'
@@ -50,6 +51,7 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s c -l command -
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s s -l shared -d 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l fcntl -d 'Use a Linux open-file-description lock (`F_OFD_SETLK`) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK'
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l soft -d 'Use a marker-file lock (the soft-lock protocol of py-filelock) for filesystems where kernel locks do not work; a crashed holder\'s marker is reclaimed once its pid is provably gone'
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s o -l close -d 'Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if flockrun dies'
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s F -l no-fork -d 'Replace flockrun with COMMAND (exec without fork), so COMMAND itself holds the lock'
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s v -l verbose -d 'Say on stderr how long the wait took and who held the lock meanwhile'

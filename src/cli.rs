@@ -172,6 +172,12 @@ pub struct KernelLockArgs {
     #[arg(long)]
     pub fcntl: bool,
 
+    /// Use a marker-file lock (the soft-lock protocol of py-filelock) for filesystems where
+    /// kernel locks do not work; a crashed holder's marker is reclaimed once its pid is
+    /// provably gone
+    #[arg(long, conflicts_with_all = ["shared", "fcntl", "no_fork"])]
+    pub soft: bool,
+
     /// Do not pass the lock to COMMAND: only flockrun holds it, and COMMAND is killed if
     /// flockrun dies
     #[arg(short = 'o', long)]

@@ -148,8 +148,8 @@ impl fmt::Display for Error {
                 ) {
                     write!(
                         f,
-                        "; this filesystem does not support kernel locks, put the lock on a \
-                         local filesystem such as /run/lock or /tmp"
+                        "; this filesystem does not support kernel locks: use --soft for a \
+                         marker-file lock, or put the lock on a local filesystem such as /run/lock"
                     )?;
                 }
                 Ok(())

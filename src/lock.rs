@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::inspect::{self, FileId, Sighting};
-use crate::kind::{LockKind, sqlite};
+use crate::kind::{LockKind, soft, sqlite};
 use crate::open::{self, Access, Shape};
 use crate::wait::{self, Deadline, WaitEnd};
 
@@ -95,6 +95,8 @@ pub struct HeldLock {
 enum Guard {
     /// kernel and ofd kinds: the locked open file description.
     Descriptor(File),
+    /// soft kind: our marker at the lock path.
+    Soft(#[allow(dead_code)] /* held for its Drop: unlink */ soft::HeldMarker),
     /// sqlite kind: the open transaction.
     Sqlite(#[allow(dead_code)] /* held for its Drop: ROLLBACK */ sqlite::Transaction),
 }
@@ -106,7 +108,7 @@ impl HeldLock {
     pub fn fd(&self) -> Option<RawFd> {
         match &self.guard {
             Guard::Descriptor(file) => Some(file.as_raw_fd()),
-            Guard::Sqlite(_) => None,
+            Guard::Sqlite(_) | Guard::Soft(_) => None,
         }
     }
     /// The absolute path of the lock file.
@@ -176,6 +178,11 @@ pub fn acquire(request: &LockRequest, observer: &mut dyn WaitObserver) -> Result
                 observer,
             )?
             .map(|(transaction, id)| (Guard::Sqlite(transaction), id)),
+            LockKind::Soft => {
+                let marker =
+                    soft::acquire(&path, &request.deadline, request.create_mode, observer)?;
+                marker.id().map(|id| (Guard::Soft(marker), id))
+            }
             LockKind::Kernel | LockKind::Ofd => {
                 lock_descriptor(&path, request, &mut access, observer)?
                     .map(|(file, id)| (Guard::Descriptor(file), id))

@@ -135,6 +135,21 @@ fn clear_nonblock(file: &File) -> Result<(), Error> {
     Ok(())
 }
 
+/// Refuses, without opening anything, a path that cannot hold a lock of `shape`: a symbolic
+/// link, a FIFO, socket or character device, and for `Shape::Regular` a directory or block
+/// device. A missing path passes.
+pub(crate) fn refuse_unlockable(path: &Path, shape: Shape) -> Result<(), Error> {
+    let meta = fs::symlink_metadata(path).ok();
+    if meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+        return Err(classify_open_error(
+            path,
+            Access::Read,
+            io::Error::from_raw_os_error(libc::ELOOP),
+        ));
+    }
+    refuse_special(path, meta.as_ref(), shape)
+}
+
 /// FIFOs, sockets and character devices are refused before they are opened: opening some
 /// devices has side effects, and a lock on `/dev/null` is shared with the whole machine.
 fn refuse_special(path: &Path, meta: Option<&fs::Metadata>, shape: Shape) -> Result<(), Error> {
@@ -175,7 +190,7 @@ fn missing_parent(path: &Path) -> Option<&Path> {
     (!parent.is_dir()).then_some(parent)
 }
 
-fn classify_create_error(path: &Path, e: io::Error) -> Error {
+pub(crate) fn classify_create_error(path: &Path, e: io::Error) -> Error {
     let errno = e.raw_os_error().unwrap_or(0);
     match errno {
         libc::EROFS => Error::CannotCreate {

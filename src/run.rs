@@ -117,7 +117,9 @@ struct Plan {
 impl Plan {
     fn kernel(args: &KernelLockArgs, deadline: Deadline) -> Self {
         Plan {
-            kind: if args.fcntl {
+            kind: if args.soft {
+                LockKind::Soft
+            } else if args.fcntl {
                 LockKind::Ofd
             } else {
                 LockKind::Kernel

@@ -317,3 +317,12 @@ impl Polling {
         self.blocked
     }
 }
+
+/// Sleeps for `d` unless a signal arrives first: unlike `std::thread::sleep`, no retry on
+/// `EINTR`, so a stop signal ends the nap at once.
+#[allow(unsafe_code)]
+pub fn nap(d: Duration) {
+    let request = timespec(d);
+    // SAFETY: a valid timespec; the remainder is not wanted.
+    unsafe { libc::nanosleep(&raw const request, ptr::null_mut()) };
+}

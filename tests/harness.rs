@@ -347,6 +347,8 @@ import sys, filelock
 kind, path = sys.argv[1], sys.argv[2]
 if kind == "native":
     lock = filelock.FileLock(path)
+elif kind == "soft":
+    lock = filelock.SoftFileLock(path)
 else:
     rw = filelock.ReadWriteLock(path, is_singleton=False)
     lock = rw.read_lock() if kind == "read" else rw.write_lock()
@@ -362,8 +364,9 @@ pub const PY_TRY: &str = r#"
 import sys, filelock
 kind, path, t = sys.argv[1], sys.argv[2], float(sys.argv[3])
 try:
-    if kind == "native":
-        filelock.FileLock(path).acquire(timeout=t).lock.release()
+    if kind in ("native", "soft"):
+        cls = filelock.FileLock if kind == "native" else filelock.SoftFileLock
+        cls(path).acquire(timeout=t).lock.release()
     else:
         rw = filelock.ReadWriteLock(path, is_singleton=False)
         (rw.acquire_read if kind == "read" else rw.acquire_write)(timeout=t)
@@ -422,6 +425,25 @@ pub fn wait_until_waiting_writer(pid: i32, path: &Path) {
         Instant::now() + PATIENCE,
         || is_waiting_writer(pid, path).then_some(()),
     );
+}
+
+/// Starts a `flockrun --soft` expected to wait, and returns once it waits: a soft waiter
+/// watches the lock's directory with inotify, so its descriptors include an inotify one.
+pub fn start_soft_waiter(args: &[&str]) -> Holder {
+    let waiter = spawn_flockrun(args);
+    let pid = waiter.pid();
+    wait_until(
+        &format!("pid {pid} to wait on a soft lock"),
+        Instant::now() + PATIENCE,
+        || {
+            let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+            fds.filter_map(Result::ok)
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .any(|target| target.to_string_lossy() == "anon_inode:inotify")
+                .then_some(())
+        },
+    );
+    waiter
 }
 
 /// Starts `flockrun ARGS…` without waiting for anything.

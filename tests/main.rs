@@ -10,6 +10,7 @@ mod interop;
 mod nested;
 mod read_write;
 mod replaced_lock;
+mod soft;
 mod status;
 mod supervision;
 mod terminal;

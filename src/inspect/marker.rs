@@ -163,12 +163,41 @@ pub fn judge(content: &Content) -> Verdict {
                 _ => true,
             };
             if alive && same_process {
-                Verdict::Held
-            } else {
-                Verdict::Stale
+                return Verdict::Held;
             }
+            // A pre-4.1 py-filelock inside a container that shares this host name records
+            // its pid as the container sees it, without a pid-namespace suffix. If any task
+            // here has that pid innermost and the recorded start token, the owner lives.
+            if !host.contains("?pidns-")
+                && let Some(recorded) = token
+                && lives_in_a_pid_namespace(*pid, *recorded)
+            {
+                return Verdict::Held;
+            }
+            Verdict::Stale
         }
     }
+}
+
+/// Whether some task whose innermost pid (the last `NSpid` value) is `pid` has the start
+/// token `token`.
+fn lives_in_a_pid_namespace(pid: i32, token: StartToken) -> bool {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .any(|real| {
+            let innermost = fs::read_to_string(format!("/proc/{real}/status"))
+                .ok()
+                .and_then(|status| {
+                    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+                    line.split_whitespace().last()?.parse::<i32>().ok()
+                });
+            innermost == Some(pid)
+                && real != pid
+                && StartToken::of(real).is_some_and(|t| t.same_start(token))
+        })
 }
 
 /// Files a py-filelock 4.2.1+ takeover leaves when interrupted (`<name>.break.<pid>.<hex>`,

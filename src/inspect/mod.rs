@@ -64,6 +64,9 @@ pub struct Sighting {
     pub held_mode: Option<LockMode>,
     /// Things that could not be seen, and why.
     pub warnings: Vec<String>,
+    /// A description of the holder when it is not a visible process (a soft marker from
+    /// another host, a malformed marker…); replaces the holder list in messages.
+    pub described: Option<String>,
 }
 
 /// Looks at the lock on `id` of `kind`: holders, waiters, and what was not visible.
@@ -75,8 +78,11 @@ pub fn sight(id: FileId, kind: LockKind) -> Sighting {
 /// As `sight`, from a reading of `/proc/locks` the caller already has.
 #[must_use]
 pub fn sight_in(locks: &KernelLocks, id: FileId, kind: LockKind) -> Sighting {
-    if kind == LockKind::Sqlite {
-        return sqlite_roles::sight(locks, id);
+    match kind {
+        LockKind::Sqlite => return sqlite_roles::sight(locks, id),
+        // A soft lock is seen through its marker, by path (kind::soft::sight).
+        LockKind::Soft => return Sighting::default(),
+        LockKind::Kernel | LockKind::Ofd => {}
     }
     let mut sighting = Sighting::default();
     let class = kind.proc_class();
@@ -235,6 +241,9 @@ impl fmt::Display for Sighting {
     /// The tail of a busy message: `held by pid 4242 (backup.sh) for 3m12s`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const SHOWN: usize = 3;
+        if let Some(described) = &self.described {
+            return f.write_str(described);
+        }
         match self.holders.as_slice() {
             [] => match self.recorded_pids.as_slice() {
                 [] => f.write_str("held by another process (not visible to this user)"),

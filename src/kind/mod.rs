@@ -3,6 +3,7 @@
 
 pub mod kernel;
 pub mod ofd;
+pub(crate) mod soft;
 pub(crate) mod sqlite;
 
 use std::fmt;
@@ -22,6 +23,8 @@ pub enum LockKind {
     /// An open transaction on an empty SQLite database: py-filelock's `ReadWriteLock`.
     /// Shared = reader, exclusive = writer.
     Sqlite,
+    /// A marker file created with `O_EXCL`: py-filelock's `SoftFileLock`. Exclusive only.
+    Soft,
 }
 
 impl LockKind {
@@ -32,6 +35,7 @@ impl LockKind {
             LockKind::Kernel => "kernel",
             LockKind::Ofd => "ofd",
             LockKind::Sqlite => "sqlite",
+            LockKind::Soft => "soft",
         }
     }
 
@@ -50,7 +54,7 @@ impl LockKind {
     /// locks belong to the process that took them.
     #[must_use]
     pub fn inheritable(self) -> bool {
-        self != LockKind::Sqlite
+        matches!(self, LockKind::Kernel | LockKind::Ofd)
     }
 
     /// The lock class as `/proc/locks` and fdinfo print it.
@@ -60,12 +64,15 @@ impl LockKind {
             LockKind::Kernel => "FLOCK",
             LockKind::Ofd => "OFDLCK",
             LockKind::Sqlite => "POSIX",
+            LockKind::Soft => "",
         }
     }
 
     pub(crate) fn access(self, mode: LockMode) -> Access {
         match (self, mode) {
-            (LockKind::Ofd, LockMode::Exclusive) | (LockKind::Sqlite, _) => Access::ReadWrite,
+            (LockKind::Ofd, LockMode::Exclusive) | (LockKind::Sqlite | LockKind::Soft, _) => {
+                Access::ReadWrite
+            }
             _ => Access::Read,
         }
     }
@@ -75,7 +82,7 @@ impl LockKind {
         match self {
             LockKind::Kernel => kernel::try_lock(file, mode),
             LockKind::Ofd => ofd::try_lock(file, mode),
-            LockKind::Sqlite => Err(not_a_descriptor_kind()),
+            LockKind::Sqlite | LockKind::Soft => Err(not_a_descriptor_kind()),
         }
     }
 
@@ -84,7 +91,7 @@ impl LockKind {
         match self {
             LockKind::Kernel => kernel::lock_blocking(file, mode),
             LockKind::Ofd => ofd::lock_blocking(file, mode),
-            LockKind::Sqlite => Err(not_a_descriptor_kind()),
+            LockKind::Sqlite | LockKind::Soft => Err(not_a_descriptor_kind()),
         }
     }
 }

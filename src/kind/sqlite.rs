@@ -212,23 +212,12 @@ impl BusyWait<'_> {
             .next_nap(self.deadline, self.observer, &sighting)
         {
             Some(nap) => {
-                sleep_unless_signalled(nap);
+                wait::nap(nap);
                 true
             }
             None => false,
         }
     }
-}
-
-/// nanosleep without the retry on EINTR that `std::thread::sleep` does, so a stop signal
-/// ends the nap at once.
-fn sleep_unless_signalled(d: Duration) {
-    let request = libc::timespec {
-        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::from(d.subsec_nanos()),
-    };
-    // SAFETY: a valid timespec; the remainder is not wanted.
-    unsafe { libc::nanosleep(&raw const request, std::ptr::null_mut()) };
 }
 
 extern "C" fn on_busy(context: *mut c_void, _attempts: c_int) -> c_int {

@@ -1,0 +1,395 @@
+//! The soft kind: py-filelock's `SoftFileLock`, for filesystems whose kernel locks do not
+//! work. The lock is a marker file at LOCK, created with `O_CREAT|O_EXCL` and holding
+//! `pid\nhost\nstart_token\n` (flockrun's own pid: flockrun outlives the hold, and COMMAND
+//! dies with it). Release unlinks the marker only if the path still names our inode.
+//!
+//! A marker is reclaimed only on proof that its owner is gone (same host and the pid dead or
+//! reused), or after it has stayed malformed and unchanged for 2 s. Reclaiming swaps our
+//! own marker in with `renameat2(RENAME_EXCHANGE)`, so the path never stands empty for a
+//! third process to grab; where the filesystem refuses the exchange, nothing is broken and
+//! the wait goes on. Waiting polls with backoff and, on local filesystems, wakes at once on
+//! an inotify event in the lock's directory.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::identity::{self, StartToken};
+use crate::inspect::marker::{self, Content, Verdict};
+use crate::inspect::{self, FileId, Sighting};
+use crate::lock::WaitObserver;
+use crate::open::{self, Shape};
+use crate::wait::{self, Deadline, Polling};
+
+/// A malformed marker is evicted once it has stayed unchanged this long (py-filelock 4.x).
+const MALFORMED_GRACE: Duration = Duration::from_secs(2);
+/// First nap between attempts and its cap; inotify usually ends a nap early.
+const FIRST_NAP: Duration = Duration::from_millis(1);
+const MAX_NAP: Duration = Duration::from_millis(50);
+
+/// Our marker at the lock path; dropping it releases the lock.
+#[derive(Debug)]
+pub(crate) struct HeldMarker {
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for HeldMarker {
+    fn drop(&mut self) {
+        // Unlink only our own inode, and before closing it, so the inode number cannot be
+        // reused by a successor's marker in between.
+        if open::still_named_by(&self.file, &self.path) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl HeldMarker {
+    pub(crate) fn id(&self) -> Option<FileId> {
+        self.file.metadata().ok().map(|m| FileId::of(&m))
+    }
+}
+
+/// The record this process writes: `pid\nhost\n[token\n]`.
+fn own_record() -> String {
+    let pid = nix::unistd::getpid().as_raw();
+    let mut record = format!("{pid}\n{}\n", identity::host_name());
+    if let Some(token) = StartToken::of(pid) {
+        let _ = writeln!(record, "{token}");
+    }
+    record
+}
+
+/// Takes the soft lock at `path`.
+pub(crate) fn acquire(
+    path: &Path,
+    deadline: &Deadline,
+    create_mode: Option<u32>,
+    observer: &mut dyn WaitObserver,
+) -> Result<HeldMarker, Error> {
+    open::refuse_unlockable(path, Shape::Regular)?;
+    let record = own_record();
+    let mut polling = Polling::new(FIRST_NAP, MAX_NAP);
+    let watch = DirectoryWatch::new(path);
+    // The malformed marker being timed: (inode, mtime, ctime) and when it was first seen so.
+    let mut malformed: Option<((u64, i64, i64), Instant)> = None;
+    let result = loop {
+        if let Some(signal) = wait::stop_signal() {
+            break Err(Error::Interrupted { signal });
+        }
+        match attempt(path, &record, create_mode, &mut malformed) {
+            Ok(Some(held)) => break Ok(held),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        let sighting = || sight(path);
+        if let Some(nap) = polling.next_nap(deadline, observer, &sighting) {
+            watch.wait(nap);
+            continue;
+        }
+        if let Some(signal) = wait::stop_signal() {
+            break Err(Error::Interrupted { signal });
+        }
+        let sighting = Box::new(sight(path));
+        break Err(if deadline.is_immediate() {
+            Error::Busy {
+                path: path.to_owned(),
+                sighting,
+            }
+        } else {
+            Error::TimedOut {
+                path: path.to_owned(),
+                waited: deadline.elapsed(),
+                sighting,
+            }
+        });
+    };
+    if polling.blocked() {
+        observer.finished();
+    }
+    result
+}
+
+/// One attempt: create the marker, or judge the one that is there and take it over if its
+/// owner is provably gone. `Ok(None)` means contention.
+fn attempt(
+    path: &Path,
+    record: &str,
+    create_mode: Option<u32>,
+    malformed: &mut Option<((u64, i64, i64), Instant)>,
+) -> Result<Option<HeldMarker>, Error> {
+    // Leftovers of an interrupted takeover may hold a live owner's marker: fail closed.
+    if !marker::stranded(path).is_empty() {
+        return Ok(None);
+    }
+    match create_marker(path, record, create_mode) {
+        Ok(file) => {
+            return Ok(Some(HeldMarker {
+                file,
+                path: path.to_owned(),
+            }));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(open::classify_create_error(path, e)),
+    }
+    let Ok(judged) = fs::symlink_metadata(path) else {
+        return Ok(None); // gone meanwhile: the next attempt creates it
+    };
+    let content = marker::read(path).map_err(|e| Error::Open {
+        path: path.to_owned(),
+        hint: "cannot read the existing marker; ask its owner for read access".to_owned(),
+        source: e,
+    })?;
+    let Some(content) = content else {
+        return Ok(None);
+    };
+    let reclaim = match marker::judge(&content) {
+        Verdict::Stale => true,
+        Verdict::Malformed => {
+            let key = (
+                judged.ino(),
+                judged.mtime(),
+                judged.ctime_nsec() + judged.ctime() * 1_000_000_000,
+            );
+            match malformed {
+                Some((seen, since)) if *seen == key => since.elapsed() >= MALFORMED_GRACE,
+                _ => {
+                    *malformed = Some((key, Instant::now()));
+                    false
+                }
+            }
+        }
+        Verdict::Held | Verdict::ForeignHost => false,
+    };
+    if !reclaim {
+        return Ok(None);
+    }
+    take_over(path, &judged, record, create_mode)
+}
+
+/// Creates `path` exclusively with our record. Group and other never get write access: a
+/// record others could rewrite is a record contenders would act on.
+fn create_marker(path: &Path, record: &str, create_mode: Option<u32>) -> io::Result<File> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path; the descriptor is owned by the File below.
+    let fd = unsafe { libc::open(c_path.as_ptr(), flags, 0o644 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and owned by nobody else.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    let written = (|| {
+        if let Some(mode) = create_mode {
+            file.set_permissions(fs::Permissions::from_mode(mode & !0o022))?;
+        }
+        // write_all loops until the whole record is written.
+        file.write_all(record.as_bytes())
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(file)
+}
+
+/// Swaps our marker in for the judged one, which must still be there unchanged. Returns
+/// `Ok(None)` when something changed meanwhile or the filesystem refuses the exchange (then
+/// nothing is broken: we keep waiting).
+fn take_over(
+    path: &Path,
+    judged: &fs::Metadata,
+    record: &str,
+    create_mode: Option<u32>,
+) -> Result<Option<HeldMarker>, Error> {
+    let unchanged = |p: &Path| {
+        fs::symlink_metadata(p)
+            .is_ok_and(|now| now.ino() == judged.ino() && now.mtime() == judged.mtime())
+    };
+    if !unchanged(path) {
+        return Ok(None);
+    }
+    let aside = aside_path(path);
+    let ours = match create_marker(&aside, record, create_mode) {
+        Ok(file) => file,
+        Err(e) => return Err(open::classify_create_error(&aside, e)),
+    };
+    let remove_ours = |at: &Path| {
+        if open::still_named_by(&ours, at) {
+            let _ = fs::remove_file(at);
+        }
+    };
+    if !unchanged(path) {
+        remove_ours(&aside);
+        return Ok(None);
+    }
+    if let Err(e) = exchange(&aside, path) {
+        remove_ours(&aside);
+        return match e.raw_os_error() {
+            // No atomic exchange here (NFS, SMB, overlayfs…): never break, just wait.
+            Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV | libc::EOPNOTSUPP) => Ok(None),
+            _ => Err(Error::system("exchanging the stale marker", e)),
+        };
+    }
+    // Our marker is at the path now. What went aside must be the one we judged; if a
+    // newcomer slipped in between, swap back and leave it its lock.
+    if unchanged(&aside) {
+        let _ = fs::remove_file(&aside);
+        return Ok(Some(HeldMarker {
+            file: ours,
+            path: path.to_owned(),
+        }));
+    }
+    if exchange(&aside, path).is_ok() {
+        remove_ours(&aside);
+    }
+    Ok(None)
+}
+
+/// `<name>.break.<pid>.<32 hex>` beside the lock, py-filelock's name for a takeover in
+/// progress (its own recovery looks for exactly this shape).
+fn aside_path(path: &Path) -> PathBuf {
+    let mut random = [0u8; 16];
+    // SAFETY: the buffer is valid for its length; a short read leaves zeros, still unique
+    // enough with the pid in the name.
+    unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    let mut hex = String::with_capacity(32);
+    for b in random {
+        let _ = write!(hex, "{b:02x}");
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{name}.break.{}.{hex}", std::process::id()))
+}
+
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let a = CString::new(a.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let b = CString::new(b.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: both paths are NUL-terminated; renameat2 only reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Who holds a soft lock, from its marker, for busy messages.
+#[must_use]
+pub(crate) fn sight(path: &Path) -> Sighting {
+    let mut sighting = Sighting::default();
+    match marker::read(path) {
+        Ok(Some(content)) => {
+            let verdict = marker::judge(&content);
+            match &content {
+                Content::Owner { pid, host, .. } if verdict == Verdict::ForeignHost => {
+                    sighting.described = Some(format!("held by pid {pid} on host {host}"));
+                }
+                Content::Owner { pid, .. } => {
+                    if let Ok(process) = inspect::ProcessInfo::read(*pid) {
+                        sighting.holders = inspect::collapse_trees(vec![inspect::Holder {
+                            process,
+                            mode: crate::lock::LockMode::Exclusive,
+                            child: None,
+                        }]);
+                    }
+                    sighting.recorded_pids.push(*pid);
+                }
+                Content::Malformed(why) => {
+                    sighting.described = Some(format!(
+                        "held by a malformed marker ({why}), removed once unchanged for 2 s"
+                    ));
+                }
+                Content::Empty => {
+                    sighting.described = Some("held by a marker with no pid in it".to_owned());
+                }
+                Content::Strict | Content::Protocol2 => {
+                    sighting.described =
+                        Some("held by another kind of py-filelock marker on this path".to_owned());
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => sighting
+            .warnings
+            .push(format!("cannot read the marker: {e}")),
+    }
+    if sighting.described.is_none() && !marker::stranded(path).is_empty() {
+        sighting.described =
+            Some("held: files of an interrupted takeover are beside it".to_owned());
+    }
+    sighting
+}
+
+/// An inotify watch on the lock's directory, so a waiter wakes when the marker goes away.
+/// Absent where inotify does not work; the naps alone then pace the retries.
+struct DirectoryWatch {
+    fd: Option<OwnedFd>,
+}
+
+impl DirectoryWatch {
+    fn new(path: &Path) -> Self {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // SAFETY: plain system calls; the descriptor is owned below.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return DirectoryWatch { fd: None };
+        }
+        // SAFETY: fd is fresh.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let Ok(c_dir) = CString::new(dir.as_os_str().as_bytes()) else {
+            return DirectoryWatch { fd: None };
+        };
+        let events =
+            libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE;
+        // SAFETY: valid descriptor and path.
+        let watch = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_dir.as_ptr(), events) };
+        DirectoryWatch {
+            fd: (watch >= 0).then_some(fd),
+        }
+    }
+
+    /// Sleeps up to `nap`, less if the directory changes or a signal arrives.
+    fn wait(&self, nap: Duration) {
+        let Some(fd) = &self.fd else {
+            wait::nap(nap);
+            return;
+        };
+        let mut poll = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(nap.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd; EINTR (a stop signal) simply ends the nap.
+        let ready = unsafe { libc::poll(&raw mut poll, 1, ms) };
+        if ready > 0 {
+            // Drain the events; their content does not matter, only that something changed.
+            let mut buf = [0u8; 4096];
+            // SAFETY: reading into a buffer of the given length from a non-blocking fd.
+            while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! `--soft`: py-filelock `SoftFileLock` markers. Interop both ways with py-filelock 3.28.0 and
+//! 4.2.11, the outcome against each seeded marker (py-filelock 4.2.11's column), crashed
+//! holders, signals, and the marker's exact bytes.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use predicates::prelude::*;
+
+use crate::harness::{
+    FLOCKRUN, Holder, PATIENCE, PY_FILELOCK_VERSIONS, child_of, flockrun, py_hold, py_try_kind,
+    python_with_filelock, scratch, signal, start_soft_waiter, wait_until_exited,
+    wait_with_deadline,
+};
+
+/// py-filelock 4.2.11's own host name and the start token it computes for `pid`.
+fn py_identity(pid: i32) -> (String, String) {
+    let python = python_with_filelock("4.2.11");
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys; from filelock._identity import host_name, process_start_token as t\n\
+             print(host_name()); print(t(int(sys.argv[1])))",
+            &pid.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    (
+        lines.next().unwrap().to_owned(),
+        lines.next().unwrap().to_owned(),
+    )
+}
+
+fn dead_pid() -> i32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    child.wait().unwrap();
+    pid
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn the_marker_is_byte_for_byte_what_py_filelock_writes() {
+    let dir = scratch();
+    let lock = dir.path().join("s.lock");
+    let holder = Holder::flockrun(&["exec", "--soft", lock.to_str().unwrap()]);
+    let (host, token) = py_identity(holder.pid());
+    assert_eq!(
+        fs::read_to_string(&lock).unwrap(),
+        format!("{}\n{host}\n{token}\n", holder.pid())
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&lock).unwrap().permissions())
+            & 0o022,
+        0,
+        "group or other may write the marker"
+    );
+    assert!(holder.release().success());
+    assert!(!lock.exists(), "the marker was left behind");
+}
+
+#[test]
+fn py_filelock_and_flockrun_exclude_each_other() {
+    for version in PY_FILELOCK_VERSIONS {
+        let python = python_with_filelock(version);
+        let dir = scratch();
+        let lock = dir.path().join("s.lock");
+        let l = lock.to_str().unwrap();
+        let py = py_hold(&python, "soft", &lock);
+        flockrun()
+            .args(["try", "--soft", l, "echo", "must-not-run"])
+            .assert()
+            .code(75)
+            .stdout("")
+            .stderr(predicate::str::contains(format!(
+                "held by pid {}",
+                py.pid()
+            )));
+        assert!(py.release().success());
+        assert!(!lock.exists());
+
+        let holder = Holder::flockrun(&["exec", "--soft", l]);
+        assert_eq!(
+            py_try_kind(&python, "soft", &lock, "0.2"),
+            "TIMEOUT",
+            "{version}"
+        );
+        assert!(holder.release().success());
+        assert_eq!(
+            py_try_kind(&python, "soft", &lock, "0"),
+            "ACQUIRED",
+            "{version}"
+        );
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "{version}");
+    }
+}
+
+#[test]
+fn seeded_markers_are_judged_as_py_filelock_4_does() {
+    let me = nix::unistd::getpid().as_raw();
+    let (host, token) = py_identity(me);
+    let dead = dead_pid();
+    let wrong_token = format!("{}", token.parse::<u128>().map_or(7, |t| t ^ 1));
+    // (marker, acquired at once, held).
+    let cases = [
+        (format!("{dead}\n{host}\n"), true),
+        (format!("{dead}\n{host}\n123\n"), true),
+        (format!("{me}\n{host}\n{token}\n"), false),
+        (format!("{me}\n{host}\n{wrong_token}\n"), true),
+        (format!("{me}\n{host}\n"), false),
+        (format!("{dead}\nsome-other-host\n"), false),
+        (String::new(), false),
+        ("1\nfilelock-strict-v1\0\n0\n".to_owned(), false),
+        ("filelock/2\npid=1\nhost=x\nmode=lease\n".to_owned(), false),
+    ];
+    for (marker, reclaimed) in cases {
+        let dir = scratch();
+        let lock = dir.path().join("s.lock");
+        fs::write(&lock, &marker).unwrap();
+        let assert = flockrun()
+            .args(["try", "--soft"])
+            .arg(&lock)
+            .args(["echo", "ran"])
+            .assert();
+        if reclaimed {
+            assert.code(0).stdout("ran\n");
+            assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "{marker:?}");
+        } else {
+            assert.code(75).stdout("");
+            assert_eq!(
+                fs::read_to_string(&lock).unwrap(),
+                marker,
+                "a held marker was touched"
+            );
+        }
+    }
+    let other = {
+        let dir = scratch();
+        let lock = dir.path().join("s.lock");
+        fs::write(&lock, format!("{dead}\nsome-other-host\n")).unwrap();
+        let out = flockrun()
+            .args(["try", "--soft"])
+            .arg(&lock)
+            .arg("true")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(
+        other.contains(&format!("held by pid {dead} on host some-other-host")),
+        "{other}"
+    );
+}
+
+#[test]
+fn malformed_markers_are_evicted_after_staying_unchanged_for_2_seconds() {
+    let dead = dead_pid();
+    let (host, _) = py_identity(dead_pid());
+    for marker in ["hello".to_owned(), format!("{dead}\n{host}")] {
+        let dir = scratch();
+        let lock = dir.path().join("s.lock");
+        fs::write(&lock, &marker).unwrap();
+        flockrun()
+            .args(["try", "--soft"])
+            .arg(&lock)
+            .arg("true")
+            .assert()
+            .code(75);
+        let started = Instant::now();
+        flockrun()
+            .args(["exec", "--soft", "-w", "10"])
+            .arg(&lock)
+            .args(["echo", "evicted"])
+            .assert()
+            .code(0)
+            .stdout("evicted\n");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(2), "evicted after {took:?}");
+        assert!(took < PATIENCE, "{took:?}");
+    }
+}
+
+#[test]
+fn a_killed_holder_is_reclaimed_at_once_and_its_command_dies() {
+    for reclaimer in ["flockrun", "py-filelock 4"] {
+        let dir = scratch();
+        let lock = dir.path().join("s.lock");
+        let mut holder = Holder::flockrun(&["exec", "--soft", lock.to_str().unwrap()]);
+        let command = child_of(holder.pid());
+        signal(holder.pid(), Signal::SIGKILL);
+        let _ = holder.child.wait();
+        wait_until_exited(command, "COMMAND to die with flockrun");
+        assert!(
+            lock.exists(),
+            "the killed holder's marker should still be there"
+        );
+        if reclaimer == "flockrun" {
+            flockrun()
+                .args(["try", "--soft"])
+                .arg(&lock)
+                .arg("true")
+                .assert()
+                .code(0);
+        } else {
+            let python = python_with_filelock("4.2.11");
+            assert_eq!(py_try_kind(&python, "soft", &lock, "3"), "ACQUIRED");
+        }
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn signals_leave_no_marker_behind() {
+    let dir = scratch();
+    let lock = dir.path().join("s.lock");
+    let l = lock.to_str().unwrap();
+    let holder = Holder::flockrun(&["exec", "--soft", l]);
+    let marker = fs::read(&lock).unwrap();
+    for (sig, code) in [
+        (Signal::SIGINT, 130),
+        (Signal::SIGTERM, 143),
+        (Signal::SIGHUP, 129),
+    ] {
+        let mut waiter = start_soft_waiter(&["exec", "--soft", l, "echo", "must-not-run"]);
+        signal(waiter.pid(), sig);
+        assert_eq!(wait_with_deadline(&mut waiter.child).code(), Some(code));
+        assert_eq!(waiter.rest_of_output(), "");
+    }
+    assert_eq!(
+        fs::read(&lock).unwrap(),
+        marker,
+        "a waiter disturbed the holder's marker"
+    );
+    assert_eq!(leftovers(dir.path()), vec!["s.lock".to_owned()]);
+    // SIGTERM to the holder: passed on to COMMAND, which exits; the marker goes with it.
+    let pid = holder.pid();
+    signal(pid, Signal::SIGTERM);
+    let mut holder = holder;
+    assert_eq!(wait_with_deadline(&mut holder.child).code(), Some(143));
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_waiter_takes_over_when_the_holder_releases() {
+    let dir = scratch();
+    let lock = dir.path().join("s.lock");
+    let l = lock.to_str().unwrap();
+    let holder = Holder::flockrun(&["exec", "--soft", l]);
+    let mut waiter = start_soft_waiter(&["exec", "--soft", "-w", "20", l, "echo", "waiter-ran"]);
+    assert_eq!(
+        waiter.child.try_wait().unwrap(),
+        None,
+        "the waiter ran beside the holder"
+    );
+    assert!(holder.release().success());
+    assert!(wait_with_deadline(&mut waiter.child).success());
+    assert_eq!(waiter.rest_of_output(), "waiter-ran\n");
+    assert!(!lock.exists());
+}
+
+#[test]
+fn bad_paths_and_option_conflicts() {
+    let dir = scratch();
+    let d = dir.path().join("d");
+    fs::create_dir(&d).unwrap();
+    flockrun()
+        .args(["try", "--soft"])
+        .arg(&d)
+        .arg("true")
+        .assert()
+        .code(65)
+        .stderr(predicate::str::contains("is a directory"));
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(dir.path().join("target"), &link).unwrap();
+    flockrun()
+        .args(["try", "--soft"])
+        .arg(&link)
+        .arg("true")
+        .assert()
+        .code(66)
+        .stderr(predicate::str::contains("symbolic link"));
+    assert!(!dir.path().join("target").exists());
+    let l = dir.path().join("l");
+    for conflicting in ["-s", "--fcntl", "-F"] {
+        flockrun()
+            .args(["exec", "--soft", conflicting])
+            .arg(&l)
+            .arg("true")
+            .assert()
+            .code(64);
+    }
+    flockrun()
+        .arg("exec")
+        .arg("--soft")
+        .arg(&l)
+        .args([FLOCKRUN, "try", "--soft"])
+        .arg(&l)
+        .args(["sh", "-c", "echo $FLOCKRUN_KIND"])
+        .assert()
+        .code(0)
+        .stdout("soft\n");
+}
+
+#[test]
+fn status_reports_flockruns_own_marker() {
+    let dir = scratch();
+    let lock = dir.path().join("s.lock");
+    let holder = Holder::flockrun(&["exec", "--soft", lock.to_str().unwrap()]);
+    let command = child_of(holder.pid());
+    let out = flockrun()
+        .args(["status", "--json"])
+        .arg(&lock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &doc["locks"][0];
+    assert_eq!(s["kind"], "soft");
+    assert_eq!(s["marker"]["pid"], holder.pid());
+    assert_eq!(s["marker"]["verdict"], "held");
+    assert_eq!(s["holders"][0]["flockrun"], true);
+    assert_eq!(s["holders"][0]["child_pid"], command);
+    assert!(holder.release().success());
+}
