@@ -146,6 +146,23 @@ fn seeded_markers_are_judged_as_py_filelock_4_does() {
             );
         }
     }
+    // Leftovers of an interrupted takeover may hold a live owner's marker: fail closed.
+    let dir = scratch();
+    let lock = dir.path().join("s.lock");
+    fs::write(&lock, format!("{dead}\n{host}\n")).unwrap();
+    fs::write(
+        dir.path()
+            .join(format!("s.lock.break.{dead}.{}", "0".repeat(32))),
+        "x",
+    )
+    .unwrap();
+    flockrun()
+        .args(["try", "--soft"])
+        .arg(&lock)
+        .arg("true")
+        .assert()
+        .code(75);
+
     let other = {
         let dir = scratch();
         let lock = dir.path().join("s.lock");
