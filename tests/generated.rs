@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-/// A man page: what clap_mangen renders from the definition, then the hand-written roff
+/// A man page: what `clap_mangen` renders from the definition, then the hand-written roff
 /// sections clap cannot know (man/extra/*.roff).
 fn man_page(cmd: clap::Command, extras: &[&str]) -> Vec<u8> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
