@@ -40,6 +40,11 @@ const MAX_NAP: Duration = Duration::from_millis(50);
 pub(crate) struct HeldMarker {
     file: File,
     path: PathBuf,
+    /// The inotify watch the wait used, if it waited. Closing an inotify descriptor waits
+    /// for the kernel to reap its marks (several milliseconds), so it is closed only after
+    /// the marker is gone: after the handoff, not inside it.
+    #[allow(dead_code)] // held for its Drop, which runs after HeldMarker's own
+    watch: Option<DirectoryWatch>,
 }
 
 impl Drop for HeldMarker {
@@ -78,7 +83,8 @@ pub(crate) fn acquire(
     open::refuse_unlockable(path, Shape::Regular)?;
     let record = own_record();
     let mut polling = Polling::new(FIRST_NAP, MAX_NAP);
-    let watch = DirectoryWatch::new(path);
+    // Created at the first contention only: an uncontended lock never pays for its teardown.
+    let mut watch: Option<DirectoryWatch> = None;
     // The malformed marker being timed: (inode, mtime, ctime) and when it was first seen so.
     let mut malformed: Option<((u64, i64, i64), Instant)> = None;
     let result = loop {
@@ -86,13 +92,18 @@ pub(crate) fn acquire(
             break Err(Error::Interrupted { signal });
         }
         match attempt(path, &record, create_mode, &mut malformed) {
-            Ok(Some(held)) => break Ok(held),
+            Ok(Some(mut held)) => {
+                held.watch = watch.take();
+                break Ok(held);
+            }
             Ok(None) => {}
             Err(e) => break Err(e),
         }
         let sighting = || sight(path);
         if let Some(nap) = polling.next_nap(deadline, observer, &sighting) {
-            watch.wait(nap);
+            watch
+                .get_or_insert_with(|| DirectoryWatch::new(path))
+                .wait(nap);
             continue;
         }
         if let Some(signal) = wait::stop_signal() {
@@ -135,6 +146,7 @@ fn attempt(
             return Ok(Some(HeldMarker {
                 file,
                 path: path.to_owned(),
+                watch: None,
             }));
         }
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -247,6 +259,7 @@ fn take_over(
         return Ok(Some(HeldMarker {
             file: ours,
             path: path.to_owned(),
+            watch: None,
         }));
     }
     if exchange(&aside, path).is_ok() {
@@ -342,6 +355,7 @@ pub(crate) fn sight(path: &Path) -> Sighting {
 
 /// An inotify watch on the lock's directory, so a waiter wakes when the marker goes away.
 /// Absent where inotify does not work; the naps alone then pace the retries.
+#[derive(Debug)]
 struct DirectoryWatch {
     fd: Option<OwnedFd>,
 }
