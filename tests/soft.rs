@@ -351,3 +351,41 @@ fn status_reports_flockruns_own_marker() {
     assert_eq!(s["holders"][0]["child_pid"], command);
     assert!(holder.release().success());
 }
+
+/// Several processes taking the soft lock in a loop never overlap: each critical section
+/// creates an occupancy file with `O_EXCL` (`set -C`) and fails if it is already there. This
+/// once failed: a contender judged a marker whose holder had just released and exited,
+/// and a newcomer's marker that reused the freed inode number passed for the judged one.
+#[test]
+fn contending_soft_holders_never_overlap() {
+    let dir = scratch();
+    let lock = dir.path().join("s.lock");
+    let occupied = dir.path().join("occupied");
+    let counter = dir.path().join("counter");
+    fs::write(&counter, "0\n").unwrap();
+    let (procs, each) = (6, 60);
+    let body = format!(
+        "set -C; : > {occ} || exit 99; n=$(cat {c}); echo $((n+1)) >| {c}; rm {occ}",
+        occ = occupied.display(),
+        c = counter.display()
+    );
+    let script = format!(
+        "for i in $(seq {each}); do {FLOCKRUN} exec --soft {} -- sh -c '{body}' || exit $?; done",
+        lock.display()
+    );
+    let mut loops: Vec<_> = (0..procs)
+        .map(|_| Command::new("bash").args(["-c", &script]).spawn().unwrap())
+        .collect();
+    for l in &mut loops {
+        assert_eq!(
+            wait_with_deadline(l).code(),
+            Some(0),
+            "two holders overlapped"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(&counter).unwrap().trim(),
+        (procs * each).to_string()
+    );
+    assert_eq!(leftovers(dir.path()), vec!["counter".to_owned()]);
+}

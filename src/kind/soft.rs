@@ -152,15 +152,22 @@ fn attempt(
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) => return Err(open::classify_create_error(path, e)),
     }
-    let Ok(judged) = fs::symlink_metadata(path) else {
+    // Pin the marker's inode with an O_PATH descriptor before judging it: while pinned, its
+    // inode number cannot be reused, so "the path still names the judged marker" cannot be
+    // fooled by a holder that releases and a newcomer whose new marker gets the same number.
+    let Some(pin) = pin_inode(path) else {
         return Ok(None); // gone meanwhile: the next attempt creates it
     };
+    let judged = pin
+        .metadata()
+        .map_err(|e| Error::system("fstat on the pinned marker", e))?;
     let content = marker::read(path).map_err(|e| Error::Open {
         path: path.to_owned(),
         hint: "cannot read the existing marker; ask its owner for read access".to_owned(),
         source: e,
     })?;
-    let Some(content) = content else {
+    // The content must be the pinned marker's.
+    let (Some(content), true) = (content, same_file(path, &judged)) else {
         return Ok(None);
     };
     let reclaim = match marker::judge(&content) {
@@ -168,8 +175,8 @@ fn attempt(
         Verdict::Malformed => {
             let key = (
                 judged.ino(),
-                judged.mtime(),
-                judged.ctime_nsec() + judged.ctime() * 1_000_000_000,
+                judged.mtime() * 1_000_000_000 + judged.mtime_nsec(),
+                judged.ctime() * 1_000_000_000 + judged.ctime_nsec(),
             );
             match malformed {
                 Some((seen, since)) if *seen == key => since.elapsed() >= MALFORMED_GRACE,
@@ -184,7 +191,35 @@ fn attempt(
     if !reclaim {
         return Ok(None);
     }
-    take_over(path, &judged, record, create_mode)
+    let taken = take_over(path, &judged, record, create_mode);
+    drop(pin); // only now may the judged inode's number be reused
+    taken
+}
+
+/// An `O_PATH` descriptor on the marker (not following a symlink), or `None` if it is gone.
+fn pin_inode(path: &Path) -> Option<File> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a NUL-terminated path; the descriptor is owned below.
+    let fd = unsafe {
+        libc::open(
+            c_path.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    // SAFETY: fd is fresh and owned by nobody else. fstat works on an O_PATH descriptor.
+    (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
+}
+
+/// Whether `path` names the file `judged` describes, unchanged: same device, inode, size
+/// and modification time to the nanosecond.
+fn same_file(path: &Path, judged: &fs::Metadata) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|now| {
+        now.dev() == judged.dev()
+            && now.ino() == judged.ino()
+            && now.len() == judged.len()
+            && now.mtime() == judged.mtime()
+            && now.mtime_nsec() == judged.mtime_nsec()
+    })
 }
 
 /// Creates `path` exclusively with our record. Group and other never get write access: a
@@ -214,7 +249,8 @@ fn create_marker(path: &Path, record: &str, create_mode: Option<u32>) -> io::Res
     Ok(file)
 }
 
-/// Swaps our marker in for the judged one, which must still be there unchanged. Returns
+/// Swaps our marker in for the judged one (pinned by the caller), which must still be
+/// there unchanged. Returns
 /// `Ok(None)` when something changed meanwhile or the filesystem refuses the exchange (then
 /// nothing is broken: we keep waiting).
 fn take_over(
@@ -223,10 +259,7 @@ fn take_over(
     record: &str,
     create_mode: Option<u32>,
 ) -> Result<Option<HeldMarker>, Error> {
-    let unchanged = |p: &Path| {
-        fs::symlink_metadata(p)
-            .is_ok_and(|now| now.ino() == judged.ino() && now.mtime() == judged.mtime())
-    };
+    let unchanged = |p: &Path| same_file(p, judged);
     if !unchanged(path) {
         return Ok(None);
     }
