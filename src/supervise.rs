@@ -152,7 +152,7 @@ fn prepare(launch: &Launch<'_>) -> process::Command {
 /// ones (an inherited `SIG_IGN`, Rust's own for SIGPIPE) do not, so only those need a reset.
 /// When `/proc` cannot tell, every signal is reset.
 fn ignored_signals() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    crate::inspect::process::read_proc("/proc/self/status")
         .ok()
         .and_then(|status| {
             let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;

@@ -6,6 +6,19 @@ use std::fs;
 use std::io;
 use std::time::Duration;
 
+/// Reads a small `/proc` file. `/proc` files report size 0, so `fs::read_to_string` starts
+/// with a tiny buffer and grows it over several reads; one page-sized read does it at once.
+///
+/// # Errors
+/// When the file cannot be opened or read.
+pub fn read_proc(path: &str) -> io::Result<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(4096);
+    file.read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// A process as seen in `/proc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -27,7 +40,7 @@ impl ProcessInfo {
     /// # Errors
     /// When the process is gone or its stat file cannot be read.
     pub fn read(pid: i32) -> io::Result<Self> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let stat = read_proc(&format!("/proc/{pid}/stat"))?;
         let (comm, parent, start_ticks) = parse_stat(&stat)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc stat"))?;
         let argv = fs::read(format!("/proc/{pid}/cmdline"))
@@ -38,7 +51,7 @@ impl ProcessInfo {
                     .collect()
             })
             .unwrap_or_default();
-        let uid = fs::read_to_string(format!("/proc/{pid}/status"))
+        let uid = read_proc(&format!("/proc/{pid}/status"))
             .ok()
             .and_then(|s| parse_status_uid(&s));
         Ok(ProcessInfo {
@@ -56,7 +69,7 @@ impl ProcessInfo {
     /// # Errors
     /// When the process is gone or its stat file cannot be read.
     pub fn identity(pid: i32) -> io::Result<(i32, u64)> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let stat = read_proc(&format!("/proc/{pid}/stat"))?;
         parse_stat(&stat)
             .map(|(_, parent, started)| (parent, started))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc stat"))
