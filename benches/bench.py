@@ -320,7 +320,7 @@ def machine():
 
 def write_report(bench, flockrun):
     versions = {
-        "flockrun": sh([flockrun, "--version"]),
+        "flockrun": sh([flockrun, "--version"]).removeprefix("flockrun "),
         "flock(1)": sh(["flock", "--version"]),
         "py-filelock": PY_FILELOCK,
         "Python": platform.python_version(),
