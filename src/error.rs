@@ -68,6 +68,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// The lock was not had: `Busy` after a single attempt, `TimedOut` after a wait, or
+    /// `Interrupted` when a stop signal is what ended it.
+    pub(crate) fn not_acquired(
+        path: &std::path::Path,
+        deadline: &crate::wait::Deadline,
+        sighting: Sighting,
+    ) -> Self {
+        if let Some(signal) = crate::wait::stop_signal() {
+            return Error::Interrupted { signal };
+        }
+        let sighting = Box::new(sighting);
+        if deadline.is_immediate() {
+            Error::Busy {
+                path: path.to_owned(),
+                sighting,
+            }
+        } else {
+            Error::TimedOut {
+                path: path.to_owned(),
+                waited: deadline.elapsed(),
+                sighting,
+            }
+        }
+    }
+
     pub(crate) fn system(what: &'static str, source: impl Into<io::Error>) -> Self {
         Error::System {
             what,

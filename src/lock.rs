@@ -237,10 +237,8 @@ fn lock_descriptor(
     };
     if !won {
         if request.deadline.is_immediate() {
-            return Err(Error::Busy {
-                sighting: Box::new(inspect::sight(id, request.kind)),
-                path: path.to_owned(),
-            });
+            let sighting = inspect::sight(id, request.kind);
+            return Err(Error::not_acquired(path, &request.deadline, sighting));
         }
         let sighting = if observer.wants_holders() {
             inspect::sight(id, request.kind)
@@ -258,11 +256,8 @@ fn lock_descriptor(
         match waited {
             Ok(()) => {}
             Err(WaitEnd::TimedOut) => {
-                return Err(Error::TimedOut {
-                    sighting: Box::new(inspect::sight(id, request.kind)),
-                    path: path.to_owned(),
-                    waited: request.deadline.elapsed(),
-                });
+                let sighting = inspect::sight(id, request.kind);
+                return Err(Error::not_acquired(path, &request.deadline, sighting));
             }
             Err(WaitEnd::Stopped(signal)) => return Err(Error::Interrupted { signal }),
             Err(WaitEnd::Failed(e)) => return Err(lock_error(path, e)),

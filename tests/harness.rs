@@ -464,6 +464,26 @@ pub fn spawn_flockrun(args: &[&str]) -> Holder {
     }
 }
 
+/// py-filelock 4.2.11's own host name and the start token it computes for `pid`.
+pub fn py_identity(pid: i32) -> (String, String) {
+    let python = python_with_filelock("4.2.11");
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys; from filelock._identity import host_name, process_start_token as t\n\
+             print(host_name()); print(t(int(sys.argv[1])))",
+            &pid.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    (
+        lines.next().unwrap().to_owned(),
+        lines.next().unwrap().to_owned(),
+    )
+}
+
 /// Runs `PY_TRY` with `python` and returns its verdict.
 pub fn py_try(python: &Path, path: &Path, timeout: &str) -> String {
     py_try_kind(python, "native", path, timeout)

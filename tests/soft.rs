@@ -11,30 +11,10 @@ use nix::sys::signal::Signal;
 use predicates::prelude::*;
 
 use crate::harness::{
-    FLOCKRUN, Holder, PATIENCE, PY_FILELOCK_VERSIONS, child_of, flockrun, py_hold, py_try_kind,
-    python_with_filelock, scratch, signal, start_soft_waiter, wait_until_exited,
+    FLOCKRUN, Holder, PATIENCE, PY_FILELOCK_VERSIONS, child_of, flockrun, py_hold, py_identity,
+    py_try_kind, python_with_filelock, scratch, signal, start_soft_waiter, wait_until_exited,
     wait_with_deadline,
 };
-
-/// py-filelock 4.2.11's own host name and the start token it computes for `pid`.
-fn py_identity(pid: i32) -> (String, String) {
-    let python = python_with_filelock("4.2.11");
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import sys; from filelock._identity import host_name, process_start_token as t\n\
-             print(host_name()); print(t(int(sys.argv[1])))",
-            &pid.to_string(),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines = text.lines();
-    (
-        lines.next().unwrap().to_owned(),
-        lines.next().unwrap().to_owned(),
-    )
-}
 
 fn dead_pid() -> i32 {
     let mut child = Command::new("true").spawn().unwrap();

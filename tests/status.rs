@@ -12,8 +12,8 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 use crate::harness::{
-    FLOCKRUN, Holder, PY_FILELOCK_VERSIONS, child_of, flockrun, is_root, py_hold, py_start,
-    python_with_filelock, scratch, signal, start_waiter, wait_until_waiting_writer,
+    FLOCKRUN, Holder, PY_FILELOCK_VERSIONS, child_of, flockrun, is_root, py_hold, py_identity,
+    py_start, python_with_filelock, scratch, signal, start_waiter, wait_until_waiting_writer,
 };
 
 /// Runs `flockrun status --json ARGS…`, checks the exit status, returns the first lock.
@@ -222,25 +222,6 @@ fn py_filelock_holders_of_every_kind() {
     }
 }
 
-/// py-filelock's own idea of this host and of a process's start token.
-fn py_identity(python: &Path, pid: i32) -> (String, String) {
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import sys; from filelock._identity import host_name, process_start_token as t\n\
-             print(host_name()); print(t(int(sys.argv[1])))",
-            &pid.to_string(),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines = text.lines();
-    (
-        lines.next().unwrap().to_owned(),
-        lines.next().unwrap().to_owned(),
-    )
-}
-
 #[test]
 fn soft_file_lock_holders_and_markers() {
     let python = python_with_filelock("4.2.11");
@@ -249,7 +230,7 @@ fn soft_file_lock_holders_and_markers() {
     let args = [OsStr::new("-c"), OsStr::new(SOFT_HOLD), lock.as_os_str()];
     let mut holder = Holder::start(&python, &args, "STARTED");
     holder.expect_line("HELD");
-    let (host, token) = py_identity(&python, holder.pid());
+    let (host, token) = py_identity(holder.pid());
     let s = status_of(&lock, 1);
     assert_eq!(
         (s["kind"].clone(), s["state"].clone()),
@@ -298,9 +279,8 @@ with lock:
 
 #[test]
 fn soft_marker_verdicts() {
-    let python = python_with_filelock("4.2.11");
     let me = nix::unistd::getpid().as_raw();
-    let (host, my_token) = py_identity(&python, me);
+    let (host, my_token) = py_identity(me);
     let dead = {
         let mut c = Command::new("true").spawn().unwrap();
         let pid = i32::try_from(c.id()).unwrap();

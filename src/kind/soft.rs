@@ -106,22 +106,7 @@ pub(crate) fn acquire(
                 .wait(nap);
             continue;
         }
-        if let Some(signal) = wait::stop_signal() {
-            break Err(Error::Interrupted { signal });
-        }
-        let sighting = Box::new(sight(path));
-        break Err(if deadline.is_immediate() {
-            Error::Busy {
-                path: path.to_owned(),
-                sighting,
-            }
-        } else {
-            Error::TimedOut {
-                path: path.to_owned(),
-                waited: deadline.elapsed(),
-                sighting,
-            }
-        });
+        break Err(Error::not_acquired(path, deadline, sight(path)));
     };
     if polling.blocked() {
         observer.finished();

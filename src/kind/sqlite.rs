@@ -103,22 +103,8 @@ pub(crate) fn acquire(
         }
         Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
             drop(transaction);
-            if let Some(signal) = wait::stop_signal() {
-                return Err(Error::Interrupted { signal });
-            }
-            let sighting = Box::new(inspect::sight(id, LockKind::Sqlite));
-            return Err(if deadline.is_immediate() {
-                Error::Busy {
-                    path: path.to_owned(),
-                    sighting,
-                }
-            } else {
-                Error::TimedOut {
-                    path: path.to_owned(),
-                    waited: deadline.elapsed(),
-                    sighting,
-                }
-            });
+            let sighting = inspect::sight(id, LockKind::Sqlite);
+            return Err(Error::not_acquired(path, deadline, sighting));
         }
         Err(e) => return Err(sqlite_error(path, &e)),
     }
