@@ -137,17 +137,20 @@ fn clear_nonblock(file: &File) -> Result<(), Error> {
 
 /// Refuses, without opening anything, a path that cannot hold a lock of `shape`: a symbolic
 /// link, a FIFO, socket or character device, and for `Shape::Regular` a directory or block
-/// device. A missing path passes.
-pub(crate) fn refuse_unlockable(path: &Path, shape: Shape) -> Result<(), Error> {
-    let meta = fs::symlink_metadata(path).ok();
-    if meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+/// device. `meta` is the path's `lstat`, `None` when it is missing (which passes).
+pub(crate) fn refuse_unlockable(
+    path: &Path,
+    meta: Option<&fs::Metadata>,
+    shape: Shape,
+) -> Result<(), Error> {
+    if meta.is_some_and(|m| m.file_type().is_symlink()) {
         return Err(classify_open_error(
             path,
             Access::Read,
             io::Error::from_raw_os_error(libc::ELOOP),
         ));
     }
-    refuse_special(path, meta.as_ref(), shape)
+    refuse_special(path, meta, shape)
 }
 
 /// FIFOs, sockets and character devices are refused before they are opened: opening some

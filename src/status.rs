@@ -16,6 +16,7 @@ use crate::inspect::process::{ProcessInfo, user_name};
 use crate::inspect::{self, FileId, Holder};
 use crate::kind::LockKind;
 use crate::lock::LockMode;
+use crate::open::{self, Shape};
 
 /// The kinds `status` can tell apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +171,7 @@ pub fn inspect(path: &Path, forced: Option<StatusKind>) -> Result<LockStatus, Er
         }
     };
     status.exists = true;
-    refuse_uninspectable(&absolute, &meta)?;
+    open::refuse_unlockable(&absolute, Some(&meta), Shape::AnyLockable)?;
     let id = FileId::of(&meta);
     let locks = KernelLocks::read();
     let kind = forced.unwrap_or_else(|| detect(&locks, &absolute, id, &meta));
@@ -186,22 +187,6 @@ pub fn inspect(path: &Path, forced: Option<StatusKind>) -> Result<LockStatus, Er
         None => fill_from_marker(&mut status, &absolute)?,
     }
     Ok(status)
-}
-
-fn refuse_uninspectable(path: &Path, meta: &fs::Metadata) -> Result<(), Error> {
-    use std::os::unix::fs::FileTypeExt;
-    let kind = meta.file_type();
-    let what = if kind.is_symlink() {
-        "is a symbolic link, which flockrun never locks; inspect its target path"
-    } else if kind.is_fifo() || kind.is_socket() || kind.is_char_device() {
-        "is a FIFO, socket or character device, not a lock file"
-    } else {
-        return Ok(());
-    };
-    Err(Error::NotALock {
-        path: path.to_owned(),
-        reason: what.to_owned(),
-    })
 }
 
 /// Kernel locks on the inode name the kind; otherwise the content does: an SQLite header
@@ -370,29 +355,12 @@ fn holder_report(holder: &Holder) -> HolderReport {
         pid: holder.process.pid,
         command: holder.process.command(usize::MAX),
         user: holder.process.uid.map(user_name),
-        since: started_at(started),
+        since: started.started_at(),
         held_for: started.age(),
         flockrun: holder.process.is_flockrun(),
         child_pid: holder.child.as_ref().map(|c| c.pid),
         child_command: holder.child.as_ref().map(|c| c.command(usize::MAX)),
     }
-}
-
-/// Start of `process` in seconds since the epoch, from the boot time and its start ticks.
-fn started_at(process: &ProcessInfo) -> Option<u64> {
-    let stat = fs::read_to_string("/proc/stat").ok()?;
-    let boot: u64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .and_then(|t| u64::try_from(t).ok())
-        .filter(|&t| t > 0)?;
-    Some(boot + process.start_ticks / per_second)
 }
 
 /// `2026-11-23T19:00:01Z` for seconds since the epoch (UTC, proleptic Gregorian).

@@ -107,6 +107,20 @@ impl ProcessInfo {
         Duration::from_secs_f64(uptime).checked_sub(started)
     }
 
+    /// When the process started, in seconds since the Unix epoch: the boot time
+    /// (`btime` in `/proc/stat`) plus its start ticks.
+    #[must_use]
+    pub fn started_at(&self) -> Option<u64> {
+        let stat = read_proc("/proc/stat").ok()?;
+        let boot: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(boot + self.start_ticks / ticks_per_second()?)
+    }
+
     /// Child pids from `/proc/PID/task/PID/children`.
     #[must_use]
     pub fn children(&self) -> Vec<i32> {
@@ -121,14 +135,18 @@ impl ProcessInfo {
     }
 }
 
-#[allow(clippy::cast_precision_loss)] // tick counts stay far below 2^52
-fn ticks_to_secs(ticks: u64) -> f64 {
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+/// Clock ticks per second, the unit of start times in `/proc/PID/stat`.
+fn ticks_per_second() -> Option<u64> {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
+        .and_then(|t| u64::try_from(t).ok())
         .filter(|&t| t > 0)
-        .unwrap_or(100);
-    ticks as f64 / per_second as f64
+}
+
+#[allow(clippy::cast_precision_loss)] // tick counts stay far below 2^52
+fn ticks_to_secs(ticks: u64) -> f64 {
+    ticks as f64 / ticks_per_second().unwrap_or(100) as f64
 }
 
 /// `(comm, ppid, starttime)` from a `/proc/PID/stat` line. comm may hold spaces and

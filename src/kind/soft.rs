@@ -80,7 +80,11 @@ pub(crate) fn acquire(
     create_mode: Option<u32>,
     observer: &mut dyn WaitObserver,
 ) -> Result<HeldMarker, Error> {
-    open::refuse_unlockable(path, Shape::Regular)?;
+    open::refuse_unlockable(
+        path,
+        fs::symlink_metadata(path).ok().as_ref(),
+        Shape::Regular,
+    )?;
     let record = own_record();
     let mut polling = Polling::new(FIRST_NAP, MAX_NAP);
     // Created at the first contention only: an uncontended lock never pays for its teardown.
