@@ -504,3 +504,96 @@ pub fn py_try_kind(python: &Path, kind: &str, path: &Path, timeout: &str) -> Str
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// The load tests' critical-section program (tests/helpers/occupy.rs), compiled with rustc
+/// on first use into the target directory.
+pub fn occupy_helper() -> PathBuf {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    fs::create_dir_all(&base).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/occupy.rs");
+    let binary = base.join("occupy-helper");
+    let fresh = |b: &Path| {
+        let (Ok(b), Ok(s)) = (fs::metadata(b), fs::metadata(&source)) else {
+            return false;
+        };
+        b.modified().unwrap() >= s.modified().unwrap()
+    };
+    if fresh(&binary) {
+        return binary;
+    }
+    let guard = fs::File::create(base.join("occupy-helper.lock")).unwrap();
+    guard.lock().unwrap();
+    if !fresh(&binary) {
+        let partial = base.join("occupy-helper.partial");
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let out = Command::new(rustc)
+            .args(["--edition", "2024", "-O", "-o"])
+            .arg(&partial)
+            .arg(&source)
+            .output()
+            .expect("run rustc for the occupy helper");
+        assert!(
+            out.status.success(),
+            "cannot build {}: {}",
+            source.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::rename(&partial, &binary).unwrap();
+    }
+    binary
+}
+
+/// One hold in a load test, as the occupy helper logged it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    pub exclusive: bool,
+    pub pid: u32,
+    pub enter: i128,
+    pub leave: i128,
+}
+
+/// What a load run left in its log: the completed holds and the pids of holders that were
+/// found gone (killed) inside the critical section. Fails on any `OVERLAP` line.
+pub fn read_load_log(dir: &Path) -> (Vec<Hold>, Vec<u32>) {
+    let log = fs::read_to_string(dir.join("log")).unwrap_or_default();
+    let mut holds = Vec::new();
+    let mut gone = Vec::new();
+    for line in log.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.first().copied() {
+            Some("x" | "s") => holds.push(Hold {
+                exclusive: w[0] == "x",
+                pid: w[1].parse().unwrap(),
+                enter: w[2].parse().unwrap(),
+                leave: w[3].parse().unwrap(),
+            }),
+            Some("GONE") => gone.extend(w.get(1).and_then(|p| p.parse::<u32>().ok())),
+            _ => panic!("load log says: {line}"),
+        }
+    }
+    (holds, gone)
+}
+
+/// Asserts that no exclusive hold overlaps any other hold, and that no holder found gone
+/// inside the critical section ever completed its hold.
+pub fn assert_no_overlap(holds: &[Hold], gone: &[u32]) {
+    let mut sorted = holds.to_vec();
+    sorted.sort_by_key(|h| h.enter);
+    for (i, a) in sorted.iter().enumerate() {
+        for b in &sorted[i + 1..] {
+            if b.enter >= a.leave {
+                break;
+            }
+            assert!(
+                !(a.exclusive || b.exclusive),
+                "holds overlap: {a:?} and {b:?}"
+            );
+        }
+    }
+    for pid in gone {
+        assert!(
+            !holds.iter().any(|h| h.pid == *pid),
+            "pid {pid} was found inside by a newcomer, yet completed its hold"
+        );
+    }
+}

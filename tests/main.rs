@@ -7,6 +7,7 @@ mod exit_status;
 mod generated;
 mod hostile_input;
 mod interop;
+mod load;
 mod nested;
 mod read_write;
 mod replaced_lock;

@@ -126,22 +126,37 @@ fn seeded_markers_are_judged_as_py_filelock_4_does() {
             );
         }
     }
-    // Leftovers of an interrupted takeover may hold a live owner's marker: fail closed.
-    let dir = scratch();
-    let lock = dir.path().join("s.lock");
-    fs::write(&lock, format!("{dead}\n{host}\n")).unwrap();
-    fs::write(
-        dir.path()
-            .join(format!("s.lock.break.{dead}.{}", "0".repeat(32))),
-        "x",
-    )
-    .unwrap();
-    flockrun()
-        .args(["try", "--soft"])
-        .arg(&lock)
-        .arg("true")
-        .assert()
-        .code(75);
+    // Leftovers of an interrupted takeover (`s.lock.break.<breaker pid>.<hex>`) may hold a live
+    // owner's marker: the lock stays held while one could. They are garbage only when the
+    // breaker is gone and the marker inside is dead or malformed.
+    let hex = "0".repeat(32);
+    let leftover_cases = [
+        // (breaker pid, content, removed and lock taken)
+        (dead, format!("{me}\n{host}\n{token}\n"), false),
+        (me, "filelock/break\n1\n".to_owned(), false),
+        (dead, String::new(), false),
+        (dead, format!("{dead}\n{host}\n"), true),
+        (dead, format!("filelock/break\n{dead}\n"), true),
+    ];
+    for (breaker, content, removed) in leftover_cases {
+        let dir = scratch();
+        let lock = dir.path().join("s.lock");
+        fs::write(&lock, format!("{dead}\n{host}\n")).unwrap();
+        let leftover = dir.path().join(format!("s.lock.break.{breaker}.{hex}"));
+        fs::write(&leftover, &content).unwrap();
+        let assert = flockrun()
+            .args(["try", "--soft"])
+            .arg(&lock)
+            .arg("true")
+            .assert();
+        if removed {
+            assert.code(0);
+            assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "{content:?}");
+        } else {
+            assert.code(75);
+            assert_eq!(fs::read_to_string(&leftover).unwrap(), content);
+        }
+    }
 
     let other = {
         let dir = scratch();

@@ -200,6 +200,16 @@ fn lives_in_a_pid_namespace(pid: i32, token: StartToken) -> bool {
         })
 }
 
+/// The pid in a takeover leftover's name (`<name>.break.<pid>.<hex>`): the process that
+/// made it.
+#[must_use]
+pub fn stranded_breaker(file: &Path) -> Option<i32> {
+    let name = file.file_name()?.to_str()?;
+    let mut parts = name.rsplitn(3, '.');
+    let _hex = parts.next()?;
+    parts.next()?.parse().ok()
+}
+
 /// Files a py-filelock 4.2.1+ takeover leaves when interrupted (`<name>.break.<pid>.<hex>`,
 /// `<name>.restore.<pid>.<hex>`): one may hold a live owner's marker, so their presence
 /// means "held" until someone cleans up.

@@ -126,8 +126,9 @@ fn attempt(
     create_mode: Option<u32>,
     malformed: &mut Option<((u64, i64, i64), Instant)>,
 ) -> Result<Option<HeldMarker>, Error> {
-    // Leftovers of an interrupted takeover may hold a live owner's marker: fail closed.
-    if !marker::stranded(path).is_empty() {
+    // Leftovers of an interrupted takeover may hold a live owner's marker: fail closed,
+    // unless they can be proved garbage.
+    if leftovers_remain(path) {
         return Ok(None);
     }
     match create_marker(path, record, create_mode) {
@@ -211,9 +212,48 @@ fn same_file(path: &Path, judged: &fs::Metadata) -> bool {
     })
 }
 
-/// Creates `path` exclusively with our record. Group and other never get write access: a
-/// record others could rewrite is a record contenders would act on.
+/// Removes the leftovers of interrupted takeovers beside `path` that nobody can act on any
+/// more, and says whether any remain. A leftover is garbage when the process named in its
+/// file name (the breaker) is gone and the marker inside is provably dead or malformed: a
+/// live holder's marker that a dying breaker left aside stays, and keeps the lock held.
+fn leftovers_remain(path: &Path) -> bool {
+    let mut remain = false;
+    for file in marker::stranded(path) {
+        let breaker_alive = marker::stranded_breaker(&file).is_none_or(|pid| {
+            !matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Err(nix::errno::Errno::ESRCH)
+            )
+        });
+        let Some(pin) = pin_inode(&file) else {
+            continue; // gone meanwhile
+        };
+        let garbage = !breaker_alive
+            && pin.metadata().is_ok_and(|judged| {
+                matches!(marker::read(&file), Ok(Some(content))
+                    if matches!(marker::judge(&content), Verdict::Stale | Verdict::Malformed))
+                    && same_file(&file, &judged)
+            });
+        if !(garbage && fs::remove_file(&file).is_ok()) {
+            remain = true;
+        }
+    }
+    remain
+}
+
+/// Creates `path` exclusively with our record. The record is written to an unnamed file
+/// first and linked in complete (`O_TMPFILE` + `linkat`), so a flockrun killed halfway leaves
+/// no marker at all rather than an empty one, which every contender would take for a
+/// lock held forever. Where the filesystem has no `O_TMPFILE`, the marker is created with
+/// `O_EXCL` and then written. Group and other never get write access: a record others could
+/// rewrite is a record contenders would act on.
 fn create_marker(path: &Path, record: &str, create_mode: Option<u32>) -> io::Result<File> {
+    match publish_complete(path, record, create_mode) {
+        Ok(file) => return Ok(file),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(e),
+        // No O_TMPFILE or no /proc here; the plain way below reports real errors properly.
+        Err(_) => {}
+    }
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
@@ -234,6 +274,51 @@ fn create_marker(path: &Path, record: &str, create_mode: Option<u32>) -> io::Res
     if let Err(e) = written {
         let _ = fs::remove_file(path);
         return Err(e);
+    }
+    Ok(file)
+}
+
+/// The `O_TMPFILE` way of `create_marker`.
+fn publish_complete(path: &Path, record: &str, create_mode: Option<u32>) -> io::Result<File> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c_dir = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a NUL-terminated path; the descriptor is owned by the File below.
+    let fd = unsafe {
+        libc::open(
+            c_dir.as_ptr(),
+            libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o644 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and owned by nobody else.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    if let Some(mode) = create_mode {
+        file.set_permissions(fs::Permissions::from_mode(mode & !0o022))?;
+    }
+    file.write_all(record.as_bytes())?;
+    let by_fd = CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a number");
+    // SAFETY: both paths are NUL-terminated. linkat fails with EEXIST if LOCK exists, which
+    // is the O_EXCL test; an unlinked O_TMPFILE file simply vanishes when closed.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            by_fd.as_ptr(),
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(file)
 }

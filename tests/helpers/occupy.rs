@@ -1,0 +1,119 @@
+//! The critical section of the load tests, built by the harness with plain `rustc`.
+//!
+//! `occupy DIR x|s [--after-kill]`: as an exclusive (`x`) holder, create `DIR/occupied` with
+//! `O_EXCL` (holding our pid), add one to `DIR/counter` with a plain read-modify-write, and
+//! remove `occupied`; as a shared (`s`) holder, check twice that `occupied` is absent. Either
+//! way, append `ROLE PID ENTER LEAVE` (CLOCK_MONOTONIC nanoseconds) to `DIR/log` in one
+//! `O_APPEND` write once done. A clash is appended as `OVERLAP ...` and exits 99.
+//!
+//! With `--after-kill`, an `occupied` left by a holder that is gone (killed together with
+//! its flockrun) is not a clash: the helper waits for that pid to disappear, logs `GONE PID`
+//! and carries on. The test then checks that no GONE pid ever completed a hold.
+
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::Path;
+use std::process::exit;
+use std::time::{Duration, Instant};
+
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+unsafe extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+}
+
+fn now() -> i128 {
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: a valid out-pointer; clock 1 is CLOCK_MONOTONIC on Linux.
+    unsafe { clock_gettime(1, &mut ts) };
+    i128::from(ts.sec) * 1_000_000_000 + i128::from(ts.nsec)
+}
+
+fn append(dir: &Path, line: &str) {
+    let mut log = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("log"))
+        .expect("open log");
+    log.write_all(line.as_bytes()).expect("write log");
+}
+
+fn clash(dir: &Path, what: &str) -> ! {
+    append(dir, &format!("OVERLAP {} {what}\n", std::process::id()));
+    eprintln!("occupy: OVERLAP: {what}");
+    exit(99);
+}
+
+/// Whether `pid` still runs (a zombie counts as gone: it runs no code).
+fn alive(pid: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.starts_with(" Z")))
+}
+
+/// `owner` was found inside: a holder killed together with its flockrun is gone within
+/// moments (and never logs its hold; the test checks that), a live one that stays is a clash.
+fn outlive(dir: &Path, owner: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !owner.is_empty() && alive(owner) {
+        if Instant::now() > deadline {
+            clash(dir, &format!("pid {owner} is inside and alive"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    append(dir, &format!("GONE {owner}\n"));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = Path::new(&args[1]);
+    let after_kill = args.get(3).is_some_and(|a| a == "--after-kill");
+    let occupied = dir.join("occupied");
+    let enter = now();
+    if args[2] == "s" {
+        for _ in 0..2 {
+            if occupied.exists() {
+                let owner = fs::read_to_string(&occupied).unwrap_or_default();
+                if !after_kill {
+                    clash(dir, &format!("a shared holder found pid {owner} inside"));
+                }
+                outlive(dir, &owner);
+            }
+            std::thread::yield_now();
+        }
+    } else {
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(&occupied) {
+                Ok(mut f) => {
+                    f.write_all(std::process::id().to_string().as_bytes()).unwrap();
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    let owner = fs::read_to_string(&occupied).unwrap_or_default();
+                    if !after_kill {
+                        clash(dir, &format!("pid {owner} is inside"));
+                    }
+                    outlive(dir, &owner);
+                    let _ = fs::remove_file(&occupied);
+                }
+                Err(e) => panic!("create {}: {e}", occupied.display()),
+            }
+        }
+        let counter = dir.join("counter");
+        let n: u64 = fs::read_to_string(&counter)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        std::thread::yield_now();
+        fs::write(&counter, format!("{}\n", n + 1)).unwrap();
+        fs::remove_file(&occupied).unwrap();
+    }
+    let leave = now();
+    append(
+        dir,
+        &format!("{} {} {enter} {leave}\n", args[2], std::process::id()),
+    );
+}
