@@ -96,9 +96,9 @@ enum Guard {
     /// kernel and ofd kinds: the locked open file description.
     Descriptor(File),
     /// soft kind: our marker at the lock path.
-    Soft(#[allow(dead_code)] /* held for its Drop: unlink */ soft::HeldMarker),
+    Soft(soft::HeldMarker),
     /// sqlite kind: the open transaction.
-    Sqlite(#[allow(dead_code)] /* held for its Drop: ROLLBACK */ sqlite::Transaction),
+    Sqlite(sqlite::Transaction),
 }
 
 impl HeldLock {
@@ -127,6 +127,18 @@ impl HeldLock {
     #[must_use]
     pub fn id(&self) -> FileId {
         self.id
+    }
+    /// Whether LOCK still names the file this lock is on. When it does not, someone deleted
+    /// or replaced it during the hold, and processes that opened LOCK since then locked a
+    /// different file.
+    #[must_use]
+    pub fn still_named(&self) -> bool {
+        let file = match &self.guard {
+            Guard::Descriptor(file) => file,
+            Guard::Soft(marker) => marker.file(),
+            Guard::Sqlite(transaction) => transaction.file(),
+        };
+        open::still_named_by(file, &self.path)
     }
     /// How long the wait took.
     #[must_use]

@@ -212,7 +212,7 @@ pub(crate) fn classify_create_error(path: &Path, e: io::Error) -> Error {
     }
 }
 
-fn classify_open_error(path: &Path, access: Access, e: io::Error) -> Error {
+pub(crate) fn classify_open_error(path: &Path, access: Access, e: io::Error) -> Error {
     let errno = e.raw_os_error().unwrap_or(0);
     let hint = match errno {
         libc::ENOENT => match missing_parent(path) {

@@ -251,6 +251,14 @@ fn run_locked(plan: &Plan, run: &RunArgs) -> Result<i32, Error> {
         return Err(supervise::exec_in_place(&launch));
     }
     let status = supervise::run(&launch);
+    if !held.still_named() {
+        // Nothing can undo that now, but whoever reads the log should know.
+        eprintln!(
+            "flockrun: warning: {} was deleted or replaced while the lock was held; \
+             processes that opened it since then locked another file and did not wait",
+            held.path().display()
+        );
+    }
     drop(held);
     status
 }

@@ -170,6 +170,17 @@ impl Holder {
         wait_with_deadline(&mut self.child)
     }
 
+    /// Like `release`, and also returns what the holder wrote on stderr (when it was piped).
+    pub fn release_with_stderr(mut self) -> (ExitStatus, String) {
+        drop(self.stdin.take());
+        let status = wait_with_deadline(&mut self.child);
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        (status, stderr)
+    }
+
     /// Everything the holder still prints, after it exits.
     pub fn rest_of_output(&mut self) -> String {
         let mut rest = String::new();

@@ -4,6 +4,7 @@ mod harness;
 
 mod exclusion;
 mod exit_status;
+mod faults;
 mod generated;
 mod hostile_input;
 mod interop;

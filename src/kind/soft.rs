@@ -58,6 +58,10 @@ impl Drop for HeldMarker {
 }
 
 impl HeldMarker {
+    /// Our marker file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
     pub(crate) fn id(&self) -> Option<FileId> {
         self.file.metadata().ok().map(|m| FileId::of(&m))
     }

@@ -17,8 +17,8 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{c_int, c_void};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::fs::{self, File};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,6 +37,13 @@ pub(crate) struct Transaction {
     connection: Option<Connection>,
     /// Kept open until the connection is closed (see the module comment).
     file: File,
+}
+
+impl Transaction {
+    /// The database file the transaction locks.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
 }
 
 impl Drop for Transaction {
@@ -166,10 +173,19 @@ fn sqlite_error(path: &Path, e: &rusqlite::Error) -> Error {
             reason: "is not an SQLite database (flockrun left it untouched)".to_owned(),
         },
         Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
-            Error::Open {
-                path: path.to_owned(),
-                hint: format!("SQLite says: {e}"),
-                source: std::io::Error::from_raw_os_error(libc::EACCES),
+            // SQLite does not say why it could not open the file; opening it the way SQLite
+            // does tells (out of descriptors, permission, ...).
+            let probe = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path);
+            match probe {
+                Err(cause) => open::classify_open_error(path, Access::ReadWrite, cause),
+                Ok(_) => Error::LockFailed {
+                    path: path.to_owned(),
+                    source: std::io::Error::other(format!("SQLite: {e}")),
+                },
             }
         }
         _ => Error::LockFailed {
