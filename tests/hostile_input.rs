@@ -303,3 +303,81 @@ fn read_only_filesystem_locks_existing_files_and_refuses_to_create() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A lock file the user may read but not write (root's 0644 file, run as nobody when the
+/// suite runs as root): every lock that needs only a readable descriptor works; the others
+/// say that they need write permission and name the file; nothing is changed.
+#[test]
+fn a_lock_file_without_write_permission() {
+    let dir = scratch();
+    let lock = dir.path().join("readonly.lock");
+    fs::write(&lock, "").unwrap();
+    let mode = if is_root() { 0o644 } else { 0o444 };
+    fs::set_permissions(&lock, fs::Permissions::from_mode(mode)).unwrap();
+    fs::set_permissions(
+        dir.path(),
+        fs::Permissions::from_mode(if is_root() { 0o755 } else { 0o555 }),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        all.extend([lock.as_os_str(), OsStr::new("true")]);
+        unprivileged_flockrun(&all).assert()
+    };
+    for ok in [&["exec"][..], &["exec", "-s"], &["exec", "--fcntl", "-s"]] {
+        run(ok).code(0);
+    }
+    for refused in [&["exec", "--fcntl"][..], &["write"], &["read"]] {
+        run(refused)
+            .code(66)
+            .stderr(predicate::str::contains(lock.to_str().unwrap()))
+            .stderr(predicate::str::contains("needs write permission"));
+    }
+    // A soft lock is a new file beside it, which this user may not create.
+    let soft = dir.path().join("soft.lock");
+    unprivileged_flockrun(&[
+        OsStr::new("exec"),
+        OsStr::new("--soft"),
+        soft.as_os_str(),
+        OsStr::new("true"),
+    ])
+    .assert()
+    .code(66)
+    .stderr(predicate::str::contains("may not create files"));
+    assert!(!soft.exists());
+    assert_eq!(fs::read(&lock).unwrap(), b"");
+    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "something was created beside the lock");
+}
+
+/// A path longer than `PATH_MAX` (4096 bytes) as LOCK, for every kind and for status.
+#[test]
+fn a_path_longer_than_path_max_is_refused_by_every_command() {
+    let dir = scratch();
+    let mut long = dir.path().to_path_buf();
+    while long.as_os_str().len() <= 5000 {
+        long.push("component-of-a-very-long-path");
+    }
+    for kind in [
+        &["exec"][..],
+        &["exec", "--fcntl"],
+        &["write"],
+        &["read"],
+        &["exec", "--soft"],
+    ] {
+        flockrun()
+            .args(kind)
+            .arg(&long)
+            .arg("true")
+            .assert()
+            .code(66)
+            .stderr(predicate::str::contains("too long"));
+    }
+    flockrun()
+        .arg("status")
+        .arg(&long)
+        .assert()
+        .code(66)
+        .stderr(predicate::str::contains("too long"));
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+}

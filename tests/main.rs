@@ -10,6 +10,7 @@ mod hostile_input;
 mod interop;
 mod load;
 mod nested;
+mod parsers;
 mod read_write;
 mod replaced_lock;
 mod soft;
