@@ -10,8 +10,8 @@ use nix::sys::signal::Signal;
 use predicates::prelude::*;
 
 use crate::harness::{
-    PATIENCE, child_of, flockrun, is_root, scratch, signal, spawn_flockrun, wait_until,
-    wait_with_deadline,
+    PATIENCE, child_of, flockrun, scratch, signal, spawn_flockrun, wait_until, wait_with_deadline,
+    with_tmpfs,
 };
 
 /// `exec`-style arguments for each kind; the single-attempt form adds `-n`.
@@ -179,21 +179,7 @@ fn running_out_of_descriptors_is_71_for_every_kind() {
 
 #[test]
 fn a_full_filesystem_refuses_to_create_and_leaves_nothing() {
-    if !is_root() {
-        eprintln!("NOTE: needs root to mount a small tmpfs; checked as root in CI");
-        return;
-    }
-    let dir = scratch();
-    let mnt = dir.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k,nr_inodes=8", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap()
-        .success();
-    assert!(mounted, "mounting a tmpfs failed");
-    let result = std::panic::catch_unwind(|| {
+    with_tmpfs("size=64k,nr_inodes=8", |mnt| {
         fs::write(mnt.join("existing.lock"), "").unwrap();
         // Fill the blocks: a soft marker needs one for its record.
         let _ = fs::write(mnt.join("filler"), vec![0u8; 128 * 1024]);
@@ -227,7 +213,7 @@ fn a_full_filesystem_refuses_to_create_and_leaves_nothing() {
             .arg("true")
             .assert()
             .code(0);
-        let names: Vec<String> = fs::read_dir(&mnt)
+        let names: Vec<String> = fs::read_dir(mnt)
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -235,8 +221,4 @@ fn a_full_filesystem_refuses_to_create_and_leaves_nothing() {
             .collect();
         assert!(names.is_empty(), "left behind: {names:?}");
     });
-    let _ = Command::new("umount").arg(&mnt).status();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
 }

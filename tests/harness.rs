@@ -608,3 +608,28 @@ pub fn assert_no_overlap(holds: &[Hold], gone: &[u32]) {
         );
     }
 }
+
+/// Mounts a fresh tmpfs with `options`, runs `body` on its mount point, and unmounts it,
+/// also when `body` panics. Needs root: without it, prints a NOTE and returns without
+/// running `body` (CI runs as root).
+pub fn with_tmpfs(options: &str, body: impl FnOnce(&Path) + std::panic::UnwindSafe) {
+    if !is_root() {
+        eprintln!("NOTE: needs root to mount a tmpfs; checked as root in CI");
+        return;
+    }
+    let dir = scratch();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success();
+    assert!(mounted, "mounting a tmpfs with {options} failed");
+    let result = std::panic::catch_unwind(|| body(&mnt));
+    let _ = Command::new("umount").arg(&mnt).status();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use predicates::prelude::*;
 
-use crate::harness::{FLOCKRUN, flockrun, is_root, scratch};
+use crate::harness::{FLOCKRUN, flockrun, is_root, scratch, with_tmpfs};
 
 #[test]
 fn symlinks_are_refused_and_their_targets_untouched() {
@@ -264,26 +264,15 @@ fn another_users_file_in_a_sticky_directory_is_locked_without_o_creat() {
 
 #[test]
 fn read_only_filesystem_locks_existing_files_and_refuses_to_create() {
-    if !is_root() {
-        eprintln!("NOTE: needs root to mount a read-only tmpfs; checked as root in CI");
-        return;
-    }
-    let dir = scratch();
-    let mnt = dir.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let mount = |args: &[&str]| {
-        let ok = Command::new("mount")
-            .args(args)
-            .arg(&mnt)
+    with_tmpfs("size=1m", |mnt| {
+        fs::write(mnt.join("existing.lock"), "").unwrap();
+        let remounted = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(mnt)
             .status()
             .unwrap()
             .success();
-        assert!(ok, "mount {args:?} failed");
-    };
-    mount(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"]);
-    fs::write(mnt.join("existing.lock"), "").unwrap();
-    mount(&["-o", "remount,ro"]);
-    let result = std::panic::catch_unwind(|| {
+        assert!(remounted, "remounting read-only failed");
         flockrun()
             .arg("exec")
             .arg(mnt.join("existing.lock"))
@@ -298,10 +287,6 @@ fn read_only_filesystem_locks_existing_files_and_refuses_to_create() {
             .code(73)
             .stderr(predicate::str::contains("read-only"));
     });
-    let _ = Command::new("umount").arg(&mnt).status();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 /// A lock file the user may read but not write (root's 0644 file, run as nobody when the
