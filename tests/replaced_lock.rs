@@ -3,6 +3,7 @@
 //! inode after winning and starts over, for the kernel, ofd and sqlite kinds alike.
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
@@ -17,16 +18,20 @@ fn waits_on(kind: &[&str], pid: i32, path: &Path) -> bool {
     if kind.contains(&"--fcntl") {
         has_ofd_waiter(path)
     } else if kind.contains(&"write") {
-        // An SQLite writer behind a writer polls without a trace in /proc/locks; it has
-        // the file at `path` open once it tries that inode.
+        // An SQLite writer behind a writer polls without a trace in /proc/locks. flockrun
+        // opens the file, then SQLite opens it by path: once both descriptors are on this
+        // inode, every attempt it makes is on this inode.
         let Ok(want) = fs::metadata(path) else {
             return false;
         };
         fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-            fds.filter_map(Result::ok).any(|fd| {
-                fs::metadata(fd.path())
-                    .is_ok_and(|m| m.dev() == want.dev() && m.ino() == want.ino())
-            })
+            fds.filter_map(Result::ok)
+                .filter(|fd| {
+                    fs::metadata(fd.path())
+                        .is_ok_and(|m| m.dev() == want.dev() && m.ino() == want.ino())
+                })
+                .count()
+                >= 2
         })
     } else {
         is_waiting(pid, path)
@@ -60,9 +65,21 @@ fn waiter_never_runs_beside_the_newcomer(disturb: impl Fn(&Path)) {
         // The waiter wins the orphaned inode, notices, and must queue on the new one.
         assert!(first.release().success());
         wait_until(
-            "the waiter to queue on the new inode",
+            &format!("the {kind:?} waiter to queue on the new inode"),
             Instant::now() + PATIENCE,
-            || waits_on(kind, waiter_pid, &lock).then_some(()),
+            || {
+                if let Some(status) = waiter.child.try_wait().unwrap() {
+                    let mut stderr = String::new();
+                    let _ = waiter
+                        .child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut stderr);
+                    panic!("{kind:?}: the waiter ended ({status}) instead: {stderr}");
+                }
+                waits_on(kind, waiter_pid, &lock).then_some(())
+            },
         );
         assert_eq!(
             waiter.child.try_wait().unwrap(),

@@ -75,11 +75,16 @@ pub(crate) fn acquire(
     let id = FileId::of(&meta);
     refuse_content(&file, meta.len(), path)?;
 
-    let connection = Connection::open_with_flags(
+    // SQLite opens the file again by its path. If the path was deleted or replaced since
+    // our own open, that fails or reaches another inode: start over, as after a lost inode.
+    let connection = match Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| sqlite_error(path, &e))?;
+    ) {
+        Ok(connection) => connection,
+        Err(_) if !open::still_named_by(&file, path) => return Ok(None),
+        Err(e) => return Err(sqlite_error(path, &e)),
+    };
     let mut busy = BusyWait {
         deadline,
         observer,
