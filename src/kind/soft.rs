@@ -252,6 +252,12 @@ fn leftovers_remain(path: &Path) -> bool {
 /// `O_EXCL` and then written. Group and other never get write access: a record others could
 /// rewrite is a record contenders would act on.
 fn create_marker(path: &Path, record: &str, create_mode: Option<u32>) -> io::Result<File> {
+    // Under contention the marker is nearly always there: say so without making (and
+    // throwing away) an unnamed file, whose close also wakes every inotify waiter.
+    // linkat below remains the real, atomic test.
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
     match publish_complete(path, record, create_mode) {
         Ok(file) => return Ok(file),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(e),
