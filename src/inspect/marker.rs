@@ -143,6 +143,15 @@ pub fn parse(bytes: &[u8]) -> Content {
     }
 }
 
+/// Whether a process with this pid exists (`kill(pid, 0)`; one we may not signal exists too).
+#[must_use]
+pub fn pid_exists(pid: i32) -> bool {
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Ok(()) | Err(nix::errno::Errno::EPERM)
+    )
+}
+
 /// Judges `content` as a contender on this host would.
 #[must_use]
 pub fn judge(content: &Content) -> Verdict {
@@ -153,10 +162,7 @@ pub fn judge(content: &Content) -> Verdict {
             if *host != identity::host_name() {
                 return Verdict::ForeignHost;
             }
-            let alive = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), None) {
-                Ok(()) | Err(nix::errno::Errno::EPERM) => true,
-                Err(_) => false,
-            };
+            let alive = pid_exists(*pid);
             let same_process = match (token, StartToken::of(*pid)) {
                 (Some(recorded), Some(current)) => recorded.same_start(current),
                 // No recorded token, or none can be computed now: the pid alone decides.

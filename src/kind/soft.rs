@@ -223,12 +223,7 @@ fn same_file(path: &Path, judged: &fs::Metadata) -> bool {
 fn leftovers_remain(path: &Path) -> bool {
     let mut remain = false;
     for file in marker::stranded(path) {
-        let breaker_alive = marker::stranded_breaker(&file).is_none_or(|pid| {
-            !matches!(
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-                Err(nix::errno::Errno::ESRCH)
-            )
-        });
+        let breaker_alive = marker::stranded_breaker(&file).is_none_or(marker::pid_exists);
         let Some(pin) = pin_inode(&file) else {
             continue; // gone meanwhile
         };
