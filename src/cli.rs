@@ -113,7 +113,7 @@ pub struct StatusArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
-    /// The locks to inspect
+    /// The locks to inspect: lock files, or etcd://HOST:PORT[,HOST:PORT...]/NAME
     #[arg(value_name = "LOCK", required = true)]
     pub locks: Vec<PathBuf>,
 }
@@ -187,6 +187,11 @@ pub struct KernelLockArgs {
     #[arg(short = 'F', long, conflicts_with = "close")]
     pub no_fork: bool,
 
+    /// For an etcd:// LOCK: the lease's time to live in whole seconds [default: 10]. flockrun
+    /// renews the lease every TTL/3; if it dies, the lock frees itself after at most TTL
+    #[arg(long, value_name = "SECONDS", value_parser = parse_ttl)]
+    pub ttl: Option<u32>,
+
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -220,7 +225,9 @@ pub struct RunArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
-    /// The lock file (created if missing; a directory can be locked too)
+    /// The lock file (created if missing; a directory can be locked too), or
+    /// etcd://HOST:PORT[,HOST:PORT...]/NAME for a lock shared across machines through etcd
+    /// (exec and try)
     #[arg(value_name = "LOCK")]
     pub lock: PathBuf,
 
@@ -250,6 +257,16 @@ impl WaitArgs {
 fn parse_timeout(text: &str) -> Result<Duration, String> {
     crate::duration::parse_seconds(text)
 }
+
+fn parse_ttl(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|t| (1..=MAX_TTL).contains(t) && !text.starts_with('+'))
+        .ok_or_else(|| format!("expected whole seconds from 1 to {MAX_TTL}"))
+}
+
+/// A week: a lease longer than that outlives any reason to hold a lock after a crash.
+const MAX_TTL: u32 = 7 * 24 * 3600;
 
 fn parse_mode(text: &str) -> Result<u32, String> {
     let mode = u32::from_str_radix(text, 8)

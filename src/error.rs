@@ -63,6 +63,19 @@ pub enum Error {
         what: &'static str,
         source: io::Error,
     },
+    /// Options that cannot go together with this LOCK (checked after clap).
+    Usage { message: String },
+    /// No member of an etcd cluster answered in time.
+    EtcdUnreachable { lock: String, problems: Vec<String> },
+    /// etcd answered, but with an error or something that is not an etcd reply.
+    EtcdRefused { lock: String, message: String },
+    /// The lock stopped being ours (an etcd lease that could not be renewed); COMMAND, if it
+    /// ran, was stopped.
+    LockLost {
+        lock: String,
+        reason: String,
+        command_ran: bool,
+    },
     /// A bug: a state flockrun believed impossible.
     Internal(anyhow::Error),
 }
@@ -194,7 +207,51 @@ impl fmt::Display for Error {
                 }
             }
             Error::System { what, source } => write!(f, "{what} failed: {}", os_message(source)),
+            Error::Usage { message } => f.write_str(message),
+            Error::EtcdUnreachable { .. } | Error::EtcdRefused { .. } | Error::LockLost { .. } => {
+                self.fmt_etcd(f)
+            }
             Error::Internal(e) => write!(f, "internal error (please report it): {e:#}"),
+        }
+    }
+}
+
+impl Error {
+    /// The messages of the etcd kind's errors.
+    fn fmt_etcd(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::EtcdUnreachable { lock, problems } => {
+                write!(f, "cannot reach etcd for {lock}")?;
+                if !problems.is_empty() {
+                    write!(f, " ({})", problems.join("; "))?;
+                }
+                write!(
+                    f,
+                    "; check that the members listed in LOCK run and that their client port \
+                     (usually 2379) is reachable from here"
+                )
+            }
+            Error::EtcdRefused { lock, message } => {
+                write!(f, "etcd refused the request for {lock}: {message}")
+            }
+            Error::LockLost {
+                lock,
+                reason,
+                command_ran,
+            } => {
+                write!(f, "lost the lock {lock}: {reason}")?;
+                if *command_ran {
+                    write!(
+                        f,
+                        "; COMMAND was stopped (SIGTERM, then SIGKILL if it lingered), since \
+                         another process may now hold the lock"
+                    )?;
+                } else {
+                    write!(f, "; COMMAND was not started")?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 }

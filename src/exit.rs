@@ -9,12 +9,19 @@ pub const USAGE: i32 = 64;
 pub const DATA: i32 = 65;
 /// LOCK cannot be opened or created (`EX_NOINPUT`).
 pub const NO_INPUT: i32 = 66;
+/// An etcd cluster cannot be reached (`EX_UNAVAILABLE`).
+pub const UNAVAILABLE: i32 = 69;
 /// Internal error: a bug in flockrun (`EX_SOFTWARE`).
 pub const SOFTWARE: i32 = 70;
 /// Operating-system failure: fork, descriptors exhausted, unexpected lock error (`EX_OSERR`).
 pub const OS_ERROR: i32 = 71;
 /// LOCK cannot be created: read-only filesystem or no space (`EX_CANTCREAT`).
 pub const CANT_CREATE: i32 = 73;
+/// etcd answered with an error or something that is not an etcd reply (`EX_PROTOCOL`).
+pub const PROTOCOL: i32 = 76;
+/// The lock was lost while held (an etcd lease that could not be renewed); COMMAND was
+/// stopped. Outside sysexits.h, so it is never mistaken for another failure.
+pub const LOCK_LOST: i32 = 79;
 /// COMMAND was found but cannot be executed.
 pub const NOT_EXECUTABLE: i32 = 126;
 /// COMMAND was not found.

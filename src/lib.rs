@@ -7,11 +7,13 @@
 //!   [`wait::Deadline`], waiting in the kernel and re-checking the inode it won;
 //! * [`supervise`] runs a command under a held lock and passes signals on to it;
 //! * [`inspect`] says who holds a lock and who waits, from `/proc`;
-//! * [`nested`] recognises a lock an ancestor flockrun already holds.
+//! * [`nested`] recognises a lock an ancestor flockrun already holds;
+//! * [`etcd`] takes a lock across machines through an etcd cluster, as `etcdctl lock` does.
 
 pub mod cli;
 pub mod duration;
 pub mod error;
+pub mod etcd;
 pub mod exit;
 pub mod identity;
 pub mod inspect;

@@ -13,6 +13,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command, KernelLockArgs, RunArgs, StatusArgs};
 use crate::duration::format_seconds;
 use crate::error::Error;
+use crate::etcd;
 use crate::exit;
 use crate::inspect::Sighting;
 use crate::kind::LockKind;
@@ -41,17 +42,44 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             return exit::USAGE;
         }
     };
-    let (plan, run) = match &cli.command {
+    let (plan, run, lock_args) = match &cli.command {
         Command::Status(args) => return run_status(args),
-        Command::Exec(a) => (Plan::kernel(&a.lock, a.wait.deadline()), &a.lock.run),
+        Command::Exec(a) => (
+            Plan::kernel(&a.lock, a.wait.deadline()),
+            &a.lock.run,
+            Some(&a.lock),
+        ),
         Command::Try(a) => (
             Plan::kernel(&a.lock, Deadline::after(Duration::ZERO)),
             &a.lock.run,
+            Some(&a.lock),
         ),
-        Command::Read(a) => (Plan::sqlite(LockMode::Shared, a.wait.deadline()), &a.run),
-        Command::Write(a) => (Plan::sqlite(LockMode::Exclusive, a.wait.deadline()), &a.run),
+        Command::Read(a) => (
+            Plan::sqlite(LockMode::Shared, a.wait.deadline()),
+            &a.run,
+            None,
+        ),
+        Command::Write(a) => (
+            Plan::sqlite(LockMode::Exclusive, a.wait.deadline()),
+            &a.run,
+            None,
+        ),
     };
-    match run_locked(&plan, run) {
+    let outcome = if etcd::is_target(run.lock.as_os_str()) {
+        run_etcd(&plan, lock_args, run)
+    } else if let Some(args) = lock_args
+        && args.ttl.is_some()
+    {
+        Err(Error::Usage {
+            message: format!(
+                "--ttl applies to etcd:// locks only, and {} is a lock file",
+                run.lock.display()
+            ),
+        })
+    } else {
+        run_locked(&plan, run)
+    };
+    match outcome {
         Ok(status) => status,
         Err(e) => {
             let status = exit_status(&e, run.conflict_exit_code);
@@ -68,12 +96,27 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
 /// cannot be inspected.
 fn run_status(args: &StatusArgs) -> i32 {
     let mut reports = Vec::new();
-    let mut failed = false;
+    let mut failed: Option<i32> = None;
     for path in &args.locks {
-        match status::inspect(path, args.kind) {
+        let inspected = if etcd::is_target(path.as_os_str()) {
+            match (path.to_str(), args.kind) {
+                (Some(text), None) => status::inspect_etcd(text),
+                (None, _) => Err(Error::Usage {
+                    message: format!("{}: an etcd:// LOCK must be valid UTF-8", path.display()),
+                }),
+                (Some(text), Some(_)) => Err(Error::Usage {
+                    message: format!("--kind does not apply to {text}: its kind is etcd"),
+                }),
+            }
+        } else {
+            status::inspect(path, args.kind)
+        };
+        match inspected {
             Ok(report) => reports.push(report),
             Err(e) => {
-                failed = true;
+                // The first failure decides the status: 66 for a lock file that cannot be
+                // inspected, 69 for an unreachable etcd, 64 for a bad etcd LOCK.
+                failed = failed.or(Some(exit_status(&e, exit::CONFLICT_DEFAULT)));
                 if !args.quiet {
                     say(&e.to_string());
                 }
@@ -98,8 +141,8 @@ fn run_status(args: &StatusArgs) -> i32 {
         // stdout is status's own output; a closed pipe (| head) is not an error.
         let _ = io::stdout().lock().write_all(text.as_bytes());
     }
-    if failed {
-        exit::NO_INPUT
+    if let Some(status) = failed {
+        status
     } else {
         i32::from(reports.iter().any(|r| r.state == status::State::Held))
     }
@@ -163,6 +206,10 @@ pub fn exit_status(error: &Error, conflict: u8) -> i32 {
             _ => exit::NOT_EXECUTABLE,
         },
         Error::LockFailed { .. } | Error::System { .. } => exit::OS_ERROR,
+        Error::Usage { .. } => exit::USAGE,
+        Error::EtcdUnreachable { .. } => exit::UNAVAILABLE,
+        Error::EtcdRefused { .. } => exit::PROTOCOL,
+        Error::LockLost { .. } => exit::LOCK_LOST,
         Error::Internal(_) => exit::SOFTWARE,
     }
 }
@@ -179,11 +226,7 @@ fn run_locked(plan: &Plan, run: &RunArgs) -> Result<i32, Error> {
             source: io::Error::from_raw_os_error(libc::ENOENT),
         });
     }
-    let command = match &run.shell_command {
-        Some(script) => supervise::Command::shell(script.clone()),
-        None => supervise::Command::from_argv(run.command.clone())
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("clap let an empty COMMAND through")))?,
-    };
+    let command = command_of(run)?;
     let request = LockRequest {
         path: run.lock.clone(),
         kind: plan.kind,
@@ -220,6 +263,7 @@ fn run_locked(plan: &Plan, run: &RunArgs) -> Result<i32, Error> {
             inherit_fd: None,
             die_with_flockrun: false,
             env,
+            lost: None,
         };
         return if plan.no_fork {
             Err(supervise::exec_in_place(&launch))
@@ -246,6 +290,7 @@ fn run_locked(plan: &Plan, run: &RunArgs) -> Result<i32, Error> {
         // itself, it dies with flockrun.
         die_with_flockrun: inherit_fd.is_none(),
         env,
+        lost: None,
     };
     if plan.no_fork {
         return Err(supervise::exec_in_place(&launch));
@@ -261,6 +306,103 @@ fn run_locked(plan: &Plan, run: &RunArgs) -> Result<i32, Error> {
     }
     drop(held);
     status
+}
+
+fn command_of(run: &RunArgs) -> Result<supervise::Command, Error> {
+    match &run.shell_command {
+        Some(script) => Ok(supervise::Command::shell(script.clone())),
+        None => supervise::Command::from_argv(run.command.clone())
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("clap let an empty COMMAND through"))),
+    }
+}
+
+/// `exec` and `try` on an `etcd://` LOCK: a lease-backed lock held by flockrun itself, so
+/// COMMAND dies with flockrun, and is stopped if the lease is lost.
+fn run_etcd(plan: &Plan, lock_args: Option<&KernelLockArgs>, run: &RunArgs) -> Result<i32, Error> {
+    let usage = |message: String| Error::Usage { message };
+    let text = run.lock.to_str().ok_or_else(|| {
+        usage(format!(
+            "{}: an etcd:// LOCK must be valid UTF-8",
+            run.lock.display()
+        ))
+    })?;
+    let Some(args) = lock_args else {
+        return Err(usage(format!(
+            "read and write take a SQLite lock file, not {text}; an etcd lock is exclusive: \
+             use exec or try"
+        )));
+    };
+    let not_for_etcd = [
+        (args.shared, "-s/--shared"),
+        (args.fcntl, "--fcntl"),
+        (args.soft, "--soft"),
+        (args.no_fork, "-F/--no-fork"),
+        (run.mode.is_some(), "--mode"),
+    ];
+    if let Some((_, flag)) = not_for_etcd.iter().find(|(given, _)| *given) {
+        return Err(usage(format!(
+            "{flag} does not apply to {text}: an etcd lock is exclusive, held by flockrun \
+             itself, and has no file"
+        )));
+    }
+    let target = etcd::Target::parse(text).map_err(|m| usage(format!("bad LOCK: {m}")))?;
+    let command = command_of(run)?;
+    wait::install_stop_handlers().map_err(|e| Error::system("installing signal handlers", e))?;
+    let ttl = args.ttl.unwrap_or(etcd::DEFAULT_TTL);
+    let mut reporter = Reporter::new(Path::new(text), run.verbose, run.quiet);
+    let shown = std::iter::once(&command.program)
+        .chain(&command.args)
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let held = etcd::acquire(&target, ttl, &plan.deadline, &shown, &mut reporter)?;
+    if run.verbose {
+        let mut message = format!(
+            "locked {text} (exclusive, etcd) after waiting {}: key {}, fencing token {}",
+            format_seconds(held.waited),
+            held.key,
+            held.revision
+        );
+        if let Some(sighting) = &reporter.held_meanwhile {
+            let _ = write!(message, "; meanwhile it was {sighting}");
+        }
+        say(&message);
+    }
+    let revision = held.revision.to_string();
+    let env: Vec<(OsString, OsString)> = vec![
+        ("FLOCKRUN_LOCK".into(), text.into()),
+        ("FLOCKRUN_KIND".into(), "etcd".into()),
+        ("FLOCKRUN_MODE".into(), "exclusive".into()),
+        ("FLOCKRUN_FENCE".into(), revision.clone().into()),
+        // What etcdctl lock gives its command, for scripts written for it.
+        ("ETCD_LOCK_KEY".into(), held.key.clone().into()),
+        ("ETCD_LOCK_REV".into(), revision.into()),
+    ];
+    let launch = Launch {
+        command: &command,
+        inherit_fd: None,
+        // Nothing of the lock can be inherited: if flockrun dies, its lease expires, and
+        // COMMAND must not run on without it.
+        die_with_flockrun: true,
+        env,
+        lost: Some(supervise::LostWatch {
+            is_lost: held.session.lost_flag(),
+            grace: etcd::grace_for(held.session.ttl()),
+        }),
+    };
+    let status = supervise::run(&launch);
+    let lost = held.session.lost();
+    if let Some(warning) = held.session.release() {
+        say(&format!("warning: {warning}"));
+    }
+    match lost {
+        Some(reason) => Err(Error::LockLost {
+            lock: text.to_owned(),
+            reason,
+            command_ran: !matches!(status, Ok(exit::LOCK_LOST)),
+        }),
+        None => status,
+    }
 }
 
 /// `FLOCKRUN_LOCK`, `FLOCKRUN_KIND`, `FLOCKRUN_MODE`, and the inherited `FLOCKRUN_HELD`.

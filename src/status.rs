@@ -24,8 +24,10 @@ pub enum StatusKind {
     Kernel,
     Ofd,
     Sqlite,
-    /// A py-filelock `SoftFileLock` marker (flockrun's own `--soft` is not built yet).
+    /// A py-filelock `SoftFileLock` marker, or flockrun's own `--soft`.
     Soft,
+    /// A lock in an etcd cluster (`etcd://…` LOCK); never detected from a file.
+    Etcd,
 }
 
 impl StatusKind {
@@ -36,6 +38,7 @@ impl StatusKind {
             StatusKind::Ofd => "ofd",
             StatusKind::Sqlite => "sqlite",
             StatusKind::Soft => "soft",
+            StatusKind::Etcd => "etcd",
         }
     }
 
@@ -58,7 +61,7 @@ impl StatusKind {
             StatusKind::Kernel => Some(LockKind::Kernel),
             StatusKind::Ofd => Some(LockKind::Ofd),
             StatusKind::Sqlite => Some(LockKind::Sqlite),
-            StatusKind::Soft => None,
+            StatusKind::Soft | StatusKind::Etcd => None,
         }
     }
 }
@@ -130,6 +133,36 @@ pub struct LockStatus {
     pub warnings: Vec<String>,
     /// The `/proc/locks` lines on the lock's inode at the time of inspection.
     pub kernel_lines: Vec<String>,
+    /// For an etcd lock: its queue, holder first (then `holders` and `waiters` are empty).
+    pub etcd_queue: Vec<crate::etcd::QueueEntry>,
+}
+
+/// The status of an etcd lock: its queue of keys, the oldest holding it.
+///
+/// # Errors
+/// A LOCK that does not parse (`Usage`), an unreachable cluster, a refusal.
+pub fn inspect_etcd(text: &str) -> Result<LockStatus, Error> {
+    let target = crate::etcd::Target::parse(text).map_err(|m| Error::Usage {
+        message: format!("bad LOCK: {m}"),
+    })?;
+    let queue = crate::etcd::queue(&target)?;
+    Ok(LockStatus {
+        path: PathBuf::from(text),
+        exists: true,
+        kind: Some(StatusKind::Etcd),
+        state: if queue.is_empty() {
+            State::Free
+        } else {
+            State::Held
+        },
+        mode: (!queue.is_empty()).then_some("exclusive"),
+        holders: Vec::new(),
+        waiters: Vec::new(),
+        marker: None,
+        warnings: Vec::new(),
+        kernel_lines: Vec::new(),
+        etcd_queue: queue,
+    })
 }
 
 /// Inspects the lock at `path`, as `forced` kind or as detected.
@@ -150,6 +183,7 @@ pub fn inspect(path: &Path, forced: Option<StatusKind>) -> Result<LockStatus, Er
         marker: None,
         warnings: Vec::new(),
         kernel_lines: Vec::new(),
+        etcd_queue: Vec::new(),
     };
     let meta = match fs::symlink_metadata(&absolute) {
         Ok(meta) => meta,
@@ -386,6 +420,55 @@ pub fn utc_timestamp(secs: u64) -> String {
     )
 }
 
+/// Seconds since the epoch for `2026-11-23T19:00:01Z` (the form `utc_timestamp` writes).
+#[must_use]
+pub fn parse_utc_timestamp(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    // Days-from-civil, the inverse of the algorithm in utc_timestamp.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
+}
+
+fn age_of(since: u64) -> Option<Duration> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    now.checked_sub(since).map(Duration::from_secs)
+}
+
 /// The human form: a short aligned block per lock.
 #[must_use]
 pub fn render_human(status: &LockStatus) -> String {
@@ -421,6 +504,27 @@ pub fn render_human(status: &LockStatus) -> String {
                 ", since {} ({})",
                 utc_timestamp(since),
                 format_seconds(held)
+            );
+        }
+        out.push('\n');
+    }
+    for (i, entry) in status.etcd_queue.iter().enumerate() {
+        let role = if i == 0 { "holder" } else { "waiter" };
+        let _ = write!(out, "  {role:<8} {}", entry.describe());
+        if let Some(age) = entry
+            .owner
+            .as_ref()
+            .and_then(|o| o.since.as_deref())
+            .and_then(parse_utc_timestamp)
+            .and_then(age_of)
+        {
+            let _ = write!(out, " ({})", format_seconds(age));
+        }
+        if entry.owner.is_some() {
+            let _ = write!(
+                out,
+                ", key {}, revision {}",
+                entry.key, entry.create_revision
             );
         }
         out.push('\n');
@@ -473,7 +577,7 @@ pub fn render_json(statuses: &[LockStatus]) -> String {
 }
 
 fn lock_json(s: &LockStatus) -> String {
-    let holders: Vec<String> = s
+    let mut holders: Vec<String> = s
         .holders
         .iter()
         .map(|h| {
@@ -489,7 +593,7 @@ fn lock_json(s: &LockStatus) -> String {
             )
         })
         .collect();
-    let waiters: Vec<String> = s
+    let mut waiters: Vec<String> = s
         .waiters
         .iter()
         .map(|w| {
@@ -501,6 +605,24 @@ fn lock_json(s: &LockStatus) -> String {
             )
         })
         .collect();
+    for (i, entry) in s.etcd_queue.iter().enumerate() {
+        let owner = entry.owner.clone().unwrap_or_default();
+        let json = format!(
+            "{{\"pid\":{},\"host\":{},\"command\":{},\"since\":{},\"key\":{},\"revision\":{},\"lease\":{}}}",
+            opt(owner.pid.map(|p| p.to_string())),
+            opt(owner.host.as_deref().map(json_str)),
+            opt(owner.command.as_deref().map(json_str)),
+            opt(owner.since.as_deref().map(json_str)),
+            json_str(&entry.key),
+            entry.create_revision,
+            json_str(&crate::etcd::lease_hex(entry.lease)),
+        );
+        if i == 0 {
+            holders.push(json);
+        } else {
+            waiters.push(json);
+        }
+    }
     let marker = s.marker.as_ref().map(|m| {
         format!(
             "{{\"pid\":{},\"host\":{},\"start_token\":{},\"verdict\":{},\"note\":{}}}",
@@ -560,6 +682,22 @@ mod tests {
         assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_timestamp(1_795_460_401), "2026-11-23T19:00:01Z");
+    }
+
+    #[test]
+    fn parses_utc_timestamps_back() {
+        for secs in [0, 951_782_400, 1_795_460_401, 4_102_444_799] {
+            assert_eq!(parse_utc_timestamp(&utc_timestamp(secs)), Some(secs));
+        }
+        for bad in [
+            "",
+            "2026-11-23 19:00:01Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-23T19:00:01",
+            "+026-11-23T19:00:01Z",
+        ] {
+            assert_eq!(parse_utc_timestamp(bad), None, "{bad}");
+        }
     }
 
     #[test]

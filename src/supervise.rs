@@ -12,6 +12,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
@@ -79,6 +81,25 @@ pub struct Launch<'a> {
     pub die_with_flockrun: bool,
     /// Extra environment (`FLOCKRUN_*`).
     pub env: Vec<(OsString, OsString)>,
+    /// For a lock that can be lost while held (etcd): how to notice and how to react.
+    pub lost: Option<LostWatch>,
+}
+
+/// A lock that can stop being ours while COMMAND runs. The party that notices sets the flag
+/// and sends flockrun SIGALRM; COMMAND then gets SIGTERM, and SIGKILL after `grace`.
+#[derive(Clone)]
+pub struct LostWatch {
+    pub is_lost: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub grace: Duration,
+}
+
+impl std::fmt::Debug for LostWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LostWatch")
+            .field("lost", &(self.is_lost)())
+            .field("grace", &self.grace)
+            .finish()
+    }
 }
 
 /// Forks COMMAND, forwards signals to it, waits, and returns the status flockrun should exit
@@ -93,6 +114,9 @@ pub fn run(launch: &Launch<'_>) -> Result<i32, Error> {
         watched.add(sig);
     }
     watched.add(Signal::SIGCHLD);
+    if launch.lost.is_some() {
+        watched.add(Signal::SIGALRM);
+    }
     let mut previous = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&watched), Some(&mut previous))
         .map_err(|e| Error::system("blocking signals", e))?;
@@ -106,6 +130,11 @@ fn spawn_and_wait(launch: &Launch<'_>, watched: &SigSet) -> Result<i32, Error> {
     // means: do not start COMMAND.
     if let Some(signal) = wait::stop_signal() {
         return Err(Error::Interrupted { signal });
+    }
+    // Likewise a lock lost before COMMAND started: COMMAND must not start. The caller sees
+    // the lost lock and reports it.
+    if launch.lost.as_ref().is_some_and(|l| (l.is_lost)()) {
+        return Ok(exit::LOCK_LOST);
     }
     let parent = getpid().as_raw();
     let mut cmd = prepare(launch);
@@ -130,7 +159,7 @@ fn spawn_and_wait(launch: &Launch<'_>, watched: &SigSet) -> Result<i32, Error> {
     }
     let child = cmd.spawn().map_err(|e| spawn_error(launch, e))?;
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| Error::Internal(e.into()))?);
-    forward_until_exit(pid, watched)
+    forward_until_exit(pid, watched, launch.lost.as_ref())
 }
 
 /// The std command with environment and child-side reset; shared by fork and no-fork.
@@ -250,20 +279,52 @@ fn spawn_error(launch: &Launch<'_>, e: io::Error) -> Error {
     }
 }
 
-fn forward_until_exit(child: Pid, watched: &SigSet) -> Result<i32, Error> {
+fn forward_until_exit(
+    child: Pid,
+    watched: &SigSet,
+    lost: Option<&LostWatch>,
+) -> Result<i32, Error> {
     let own_group = getpgid(None).ok();
+    // Set once the lock is lost and COMMAND has had SIGTERM: when it gets SIGKILL.
+    let mut kill_at: Option<Instant> = None;
     loop {
         // SAFETY: siginfo_t is plain data, zero is a valid initial value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are valid; the set is blocked, as sigwaitinfo requires.
-        let sig = unsafe { libc::sigwaitinfo(watched.as_ref(), &raw mut info) };
+        let sig = match kill_at {
+            // SAFETY: both pointers are valid; the set is blocked, as sigwaitinfo requires.
+            None => unsafe { libc::sigwaitinfo(watched.as_ref(), &raw mut info) },
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                let timeout = libc::timespec {
+                    tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+                    tv_nsec: libc::c_long::from(left.subsec_nanos()),
+                };
+                // SAFETY: as above, plus a valid timespec.
+                unsafe { libc::sigtimedwait(watched.as_ref(), &raw mut info, &raw const timeout) }
+            }
+        };
         if sig < 0 {
             match Errno::last() {
                 Errno::EINTR => continue,
+                Errno::EAGAIN => {
+                    // The grace period is over and COMMAND still runs.
+                    let _ = kill(child, Signal::SIGKILL);
+                    kill_at = None;
+                    continue;
+                }
                 e => return Err(Error::system("waiting for signals", e)),
             }
         }
-        if sig != libc::SIGCHLD
+        if sig == libc::SIGALRM {
+            // Only meaningful with a lock that can be lost; a stray SIGALRM changes nothing.
+            if let Some(lost) = lost
+                && kill_at.is_none()
+                && (lost.is_lost)()
+            {
+                let _ = kill(child, Signal::SIGTERM);
+                kill_at = Some(Instant::now() + lost.grace);
+            }
+        } else if sig != libc::SIGCHLD
             && let Ok(signal) = Signal::try_from(sig)
         {
             // SI_KERNEL: sent by the terminal to the foreground process group, which COMMAND

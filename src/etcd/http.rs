@@ -1,0 +1,665 @@
+//! etcd's JSON gateway (`POST /v3/...`, grpc-gateway) spoken over plain HTTP/1.1 on a std
+//! `TcpStream`: one request at a time, rotating over the cluster's members when one does not
+//! answer. No async runtime and no gRPC stack: flockrun makes a handful of calls per lock.
+//!
+//! Every read and write runs in short slices (`SLICE`), so a stop signal, a lost lease or a
+//! deadline is noticed within one slice even when a member hangs without closing the socket.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One cluster member as given in LOCK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How long one blocking socket call may sleep before the caller's conditions are re-checked.
+const SLICE: Duration = Duration::from_millis(200);
+/// The longest a connection attempt to one member may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest one unary request may take on one member before the next is asked. etcd
+/// answers "request timed out" itself after about 7 s while it has no leader; a shorter limit
+/// lets another member answer sooner.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest response accepted; a lock's prefix with thousands of waiters fits easily.
+const MAX_BODY: usize = 16 << 20;
+
+/// Why a call gave up before getting an answer it could use.
+#[derive(Debug)]
+pub enum CallError {
+    /// The caller's abort check said stop (a stop signal, a lost lease).
+    Aborted,
+    /// No member answered before the deadline; one line per member on what went wrong.
+    Unreachable(Vec<String>),
+    /// A member answered with an error that asking another member will not fix, or with
+    /// something that is not an etcd reply.
+    Refused(String),
+}
+
+/// A grpc-gateway error reply: `{"error": "...", "code": N, "message": "..."}`.
+#[derive(Debug)]
+enum Failure {
+    /// Worth asking another member: a connection problem, no leader, a timeout.
+    Transient(String),
+    /// The deadline passed before the reply was complete.
+    Late,
+    Permanent(String),
+    Aborted,
+}
+
+/// gRPC codes after which another member (or a later try) may succeed: canceled, unknown,
+/// deadline exceeded, resource exhausted, aborted, internal, unavailable.
+fn transient_code(code: i64) -> bool {
+    matches!(code, 1 | 2 | 4 | 8 | 10 | 13 | 14)
+}
+
+/// The members of one cluster and a connection to the last one that answered.
+pub struct Transport {
+    endpoints: Vec<Endpoint>,
+    preferred: usize,
+    conn: Option<(usize, Conn)>,
+}
+
+impl Transport {
+    #[must_use]
+    pub fn new(endpoints: Vec<Endpoint>) -> Self {
+        Transport {
+            endpoints,
+            preferred: 0,
+            conn: None,
+        }
+    }
+
+    /// Sends `body` to `path` on some member and returns the parsed reply. Members are asked
+    /// in turn, starting with the last one that answered, until one answers or `until`
+    /// passes; `abort` is consulted between slices.
+    pub fn call(
+        &mut self,
+        path: &str,
+        body: &Value,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Value, CallError> {
+        let body = body.to_string();
+        let mut problems = vec![String::new(); self.endpoints.len()];
+        let mut pause = Duration::from_millis(50);
+        loop {
+            for step in 0..self.endpoints.len() {
+                let index = (self.preferred + step) % self.endpoints.len();
+                let attempt_until = until.min(Instant::now() + REQUEST_TIMEOUT);
+                match self.call_one(index, path, &body, attempt_until, abort) {
+                    Ok(value) => {
+                        self.preferred = index;
+                        return Ok(value);
+                    }
+                    Err(Failure::Aborted) => return Err(CallError::Aborted),
+                    Err(Failure::Permanent(message)) => {
+                        return Err(CallError::Refused(format!(
+                            "{}: {message}",
+                            self.endpoints[index]
+                        )));
+                    }
+                    Err(Failure::Transient(message)) => {
+                        problems[index] = format!("{}: {message}", self.endpoints[index]);
+                    }
+                    Err(Failure::Late) => {
+                        problems[index] = format!("{}: no answer in time", self.endpoints[index]);
+                    }
+                }
+                if Instant::now() >= until {
+                    return Err(CallError::Unreachable(
+                        problems.into_iter().filter(|p| !p.is_empty()).collect(),
+                    ));
+                }
+            }
+            // Every member failed this round: a short pause, so a cluster electing a leader
+            // is not hammered, then another round.
+            let nap = pause.min(until.saturating_duration_since(Instant::now()));
+            if sleep_unless(nap, abort) {
+                return Err(CallError::Aborted);
+            }
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    fn call_one(
+        &mut self,
+        index: usize,
+        path: &str,
+        body: &str,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Value, Failure> {
+        // A kept-alive connection may have been closed by the server meanwhile; then one fresh
+        // connection is tried before calling the member unreachable. Every call flockrun makes
+        // is safe to repeat (see etcd::lock).
+        let reused = matches!(&self.conn, Some((i, _)) if *i == index);
+        let mut conn = match self.conn.take() {
+            Some((i, conn)) if i == index => conn,
+            _ => Conn::open(&self.endpoints[index], until, abort)?,
+        };
+        let result = conn.request(&self.endpoints[index], path, body, until, abort);
+        let result = match result {
+            Err(Failure::Transient(_) | Failure::Late) if reused => {
+                conn = Conn::open(&self.endpoints[index], until, abort)?;
+                conn.request(&self.endpoints[index], path, body, until, abort)
+            }
+            other => other,
+        };
+        let (status, reply) = result?;
+        if conn.reusable {
+            self.conn = Some((index, conn));
+        }
+        interpret(status, &reply)
+    }
+
+    /// Opens a streaming request (a watch) on some member and returns the stream. Members
+    /// are tried in turn as in `call`.
+    pub fn stream(
+        &mut self,
+        path: &str,
+        body: &Value,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Stream, CallError> {
+        let body = body.to_string();
+        let mut problems = Vec::new();
+        for step in 0..self.endpoints.len() {
+            let index = (self.preferred + step) % self.endpoints.len();
+            let attempt_until = until.min(Instant::now() + REQUEST_TIMEOUT);
+            let opened =
+                Conn::open(&self.endpoints[index], attempt_until, abort).and_then(|mut c| {
+                    c.send(&self.endpoints[index], path, &body, attempt_until, abort)?;
+                    let head = c.read_head(attempt_until, abort)?;
+                    Ok((c, head))
+                });
+            match opened {
+                Ok((conn, head)) if head.status == 200 && head.chunked => {
+                    self.preferred = index;
+                    return Ok(Stream {
+                        conn,
+                        pending: Vec::new(),
+                    });
+                }
+                Ok((mut conn, head)) => {
+                    let body = conn
+                        .read_body(&head, attempt_until, abort)
+                        .unwrap_or_default();
+                    let message = match interpret(head.status, &body) {
+                        Err(Failure::Transient(m) | Failure::Permanent(m)) => m,
+                        _ => format!("HTTP {} without a stream", head.status),
+                    };
+                    drop(conn);
+                    problems.push(format!("{}: {message}", self.endpoints[index]));
+                }
+                Err(Failure::Aborted) => return Err(CallError::Aborted),
+                Err(Failure::Transient(m) | Failure::Permanent(m)) => {
+                    problems.push(format!("{}: {m}", self.endpoints[index]));
+                }
+                Err(Failure::Late) => {
+                    problems.push(format!("{}: no answer in time", self.endpoints[index]));
+                }
+            }
+        }
+        Err(CallError::Unreachable(problems))
+    }
+}
+
+/// Turns an HTTP status and body into the reply or a classified failure.
+fn interpret(status: u16, body: &[u8]) -> Result<Value, Failure> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(120)])
+            .trim()
+            .to_owned();
+        let message = format!("HTTP {status}, not an etcd reply: {text:?}");
+        if status >= 500 {
+            Failure::Transient(message)
+        } else {
+            Failure::Permanent(message)
+        }
+    })?;
+    if status == 200 {
+        // A streaming endpoint answered a single request: `{"result": …}` or `{"error": …}`.
+        if let Some(error) = value.get("error") {
+            return Err(gateway_error(error));
+        }
+        return Ok(value.get("result").cloned().unwrap_or(value));
+    }
+    Err(gateway_error(&value))
+}
+
+fn gateway_error(error: &Value) -> Failure {
+    let code = error.get("code").and_then(Value::as_i64).unwrap_or(2);
+    let message = error
+        .get("message")
+        .or_else(|| error.get("error"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown error")
+        .to_owned();
+    if transient_code(code) {
+        Failure::Transient(message)
+    } else {
+        Failure::Permanent(message)
+    }
+}
+
+/// Sleeps `d` in slices; true when `abort` said stop.
+fn sleep_unless(d: Duration, abort: &dyn Fn() -> bool) -> bool {
+    let end = Instant::now() + d;
+    loop {
+        if abort() {
+            return true;
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        crate::wait::nap(left.min(SLICE));
+    }
+}
+
+/// The parts of a response head flockrun needs.
+struct Head {
+    status: u16,
+    content_length: Option<usize>,
+    chunked: bool,
+    close: bool,
+}
+
+/// One TCP connection with its unread input.
+struct Conn {
+    stream: TcpStream,
+    input: Vec<u8>,
+    reusable: bool,
+}
+
+impl Conn {
+    fn open(
+        endpoint: &Endpoint,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Self, Failure> {
+        if abort() {
+            return Err(Failure::Aborted);
+        }
+        let addresses: Vec<SocketAddr> = (endpoint.host.as_str(), endpoint.port)
+            .to_socket_addrs()
+            .map_err(|e| Failure::Transient(format!("cannot resolve the host name: {e}")))?
+            .collect();
+        let mut last = Failure::Transient("no address for the host name".to_owned());
+        for address in addresses {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Failure::Transient("timed out connecting".to_owned()));
+            }
+            match TcpStream::connect_timeout(&address, left.min(CONNECT_TIMEOUT)) {
+                Ok(stream) => {
+                    // Requests are small and answered at once; Nagle would only add delay.
+                    let _ = stream.set_nodelay(true);
+                    stream
+                        .set_read_timeout(Some(SLICE))
+                        .and_then(|()| stream.set_write_timeout(Some(SLICE)))
+                        .map_err(|e| Failure::Transient(e.to_string()))?;
+                    return Ok(Conn {
+                        stream,
+                        input: Vec::new(),
+                        reusable: true,
+                    });
+                }
+                Err(e) => last = Failure::Transient(io_message(&e)),
+            }
+        }
+        Err(last)
+    }
+
+    fn request(
+        &mut self,
+        endpoint: &Endpoint,
+        path: &str,
+        body: &str,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<(u16, Vec<u8>), Failure> {
+        self.send(endpoint, path, body, until, abort)?;
+        let head = self.read_head(until, abort)?;
+        let body = self.read_body(&head, until, abort)?;
+        self.reusable = !head.close;
+        Ok((head.status, body))
+    }
+
+    fn send(
+        &mut self,
+        endpoint: &Endpoint,
+        path: &str,
+        body: &str,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<(), Failure> {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut bytes = request.as_bytes();
+        while !bytes.is_empty() {
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(Failure::Transient("connection closed".to_owned())),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) => Self::check_slice(&e, until, abort)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// After a socket call ended without data: a timed-out slice or a signal is fine unless
+    /// the deadline passed or the caller wants to stop; anything else is a failure.
+    fn check_slice(e: &io::Error, until: Instant, abort: &dyn Fn() -> bool) -> Result<(), Failure> {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {
+                if abort() {
+                    Err(Failure::Aborted)
+                } else if Instant::now() >= until {
+                    Err(Failure::Late)
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err(Failure::Transient(io_message(e))),
+        }
+    }
+
+    /// Reads more input; fails at end of stream.
+    fn fill(&mut self, until: Instant, abort: &dyn Fn() -> bool) -> Result<(), Failure> {
+        let mut buf = [0u8; 8192];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(Failure::Transient("connection closed".to_owned())),
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    if self.input.len() > MAX_BODY {
+                        return Err(Failure::Permanent("reply too large".to_owned()));
+                    }
+                    return Ok(());
+                }
+                Err(e) => Self::check_slice(&e, until, abort)?,
+            }
+        }
+    }
+
+    /// One line without its CRLF.
+    fn line(&mut self, until: Instant, abort: &dyn Fn() -> bool) -> Result<String, Failure> {
+        loop {
+            if let Some(end) = self.input.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.input.drain(..end + 2).take(end).collect();
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            if self.input.len() > 64 * 1024 {
+                return Err(Failure::Permanent("HTTP header line too long".to_owned()));
+            }
+            self.fill(until, abort)?;
+        }
+    }
+
+    fn take(
+        &mut self,
+        n: usize,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Vec<u8>, Failure> {
+        while self.input.len() < n {
+            self.fill(until, abort)?;
+        }
+        Ok(self.input.drain(..n).collect())
+    }
+
+    fn read_head(&mut self, until: Instant, abort: &dyn Fn() -> bool) -> Result<Head, Failure> {
+        let status_line = self.line(until, abort)?;
+        let status = parse_status_line(&status_line).ok_or_else(|| {
+            Failure::Permanent(format!(
+                "not an HTTP reply: {status_line:?} (is this etcd's client port?)"
+            ))
+        })?;
+        let mut head = Head {
+            status,
+            content_length: None,
+            chunked: false,
+            close: false,
+        };
+        loop {
+            let line = self.line(until, abort)?;
+            if line.is_empty() {
+                return Ok(head);
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => head.content_length = value.parse().ok(),
+                "transfer-encoding" => head.chunked = value.eq_ignore_ascii_case("chunked"),
+                "connection" => head.close = value.eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+    }
+
+    fn read_body(
+        &mut self,
+        head: &Head,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Vec<u8>, Failure> {
+        if head.chunked {
+            let mut body = Vec::new();
+            while let Some(chunk) = self.chunk(until, abort)? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    return Err(Failure::Permanent("reply too large".to_owned()));
+                }
+            }
+            Ok(body)
+        } else if let Some(n) = head.content_length {
+            if n > MAX_BODY {
+                return Err(Failure::Permanent("reply too large".to_owned()));
+            }
+            self.take(n, until, abort)
+        } else {
+            // Neither: the body runs to the end of the connection.
+            self.reusable = false;
+            loop {
+                match self.fill(until, abort) {
+                    Ok(()) => {}
+                    Err(Failure::Transient(_)) => return Ok(std::mem::take(&mut self.input)),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    /// The next chunk of a chunked body; `None` after the last one. Input is consumed only
+    /// once a whole chunk is there, so a stream that goes idle mid-chunk stays in step.
+    fn chunk(
+        &mut self,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        loop {
+            if let Some((consumed, data)) = parse_chunk(&self.input)? {
+                self.input.drain(..consumed);
+                return Ok(data);
+            }
+            self.fill(until, abort)?;
+        }
+    }
+}
+
+/// A complete chunk at the start of `input`: how many bytes it takes and its data (`None`
+/// for the last chunk); `Ok(None)` when more input is needed.
+#[allow(clippy::type_complexity)]
+fn parse_chunk(input: &[u8]) -> Result<Option<(usize, Option<Vec<u8>>)>, Failure> {
+    let Some(end) = input.windows(2).position(|w| w == b"\r\n") else {
+        if input.len() > 1024 {
+            return Err(Failure::Permanent("bad chunk header".to_owned()));
+        }
+        return Ok(None);
+    };
+    let size_line = String::from_utf8_lossy(&input[..end]);
+    let size = size_line.split(';').next().unwrap_or("").trim();
+    let size = usize::from_str_radix(size, 16)
+        .map_err(|_| Failure::Permanent(format!("bad chunk size {size_line:?}")))?;
+    if size > MAX_BODY {
+        return Err(Failure::Permanent("chunk too large".to_owned()));
+    }
+    let start = end + 2;
+    if size == 0 {
+        // Trailers, if any, then an empty line.
+        let mut at = start;
+        while let Some(len) = input[at..].windows(2).position(|w| w == b"\r\n") {
+            at += len + 2;
+            if len == 0 {
+                return Ok(Some((at, None)));
+            }
+        }
+        return Ok(None);
+    }
+    if input.len() < start + size + 2 {
+        return Ok(None);
+    }
+    if &input[start + size..start + size + 2] != b"\r\n" {
+        return Err(Failure::Permanent("chunk not followed by CRLF".to_owned()));
+    }
+    Ok(Some((
+        start + size + 2,
+        Some(input[start..start + size].to_vec()),
+    )))
+}
+
+/// `HTTP/1.1 200 OK` → 200.
+fn parse_status_line(line: &str) -> Option<u16> {
+    let mut parts = line.split(' ');
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+fn io_message(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
+        None => e.to_string(),
+    }
+}
+
+/// A streaming reply (a watch): one JSON message per line of the chunked body.
+pub struct Stream {
+    conn: Conn,
+    pending: Vec<u8>,
+}
+
+/// What waiting on a stream gave.
+pub enum StreamEvent {
+    Message(Value),
+    /// `until` passed without a message.
+    Idle,
+}
+
+impl Stream {
+    /// The next message, or `Idle` once `until` passes. A closed or broken stream is an
+    /// error (`Unreachable`), as is a message that is not JSON (`Refused`).
+    pub fn next(
+        &mut self,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<StreamEvent, CallError> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                let line = line.trim_ascii();
+                if line.is_empty() {
+                    continue;
+                }
+                let value: Value = serde_json::from_slice(line).map_err(|_| {
+                    CallError::Refused(format!(
+                        "a watch sent something that is not JSON: {:?}",
+                        String::from_utf8_lossy(&line[..line.len().min(120)])
+                    ))
+                })?;
+                if let Some(error) = value.get("error") {
+                    return Err(match gateway_error(error) {
+                        Failure::Permanent(m) => CallError::Refused(m),
+                        Failure::Transient(m) => CallError::Unreachable(vec![m]),
+                        Failure::Late => {
+                            CallError::Unreachable(vec!["no answer in time".to_owned()])
+                        }
+                        Failure::Aborted => CallError::Aborted,
+                    });
+                }
+                return Ok(StreamEvent::Message(
+                    value.get("result").cloned().unwrap_or(value),
+                ));
+            }
+            match self.conn.chunk(until, abort) {
+                Ok(Some(data)) => self.pending.extend_from_slice(&data),
+                Ok(None) => return Err(CallError::Unreachable(vec!["the watch ended".to_owned()])),
+                Err(Failure::Aborted) => return Err(CallError::Aborted),
+                Err(Failure::Late) => return Ok(StreamEvent::Idle),
+                Err(Failure::Transient(m)) => return Err(CallError::Unreachable(vec![m])),
+                Err(Failure::Permanent(m)) => return Err(CallError::Refused(m)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status_line("HTTP/1.1 200 OK"), Some(200));
+        assert_eq!(
+            parse_status_line("HTTP/1.0 503 Service Unavailable"),
+            Some(503)
+        );
+        assert_eq!(parse_status_line("SSH-2.0-OpenSSH_9.2"), None);
+        assert_eq!(parse_status_line(""), None);
+    }
+
+    #[test]
+    fn gateway_errors_are_classified() {
+        let no_leader =
+            br#"{"error":"etcdserver: no leader","code":14,"message":"etcdserver: no leader"}"#;
+        assert!(
+            matches!(interpret(503, no_leader), Err(Failure::Transient(m)) if m == "etcdserver: no leader")
+        );
+        let bad = br#"{"error":"bad","code":3,"message":"invalid"}"#;
+        assert!(matches!(interpret(400, bad), Err(Failure::Permanent(m)) if m == "invalid"));
+        assert!(matches!(
+            interpret(502, b"<html>"),
+            Err(Failure::Transient(_))
+        ));
+        assert!(matches!(
+            interpret(404, b"404 page not found"),
+            Err(Failure::Permanent(_))
+        ));
+        let stream_reply = br#"{"result":{"ID":"7","TTL":"10"}}"#;
+        assert_eq!(interpret(200, stream_reply).unwrap()["TTL"], "10");
+    }
+}

@@ -1,0 +1,776 @@
+//! The etcd kind: one lock across many machines, taken the way `etcdctl lock NAME` takes it
+//! (etcd's `concurrency.Mutex`), so flockrun and etcdctl exclude each other.
+//!
+//! * A lease with a TTL, renewed by a background thread every third of the TTL for as long
+//!   as flockrun waits or holds; when flockrun dies, renewals stop and the lease (with the
+//!   key) expires.
+//! * The key `NAME/<lease id in hex>`, created in a transaction only if absent. Keys under
+//!   `NAME/` form a queue in create-revision order; the lowest holds the lock.
+//! * A waiter watches the key just ahead of its own until that one is deleted, then looks
+//!   again; a woken waiter never overtakes, so a crowd is served in order without a herd.
+//!
+//! flockrun stores `{host, pid, command, since}` as the key's value for `status`; etcdctl
+//! writes an empty value and ignores values. Calls go through etcd's JSON gateway (see
+//! `http`).
+
+pub mod http;
+mod target;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::lock::WaitObserver;
+use crate::status::utc_timestamp;
+use crate::wait::{self, Deadline};
+use http::{CallError, StreamEvent, Transport};
+pub use target::{SCHEME, Target, base64, lease_hex, prefix_end, unbase64};
+
+/// `--ttl` when not given: etcdctl's default.
+pub const DEFAULT_TTL: u32 = 10;
+
+/// How often a waiter looks at the queue again even without a watch event, so a member that
+/// hangs without closing the watch cannot strand it.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// How long `status` and the final revoke may try.
+const SHORT_BUDGET: Duration = Duration::from_secs(5);
+
+/// Whether LOCK selects the etcd kind.
+#[must_use]
+pub fn is_target(lock: &std::ffi::OsStr) -> bool {
+    lock.as_encoded_bytes().starts_with(SCHEME.as_bytes())
+}
+
+/// What a flockrun writes into its key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub host: Option<String>,
+    pub pid: Option<i32>,
+    pub command: Option<String>,
+    /// UTC, `2026-11-23T19:00:01Z`: when the hold began (when the wait began, for a waiter).
+    pub since: Option<String>,
+}
+
+impl Owner {
+    /// The value for this process.
+    fn mine(command: &str, now: SystemTime) -> Value {
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        json!({
+            "host": crate::identity::host_name(),
+            "pid": std::process::id(),
+            "command": command.chars().take(200).collect::<String>(),
+            "since": utc_timestamp(secs),
+            "by": "flockrun",
+        })
+    }
+
+    /// Reads a key's value; `None` for an empty value (etcdctl) or one that is not ours.
+    #[must_use]
+    pub fn parse(value: &[u8]) -> Option<Owner> {
+        let value: Value = serde_json::from_slice(value).ok()?;
+        let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
+        let owner = Owner {
+            host: text("host"),
+            pid: value
+                .get("pid")
+                .and_then(Value::as_i64)
+                .and_then(|p| i32::try_from(p).ok()),
+            command: text("command"),
+            since: text("since"),
+        };
+        (owner != Owner::default()).then_some(owner)
+    }
+}
+
+/// One key in a lock's queue.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub key: String,
+    pub create_revision: i64,
+    pub lease: i64,
+    pub owner: Option<Owner>,
+}
+
+impl QueueEntry {
+    fn from_kv(kv: &Value) -> QueueEntry {
+        let bytes = |k: &str| {
+            kv.get(k)
+                .and_then(Value::as_str)
+                .and_then(unbase64)
+                .unwrap_or_default()
+        };
+        QueueEntry {
+            key: String::from_utf8_lossy(&bytes("key")).into_owned(),
+            create_revision: int(kv.get("create_revision")),
+            lease: int(kv.get("lease")),
+            owner: Owner::parse(&bytes("value")),
+        }
+    }
+
+    /// `pid 4242 on web-1 (./deploy.sh) since …`, or the key for a holder that left no
+    /// details (etcdctl).
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match &self.owner {
+            Some(o) => {
+                let mut text = match (o.pid, &o.host) {
+                    (Some(pid), Some(host)) => format!("pid {pid} on {host}"),
+                    (Some(pid), None) => format!("pid {pid}"),
+                    (None, Some(host)) => format!("a process on {host}"),
+                    (None, None) => "a flockrun".to_owned(),
+                };
+                if let Some(command) = &o.command {
+                    let _ = write!(text, " ({command})");
+                }
+                if let Some(since) = &o.since {
+                    let _ = write!(text, " since {since}");
+                }
+                text
+            }
+            None => format!(
+                "key {} (created at revision {}; written by etcdctl lock or another client, \
+                 which leaves no details)",
+                self.key, self.create_revision
+            ),
+        }
+    }
+}
+
+/// An int64 from protobuf's JSON mapping: a decimal string, a number, or absent (= 0).
+fn int(value: Option<&Value>) -> i64 {
+    match value {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The state the renewal thread shares with the main thread.
+struct Shared {
+    lost: AtomicBool,
+    stop: AtomicBool,
+    reason: Mutex<String>,
+    /// The base64 key whose existence each renewal confirms, once created.
+    key: Mutex<Option<String>>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lose(&self, reason: String) {
+        *self
+            .reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
+        self.lost.store(true, Ordering::SeqCst);
+        // The main thread may sleep in a socket call or in sigwaitinfo: SIGALRM interrupts
+        // the first (its handler is installed without SA_RESTART) and is taken by the second
+        // (supervise watches it for the etcd kind). The renewal thread blocks every signal,
+        // so this process-directed signal can only reach the main thread.
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGALRM);
+    }
+}
+
+/// A lease and its renewal thread. Dropping it revokes the lease (best effort), which
+/// deletes every key attached to it.
+pub struct Session {
+    transport: Transport,
+    target: Target,
+    lease: i64,
+    ttl: Duration,
+    shared: Arc<Shared>,
+    revoked: bool,
+}
+
+/// The reaction time after a lost lease: COMMAND gets SIGTERM when the lease has this long
+/// left without a renewal, and SIGKILL when it would expire.
+#[must_use]
+pub fn grace_for(ttl: Duration) -> Duration {
+    (ttl / 4).min(Duration::from_secs(2))
+}
+
+impl Session {
+    fn start(target: &Target, ttl: u32, until: Instant) -> Result<Session, Error> {
+        let mut transport = Transport::new(target.endpoints.clone());
+        let sent = Instant::now();
+        let reply = transport
+            .call("/v3/lease/grant", &json!({ "TTL": ttl }), until, &|| {
+                wait::stop_signal().is_some()
+            })
+            .map_err(|e| call_error(target, e, None))?;
+        let lease = int(reply.get("ID"));
+        let granted = int(reply.get("TTL"));
+        if lease == 0 || granted <= 0 {
+            return Err(Error::EtcdRefused {
+                lock: target.text.clone(),
+                message: format!("no lease in the reply to a lease grant: {reply}"),
+            });
+        }
+        let ttl = Duration::from_secs(granted.unsigned_abs());
+        let shared = Arc::new(Shared {
+            lost: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            reason: Mutex::new(String::new()),
+            key: Mutex::new(None),
+            wake: Condvar::new(),
+        });
+        let session = Session {
+            transport,
+            target: target.clone(),
+            lease,
+            ttl,
+            shared: Arc::clone(&shared),
+            revoked: false,
+        };
+        let endpoints = target.endpoints.clone();
+        spawn_with_signals_blocked(move || renew(endpoints, lease, ttl, sent, &shared))
+            .map_err(|e| Error::system("starting the lease renewal thread", e))?;
+        Ok(session)
+    }
+
+    /// The TTL etcd granted (it may raise a very short one to its minimum).
+    #[must_use]
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Why the lease is lost, if it is.
+    #[must_use]
+    pub fn lost(&self) -> Option<String> {
+        self.shared.lost.load(Ordering::SeqCst).then(|| {
+            self.shared
+                .reason
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+    }
+
+    /// The flag supervise reads before starting COMMAND.
+    #[must_use]
+    pub fn lost_flag(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move || shared.lost.load(Ordering::SeqCst))
+    }
+
+    fn should_stop(&self) -> bool {
+        wait::stop_signal().is_some() || self.shared.lost.load(Ordering::SeqCst)
+    }
+
+    fn call(&mut self, path: &str, body: &Value, until: Instant) -> Result<Value, Error> {
+        let shared = Arc::clone(&self.shared);
+        let abort = move || wait::stop_signal().is_some() || shared.lost.load(Ordering::SeqCst);
+        let reply = self.transport.call(path, body, until, &abort);
+        reply.map_err(|e| call_error(&self.target, e, self.lost()))
+    }
+
+    /// Stops renewing and revokes the lease, freeing the lock at once. Returns a warning
+    /// when etcd could not be told (the lock then frees itself when the lease expires).
+    #[must_use]
+    pub fn release(mut self) -> Option<String> {
+        self.revoke()
+    }
+
+    fn revoke(&mut self) -> Option<String> {
+        if self.revoked {
+            return None;
+        }
+        self.revoked = true;
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        let until = Instant::now() + SHORT_BUDGET;
+        let body = json!({ "ID": self.lease.to_string() });
+        match self
+            .transport
+            .call("/v3/lease/revoke", &body, until, &|| false)
+        {
+            Ok(_) => None,
+            // Already gone: expired or revoked by someone else. Nothing is left behind.
+            Err(CallError::Refused(m)) if m.contains("lease not found") => None,
+            Err(e) => Some(format!(
+                "could not revoke lease {:x} for {} ({}); the lock frees itself when the \
+                 lease expires",
+                self.lease,
+                self.target.text,
+                describe_call_error(&e)
+            )),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(warning) = self.revoke() {
+            eprintln!("flockrun: warning: {warning}");
+        }
+    }
+}
+
+/// Runs `body` on a new thread that blocks every signal, so signals sent to flockrun reach
+/// the main thread only (its handlers and its sigwaitinfo depend on that).
+fn spawn_with_signals_blocked(body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut previous = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&SigSet::all()),
+        Some(&mut previous),
+    )?;
+    // The new thread inherits the all-blocked mask from birth: no signal can land on it.
+    let spawned = std::thread::Builder::new()
+        .name("lease".to_owned())
+        .spawn(body);
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None)?;
+    spawned.map(drop)
+}
+
+/// The renewal loop: every third of the TTL, a keep-alive and a check that the key still
+/// exists. Gives up, declaring the lease lost, when etcd says it is gone or when no member
+/// has confirmed a renewal for TTL minus the grace period.
+fn renew(
+    endpoints: Vec<http::Endpoint>,
+    lease: i64,
+    mut ttl: Duration,
+    mut confirmed: Instant,
+    shared: &Shared,
+) {
+    let mut transport = Transport::new(endpoints);
+    let stopping = || shared.stop.load(Ordering::SeqCst);
+    let idle = Mutex::new(());
+    loop {
+        let next = confirmed + ttl / 3;
+        let mut guard = idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while !stopping() && Instant::now() < next {
+            let left = next.saturating_duration_since(Instant::now());
+            guard = shared
+                .wake
+                .wait_timeout(guard, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        drop(guard);
+        if stopping() {
+            return;
+        }
+        let give_up = confirmed + ttl.saturating_sub(grace_for(ttl));
+        let sent = Instant::now();
+        let body = json!({ "ID": lease.to_string() });
+        let reply = match transport.call("/v3/lease/keepalive", &body, give_up, &stopping) {
+            Ok(reply) => reply,
+            Err(CallError::Aborted) => return,
+            Err(e) => {
+                shared.lose(format!(
+                    "the lease could not be renewed: {}",
+                    describe_call_error(&e)
+                ));
+                return;
+            }
+        };
+        let left = int(reply.get("TTL"));
+        if left <= 0 {
+            shared.lose("etcd says the lease expired or was revoked".to_owned());
+            return;
+        }
+        confirmed = sent;
+        ttl = Duration::from_secs(left.unsigned_abs());
+        let key = shared
+            .key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(key) = key {
+            let give_up = confirmed + ttl.saturating_sub(grace_for(ttl));
+            let body = json!({ "key": key, "count_only": true });
+            match transport.call("/v3/kv/range", &body, give_up, &stopping) {
+                Ok(reply) if int(reply.get("count")) == 0 => {
+                    shared.lose("the lock's key was deleted from etcd".to_owned());
+                    return;
+                }
+                Ok(_) => {}
+                Err(CallError::Aborted) => return,
+                Err(e) => {
+                    shared.lose(format!(
+                        "the lock's key could not be checked: {}",
+                        describe_call_error(&e)
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn describe_call_error(e: &CallError) -> String {
+    match e {
+        CallError::Aborted => "stopped".to_owned(),
+        CallError::Unreachable(problems) if problems.is_empty() => "no member answered".to_owned(),
+        CallError::Unreachable(problems) => format!("no member answered ({})", problems.join("; ")),
+        CallError::Refused(m) => m.clone(),
+    }
+}
+
+/// Maps a failed call to the error flockrun reports: a stop signal, a lost lease, an
+/// unreachable cluster, or a refusal.
+fn call_error(target: &Target, e: CallError, lost: Option<String>) -> Error {
+    match e {
+        CallError::Aborted => match (wait::stop_signal(), lost) {
+            (Some(signal), _) => Error::Interrupted { signal },
+            (None, Some(reason)) => Error::LockLost {
+                lock: target.text.clone(),
+                reason,
+                command_ran: false,
+            },
+            (None, None) => Error::Internal(anyhow::anyhow!("an etcd call stopped for no reason")),
+        },
+        CallError::Unreachable(problems) => Error::EtcdUnreachable {
+            lock: target.text.clone(),
+            problems,
+        },
+        CallError::Refused(message) => Error::EtcdRefused {
+            lock: target.text.clone(),
+            message,
+        },
+    }
+}
+
+/// A held etcd lock.
+pub struct HeldEtcd {
+    pub session: Session,
+    /// The key, `NAME/<lease hex>`.
+    pub key: String,
+    /// The key's create revision: the fencing token.
+    pub revision: i64,
+    pub waited: Duration,
+}
+
+/// How long an unreachable cluster is retried before giving up: the TTL, or less when the
+/// wait itself ends sooner.
+fn reach_until(deadline: &Deadline, ttl: u32) -> Instant {
+    let budget = Duration::from_secs(u64::from(ttl));
+    let budget = match deadline.remaining() {
+        Some(left) if !deadline.is_immediate() => budget.min(left.max(Duration::from_millis(500))),
+        _ => budget,
+    };
+    Instant::now() + budget
+}
+
+/// Takes the lock LOCK names, waiting as `deadline` allows.
+///
+/// # Errors
+/// `Busy`/`TimedOut` (described holder), `Interrupted`, `EtcdUnreachable`, `EtcdRefused`,
+/// `LockLost` when the lease expired while waiting.
+pub fn acquire(
+    target: &Target,
+    ttl: u32,
+    deadline: &Deadline,
+    command: &str,
+    observer: &mut dyn WaitObserver,
+) -> Result<HeldEtcd, Error> {
+    let mut session = Session::start(target, ttl, reach_until(deadline, ttl))?;
+    let prefix = target.prefix();
+    let my_key = format!("{prefix}{}", lease_hex(session.lease));
+    let key64 = base64(my_key.as_bytes());
+    let range_all = json!({
+        "key": base64(prefix.as_bytes()),
+        "range_end": base64(&prefix_end(prefix.as_bytes())),
+        "sort_order": "ASCEND",
+        "sort_target": "CREATE",
+        "limit": 1,
+    });
+    let txn = json!({
+        "compare": [{"key": key64, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+        "success": [
+            {"request_put": {"key": key64, "value": base64(Owner::mine(command, SystemTime::now()).to_string().as_bytes()), "lease": session.lease.to_string()}},
+            {"request_range": range_all},
+        ],
+        "failure": [
+            {"request_range": {"key": key64}},
+            {"request_range": range_all},
+        ],
+    });
+    let reply = session.call("/v3/kv/txn", &txn, reach_until(deadline, ttl))?;
+    *session
+        .shared
+        .key
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(key64.clone());
+    let responses = reply.get("responses").and_then(Value::as_array);
+    let kvs = |i: usize| -> Vec<Value> {
+        responses
+            .and_then(|r| r.get(i))
+            .and_then(|r| r.get("response_range"))
+            .and_then(|r| r.get("kvs"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let revision = if reply.get("succeeded").and_then(Value::as_bool) == Some(true) {
+        int(reply.get("header").and_then(|h| h.get("revision")))
+    } else {
+        // Our key already exists (a repeated transaction after a lost reply).
+        kvs(0)
+            .first()
+            .map_or(0, |kv| int(kv.get("create_revision")))
+    };
+    if revision == 0 {
+        return Err(Error::EtcdRefused {
+            lock: target.text.clone(),
+            message: format!("unexpected reply to the lock transaction: {reply}"),
+        });
+    }
+    let owner = kvs(1).first().map(QueueEntry::from_kv);
+    let first = owner.as_ref().is_none_or(|o| o.create_revision == revision);
+    if !first {
+        wait_turn(
+            &mut session,
+            target,
+            revision,
+            deadline,
+            owner.as_ref(),
+            observer,
+        )?;
+        // As etcdctl does: make sure the session did not expire while waiting.
+        let reply = session.call(
+            "/v3/kv/range",
+            &json!({ "key": key64 }),
+            reach_until(deadline, ttl),
+        )?;
+        if int(reply.get("count")) == 0 {
+            return Err(Error::LockLost {
+                lock: target.text.clone(),
+                reason: "the key expired while waiting".to_owned(),
+                command_ran: false,
+            });
+        }
+        // The value now says since when the lock is held, not since when it was awaited.
+        let put = json!({
+            "key": key64,
+            "value": base64(Owner::mine(command, SystemTime::now()).to_string().as_bytes()),
+            "lease": session.lease.to_string(),
+        });
+        session.call("/v3/kv/put", &put, reach_until(deadline, ttl))?;
+    }
+    Ok(HeldEtcd {
+        session,
+        key: my_key,
+        revision,
+        waited: deadline.elapsed(),
+    })
+}
+
+/// Waits until no key older than ours remains (etcd's `waitDeletes`): look up the youngest
+/// key created before ours, watch it until it is deleted, repeat.
+fn wait_turn(
+    session: &mut Session,
+    target: &Target,
+    revision: i64,
+    deadline: &Deadline,
+    owner: Option<&QueueEntry>,
+    observer: &mut dyn WaitObserver,
+) -> Result<(), Error> {
+    let prefix = target.prefix();
+    let describe = |entry: Option<&QueueEntry>| crate::inspect::Sighting {
+        described: Some(entry.map_or_else(
+            || "held".to_owned(),
+            |e| format!("held by {}", e.describe()),
+        )),
+        ..Default::default()
+    };
+    if deadline.is_immediate() {
+        return Err(Error::Busy {
+            path: target.text.clone().into(),
+            sighting: Box::new(describe(owner)),
+        });
+    }
+    let sighting = describe(owner);
+    observer.blocked(&sighting);
+    let tick_every = observer.tick_every();
+    let mut next_tick = tick_every;
+    let budget = |d: &Deadline| Instant::now() + d.remaining().unwrap_or(Duration::from_secs(3600));
+    let result = loop {
+        let ahead = json!({
+            "key": base64(prefix.as_bytes()),
+            "range_end": base64(&prefix_end(prefix.as_bytes())),
+            "sort_order": "DESCEND",
+            "sort_target": "CREATE",
+            "max_create_revision": (revision - 1).to_string(),
+            "limit": 1,
+        });
+        let reply = match session.call("/v3/kv/range", &ahead, budget(deadline)) {
+            Ok(reply) => reply,
+            Err(Error::EtcdUnreachable { .. }) if deadline.remaining() == Some(Duration::ZERO) => {
+                break Err(timed_out(target, deadline, sighting.clone()));
+            }
+            Err(e) => break Err(e),
+        };
+        let Some(kv) = reply
+            .get("kvs")
+            .and_then(Value::as_array)
+            .and_then(|k| k.first())
+        else {
+            break Ok(());
+        };
+        let watched = kv.get("key").cloned().unwrap_or(Value::Null);
+        let from = int(reply.get("header").and_then(|h| h.get("revision")));
+        let watch = json!({"create_request": {"key": watched, "start_revision": from.to_string()}});
+        let shared = Arc::clone(&session.shared);
+        let abort = move || wait::stop_signal().is_some() || shared.lost.load(Ordering::SeqCst);
+        let mut stream =
+            match session
+                .transport
+                .stream("/v3/watch", &watch, budget(deadline), &abort)
+            {
+                Ok(stream) => stream,
+                Err(CallError::Unreachable(_)) => continue,
+                Err(e) => break Err(call_error(target, e, session.lost())),
+            };
+        let recheck_at = Instant::now() + RECHECK;
+        let ended = loop {
+            let mut until = recheck_at;
+            if let Some(left) = deadline.remaining() {
+                until = until.min(Instant::now() + left);
+            }
+            if let Some(at) = next_tick {
+                until = until.min(Instant::now() + at.saturating_sub(deadline.elapsed()));
+            }
+            match stream.next(until, &abort) {
+                Ok(StreamEvent::Message(m)) => {
+                    let deleted = m
+                        .get("events")
+                        .and_then(Value::as_array)
+                        .is_some_and(|events| {
+                            events
+                                .iter()
+                                .any(|e| e.get("type").and_then(Value::as_str) == Some("DELETE"))
+                        });
+                    let canceled = m.get("canceled").and_then(Value::as_bool) == Some(true)
+                        || int(m.get("compact_revision")) != 0;
+                    if deleted || canceled {
+                        break None;
+                    }
+                }
+                Ok(StreamEvent::Idle) => {
+                    if deadline.remaining() == Some(Duration::ZERO) {
+                        break Some(timed_out(target, deadline, sighting_now(session, target)));
+                    }
+                    if let (Some(every), Some(at)) = (tick_every, next_tick)
+                        && deadline.elapsed() >= at
+                    {
+                        observer.tick(deadline.elapsed(), &|| sighting.clone());
+                        next_tick = Some(deadline.elapsed() + every);
+                    }
+                    if Instant::now() >= recheck_at {
+                        break None;
+                    }
+                }
+                Err(CallError::Unreachable(_)) => break None,
+                Err(e) => break Some(call_error(target, e, session.lost())),
+            }
+        };
+        if let Some(e) = ended {
+            break Err(e);
+        }
+        if session.should_stop() {
+            break Err(call_error(target, CallError::Aborted, session.lost()));
+        }
+    };
+    observer.finished();
+    result
+}
+
+fn timed_out(target: &Target, deadline: &Deadline, sighting: crate::inspect::Sighting) -> Error {
+    Error::not_acquired(std::path::Path::new(&target.text), deadline, sighting)
+}
+
+/// The current holder, for a timeout message (best effort, briefly).
+fn sighting_now(session: &mut Session, target: &Target) -> crate::inspect::Sighting {
+    let holder = queue_with(
+        &mut session.transport,
+        target,
+        Instant::now() + Duration::from_secs(1),
+    )
+    .ok()
+    .and_then(|q| q.into_iter().next());
+    crate::inspect::Sighting {
+        described: Some(holder.map_or_else(
+            || "held".to_owned(),
+            |e| format!("held by {}", e.describe()),
+        )),
+        ..Default::default()
+    }
+}
+
+/// Every key in the lock's queue, oldest (the holder) first.
+///
+/// # Errors
+/// `EtcdUnreachable` or `EtcdRefused`.
+pub fn queue(target: &Target) -> Result<Vec<QueueEntry>, Error> {
+    let mut transport = Transport::new(target.endpoints.clone());
+    queue_with(&mut transport, target, Instant::now() + SHORT_BUDGET)
+        .map_err(|e| call_error(target, e, None))
+}
+
+fn queue_with(
+    transport: &mut Transport,
+    target: &Target,
+    until: Instant,
+) -> Result<Vec<QueueEntry>, CallError> {
+    let prefix = target.prefix();
+    let body = json!({
+        "key": base64(prefix.as_bytes()),
+        "range_end": base64(&prefix_end(prefix.as_bytes())),
+        "sort_order": "ASCEND",
+        "sort_target": "CREATE",
+    });
+    let reply = transport.call("/v3/kv/range", &body, until, &|| {
+        wait::stop_signal().is_some()
+    })?;
+    Ok(reply
+        .get("kvs")
+        .and_then(Value::as_array)
+        .map(|kvs| kvs.iter().map(QueueEntry::from_kv).collect())
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_values() {
+        let value = Owner::mine(
+            "./deploy.sh",
+            UNIX_EPOCH + Duration::from_secs(1_795_460_401),
+        );
+        let owner = Owner::parse(value.to_string().as_bytes()).unwrap();
+        assert_eq!(owner.pid, i32::try_from(std::process::id()).ok());
+        assert_eq!(owner.command.as_deref(), Some("./deploy.sh"));
+        assert_eq!(owner.since.as_deref(), Some("2026-11-23T19:00:01Z"));
+        assert_eq!(Owner::parse(b""), None);
+        assert_eq!(Owner::parse(b"{}"), None);
+        assert_eq!(Owner::parse(b"not json"), None);
+    }
+
+    #[test]
+    fn protobuf_int64s() {
+        assert_eq!(int(Some(&json!("42"))), 42);
+        assert_eq!(int(Some(&json!(7))), 7);
+        assert_eq!(int(None), 0);
+        assert_eq!(int(Some(&json!("x"))), 0);
+    }
+
+    #[test]
+    fn grace_is_short_and_inside_the_ttl() {
+        assert_eq!(grace_for(Duration::from_secs(10)), Duration::from_secs(2));
+        assert_eq!(
+            grace_for(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+    }
+}
