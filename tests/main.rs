@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod etcd;
 mod exclusion;
 mod exit_status;
 mod faults;

@@ -118,9 +118,11 @@ impl Transport {
                     Err(Failure::Transient(message)) => {
                         problems[index] = format!("{}: {message}", self.endpoints[index]);
                     }
-                    Err(Failure::Late) => {
+                    // A more telling failure seen earlier (connection refused) is kept.
+                    Err(Failure::Late) if problems[index].is_empty() => {
                         problems[index] = format!("{}: no answer in time", self.endpoints[index]);
                     }
+                    Err(Failure::Late) => {}
                 }
                 if Instant::now() >= until {
                     return Err(CallError::Unreachable(
@@ -306,7 +308,7 @@ impl Conn {
         for address in addresses {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Failure::Transient("timed out connecting".to_owned()));
+                return Err(Failure::Late);
             }
             match TcpStream::connect_timeout(&address, left.min(CONNECT_TIMEOUT)) {
                 Ok(stream) => {

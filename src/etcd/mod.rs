@@ -37,8 +37,11 @@ pub const DEFAULT_TTL: u32 = 10;
 /// hangs without closing the watch cannot strand it.
 const RECHECK: Duration = Duration::from_secs(5);
 
-/// How long `status` and the final revoke may try.
+/// How long `status` may try.
 const SHORT_BUDGET: Duration = Duration::from_secs(5);
+/// How long the final revoke may try: the lease expires by itself anyway, so an
+/// unreachable cluster should not hold up flockrun's exit for long.
+const REVOKE_BUDGET: Duration = Duration::from_secs(2);
 
 /// Whether LOCK selects the etcd kind.
 #[must_use]
@@ -282,7 +285,11 @@ impl Session {
         self.revoked = true;
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake.notify_all();
-        let until = Instant::now() + SHORT_BUDGET;
+        if self.shared.lost.load(Ordering::SeqCst) {
+            // Nothing to revoke: etcd dropped the lease, or cannot be reached to hear it.
+            return None;
+        }
+        let until = Instant::now() + REVOKE_BUDGET;
         let body = json!({ "ID": self.lease.to_string() });
         match self
             .transport
@@ -574,7 +581,6 @@ fn wait_turn(
     owner: Option<&QueueEntry>,
     observer: &mut dyn WaitObserver,
 ) -> Result<(), Error> {
-    let prefix = target.prefix();
     let describe = |entry: Option<&QueueEntry>| crate::inspect::Sighting {
         described: Some(entry.map_or_else(
             || "held".to_owned(),
@@ -594,30 +600,15 @@ fn wait_turn(
     let mut next_tick = tick_every;
     let budget = |d: &Deadline| Instant::now() + d.remaining().unwrap_or(Duration::from_secs(3600));
     let result = loop {
-        let ahead = json!({
-            "key": base64(prefix.as_bytes()),
-            "range_end": base64(&prefix_end(prefix.as_bytes())),
-            "sort_order": "DESCEND",
-            "sort_target": "CREATE",
-            "max_create_revision": (revision - 1).to_string(),
-            "limit": 1,
-        });
-        let reply = match session.call("/v3/kv/range", &ahead, budget(deadline)) {
-            Ok(reply) => reply,
+        let ahead = match key_ahead(session, target, revision, budget(deadline)) {
+            Ok(Some(ahead)) => ahead,
+            Ok(None) => break Ok(()),
             Err(Error::EtcdUnreachable { .. }) if deadline.remaining() == Some(Duration::ZERO) => {
                 break Err(timed_out(target, deadline, sighting.clone()));
             }
             Err(e) => break Err(e),
         };
-        let Some(kv) = reply
-            .get("kvs")
-            .and_then(Value::as_array)
-            .and_then(|k| k.first())
-        else {
-            break Ok(());
-        };
-        let watched = kv.get("key").cloned().unwrap_or(Value::Null);
-        let from = int(reply.get("header").and_then(|h| h.get("revision")));
+        let (watched, from) = ahead;
         let watch = json!({"create_request": {"key": watched, "start_revision": from.to_string()}});
         let shared = Arc::clone(&session.shared);
         let abort = move || wait::stop_signal().is_some() || shared.lost.load(Ordering::SeqCst);
@@ -682,6 +673,37 @@ fn wait_turn(
     };
     observer.finished();
     result
+}
+
+/// The youngest key created before ours, and the revision to watch it from; `None` when no
+/// key is ahead of ours any more.
+fn key_ahead(
+    session: &mut Session,
+    target: &Target,
+    revision: i64,
+    until: Instant,
+) -> Result<Option<(Value, i64)>, Error> {
+    let prefix = target.prefix();
+    let ahead = json!({
+        "key": base64(prefix.as_bytes()),
+        "range_end": base64(&prefix_end(prefix.as_bytes())),
+        "sort_order": "DESCEND",
+        "sort_target": "CREATE",
+        "max_create_revision": (revision - 1).to_string(),
+        "limit": 1,
+    });
+    let reply = session.call("/v3/kv/range", &ahead, until)?;
+    let first = reply
+        .get("kvs")
+        .and_then(Value::as_array)
+        .and_then(|k| k.first());
+    Ok(first.map(|kv| {
+        let key = kv.get("key").cloned().unwrap_or(Value::Null);
+        (
+            key,
+            int(reply.get("header").and_then(|h| h.get("revision"))),
+        )
+    }))
 }
 
 fn timed_out(target: &Target, deadline: &Deadline, sighting: crate::inspect::Sighting) -> Error {

@@ -1,0 +1,770 @@
+//! The etcd kind against a real etcd (Debian's etcd-server): a single member, and a
+//! 3-member cluster on loopback ports, each started by the test and killed when it ends.
+//! Interop runs the real `etcdctl lock`. Readiness comes from the cluster itself (its
+//! /health answer, the lock's queue of keys), never from sleeping.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::harness::{
+    FLOCKRUN, HOLD_SH, Holder, PATIENCE, assert_no_overlap, child_of, flockrun, occupy_helper,
+    read_load_log, scratch, signal, spawn_flockrun, wait_until, wait_until_exited,
+    wait_with_deadline,
+};
+
+/// Installs etcd-server and etcd-client from Debian when missing (root only); `.ci/run` does
+/// the same up front. Fails loudly otherwise.
+fn ensure_etcd() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let present = |tool: &str| {
+            Command::new(tool)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if present("etcd") && present("etcdctl") {
+            return;
+        }
+        assert!(
+            crate::harness::is_root(),
+            "the etcd tests need etcd and etcdctl: apt-get install etcd-server etcd-client"
+        );
+        // Test processes run in parallel: one installs, the others wait on the lock.
+        let status = Command::new("flock")
+            .args(["/tmp/flockrun-etcd-install.lock", "sh", "-c"])
+            .arg(
+                "command -v etcd >/dev/null && command -v etcdctl >/dev/null || \
+                 { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+                   apt-get install -y -q etcd-server etcd-client; }",
+            )
+            .status()
+            .expect("run apt-get");
+        assert!(
+            status.success(),
+            "cannot install etcd-server and etcd-client"
+        );
+    });
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    process: Option<Child>,
+}
+
+/// A throw-away etcd cluster on loopback ports.
+struct Cluster {
+    members: Vec<Member>,
+    dir: TempDir,
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    // All bound at once so they differ; released just before etcd binds them.
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+impl Cluster {
+    fn start(size: usize) -> Cluster {
+        ensure_etcd();
+        let dir = scratch();
+        let ports = free_ports(2 * size);
+        let mut members: Vec<Member> = (0..size)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: ports[2 * i],
+                peer: ports[2 * i + 1],
+                process: None,
+            })
+            .collect();
+        let initial: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect();
+        let initial = initial.join(",");
+        for m in &mut members {
+            let log = fs::File::create(dir.path().join(format!("{}.log", m.name))).unwrap();
+            let client = format!("http://127.0.0.1:{}", m.client);
+            let peer = format!("http://127.0.0.1:{}", m.peer);
+            let child = Command::new("etcd")
+                .arg("--name")
+                .arg(&m.name)
+                .arg("--data-dir")
+                .arg(dir.path().join(&m.name))
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args([
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-state",
+                    "new",
+                ])
+                // Faster elections than the defaults (100 ms / 1 s), so a killed leader is
+                // replaced quickly; still far above loopback latency.
+                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start etcd");
+            m.process = Some(child);
+        }
+        let cluster = Cluster { members, dir };
+        for i in 0..size {
+            wait_until(
+                "an etcd member to report itself healthy",
+                Instant::now() + PATIENCE,
+                || cluster.healthy(i).then_some(()),
+            );
+        }
+        cluster
+    }
+
+    fn healthy(&self, i: usize) -> bool {
+        http(self.members[i].client, "GET", "/health", "").is_some_and(|v| v["health"] == "true")
+    }
+
+    fn endpoints_in(&self, order: &[usize]) -> String {
+        let list: Vec<String> = order
+            .iter()
+            .map(|&i| format!("127.0.0.1:{}", self.members[i].client))
+            .collect();
+        list.join(",")
+    }
+
+    fn endpoints(&self) -> String {
+        self.endpoints_in(&(0..self.members.len()).collect::<Vec<_>>())
+    }
+
+    fn lock(&self, name: &str) -> String {
+        format!("etcd://{}/{name}", self.endpoints())
+    }
+
+    fn etcdctl(&self) -> Command {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoints());
+        cmd
+    }
+
+    /// The index of the current leader, once one is elected among the living members.
+    fn leader(&self) -> usize {
+        wait_until("an etcd leader", Instant::now() + PATIENCE, || {
+            self.members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.process.is_some())
+                .find_map(|(i, m)| {
+                    let status = http(m.client, "POST", "/v3/maintenance/status", "{}")?;
+                    let leader = status["leader"].as_str()?;
+                    (leader != "0" && leader == status["header"]["member_id"].as_str()?)
+                        .then_some(i)
+                })
+        })
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The lock's queue as `flockrun status --json` reports it: holders then waiters.
+    fn queue(&self, name: &str) -> Vec<Value> {
+        let out = flockrun()
+            .args(["status", "--json", &self.lock(name)])
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "status printed no JSON: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let lock = &doc["locks"][0];
+        let mut all = lock["holders"].as_array().unwrap().clone();
+        all.extend(lock["waiters"].as_array().unwrap().iter().cloned());
+        all
+    }
+
+    fn wait_for_queue(&self, name: &str, len: usize) -> Vec<Value> {
+        wait_until(
+            &format!("{len} keys in the queue of {name}"),
+            Instant::now() + PATIENCE,
+            || {
+                let q = self.queue(name);
+                (q.len() == len).then_some(q)
+            },
+        )
+    }
+
+    /// Remaining TTL of a lease, by its hex id.
+    fn lease_ttl(&self, lease_hex: &str) -> Option<i64> {
+        let id = i64::from_str_radix(lease_hex, 16).ok()?;
+        self.members
+            .iter()
+            .filter(|m| m.process.is_some())
+            .find_map(|m| {
+                let body = format!("{{\"ID\":\"{id}\"}}");
+                let reply = http(m.client, "POST", "/v3/kv/lease/timetolive", &body)?;
+                reply["TTL"].as_str()?.parse().ok()
+            })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            for m in &self.members {
+                let log = fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!("--- etcd {} log (last lines, newest first) ---", m.name);
+                for line in tail {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// One HTTP/1.0 request to a loopback port; the JSON body of a 200 reply.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<Value> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).ok()?;
+    let text = String::from_utf8_lossy(&reply);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    // etcd answers in the request's HTTP version.
+    (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"))
+        .then(|| serde_json::from_str(body).ok())
+        .flatten()
+}
+
+/// `etcdctl lock NAME` running a command that says `ready` and holds until released.
+/// etcdctl gives its command no stdin, so the hold ends when a FIFO is closed instead.
+struct EtcdctlHolder {
+    holder: Holder,
+    fifo: PathBuf,
+    _dir: TempDir,
+}
+
+impl EtcdctlHolder {
+    fn start(cluster: &Cluster, name: &str) -> EtcdctlHolder {
+        let dir = scratch();
+        let fifo = dir.path().join("release");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let script = format!("echo ready; cat {} >/dev/null", fifo.display());
+        let endpoints = cluster.endpoints();
+        let args = [
+            "--endpoints",
+            &endpoints,
+            "lock",
+            name,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ];
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        let holder = Holder::start("etcdctl", &args, "ready");
+        EtcdctlHolder {
+            holder,
+            fifo,
+            _dir: dir,
+        }
+    }
+
+    /// Ends the command (EOF on the FIFO) and waits for etcdctl to exit.
+    fn release(self) {
+        drop(fs::OpenOptions::new().write(true).open(&self.fifo).unwrap());
+        let _ = self.holder.release();
+    }
+}
+
+fn holder(args: &[&str]) -> Holder {
+    Holder::flockrun(args)
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn exec_runs_command_with_the_lock_and_fencing_environment() {
+    let cluster = Cluster::start(1);
+    let lock = cluster.lock("env");
+    let out = flockrun()
+        .args(["exec", &lock, "--", "sh", "-c"])
+        .arg("echo $FLOCKRUN_KIND $FLOCKRUN_MODE $FLOCKRUN_LOCK; echo $FLOCKRUN_FENCE $ETCD_LOCK_REV $ETCD_LOCK_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("etcd exclusive {lock}"));
+    let fields: Vec<&str> = lines[1].split(' ').collect();
+    let fence: i64 = fields[0].parse().expect("a numeric fencing token");
+    assert!(fence > 0);
+    assert_eq!(fields[1], fields[0], "ETCD_LOCK_REV is the fencing token");
+    assert!(fields[2].starts_with("env/"), "{}", fields[2]);
+    // Released: the queue is empty again, at once (the lease was revoked, not left to expire).
+    assert!(cluster.queue("env").is_empty());
+}
+
+#[test]
+fn fencing_tokens_grow_across_holders_flockrun_and_etcdctl() {
+    let cluster = Cluster::start(1);
+    let lock = cluster.lock("fence");
+    let mut tokens = Vec::new();
+    for round in 0..4 {
+        let out = if round == 2 {
+            // etcdctl's ETCD_LOCK_REV is the same number: the key's create revision.
+            cluster
+                .etcdctl()
+                .args(["lock", "fence", "--", "sh", "-c", "echo $ETCD_LOCK_REV"])
+                .output()
+                .unwrap()
+        } else {
+            Command::new(FLOCKRUN)
+                .args(["exec", &lock, "--", "sh", "-c", "echo $FLOCKRUN_FENCE"])
+                .output()
+                .unwrap()
+        };
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let token: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        tokens.push(token);
+    }
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "fencing tokens must only grow: {tokens:?}"
+    );
+}
+
+#[test]
+fn try_and_timeout_report_busy_with_the_holder() {
+    let cluster = Cluster::start(1);
+    let lock = cluster.lock("busy");
+    let held = holder(&["exec", &lock]);
+    let out = flockrun()
+        .args(["try", &lock, "--", "echo", "ran"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75));
+    assert!(out.stdout.is_empty());
+    let message = stderr_of(&out);
+    assert!(
+        message.contains("is busy") && message.contains(&format!("pid {}", held.pid())),
+        "{message}"
+    );
+    // -E and -q as for the other kinds.
+    let out = flockrun()
+        .args(["try", "-q", "-E", "0", &lock, "--", "echo", "ran"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty() && out.stdout.is_empty());
+    let started = Instant::now();
+    let out = flockrun()
+        .args(["exec", "-w", "0.5", &lock, "--", "echo", "ran"])
+        .output()
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("timed out after"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+    assert!(waited < PATIENCE);
+    // The attempts left nothing behind: only the holder is queued.
+    assert_eq!(cluster.queue("busy").len(), 1);
+    assert!(held.release().success());
+}
+
+#[test]
+fn waiters_are_served_one_at_a_time_under_load_with_etcdctl() {
+    let cluster = Cluster::start(1);
+    let work = scratch();
+    let helper = occupy_helper();
+    let lock = cluster.lock("load");
+    let holds = 12;
+    let occupy = format!("{} {} x", helper.display(), work.path().display());
+    let mut children: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "for i in $(seq {holds}); do {FLOCKRUN} exec {lock} -- {occupy} || exit 1; done"
+                ))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children.push(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "for i in $(seq {holds}); do ETCDCTL_API=3 etcdctl --endpoints {} lock load -- {occupy} || exit 1; done",
+                cluster.endpoints()
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    for child in &mut children {
+        assert!(wait_with_deadline_long(child).success());
+    }
+    let (all, gone) = read_load_log(work.path());
+    assert!(gone.is_empty());
+    assert_eq!(all.len(), 4 * holds);
+    assert_no_overlap(&all, &gone);
+    let counter = fs::read_to_string(work.path().join("counter")).unwrap();
+    assert_eq!(counter.trim(), (4 * holds).to_string());
+}
+
+fn wait_with_deadline_long(child: &mut Child) -> std::process::ExitStatus {
+    // 48 holds, each a few process starts and etcd round trips with an fsync each.
+    wait_until("load participants", Instant::now() + 6 * PATIENCE, || {
+        child.try_wait().ok().flatten()
+    })
+}
+
+#[test]
+fn flockrun_waits_for_etcdctl_lock_and_etcdctl_for_flockrun() {
+    let cluster = Cluster::start(1);
+    let lock = cluster.lock("interop");
+    // etcdctl holds; flockrun sees it busy, then waits its turn.
+    let etcdctl_holds = EtcdctlHolder::start(&cluster, "interop");
+    let out = flockrun()
+        .args(["try", &lock, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75));
+    assert!(stderr_of(&out).contains("etcdctl"), "{}", stderr_of(&out));
+    let mut waiter = spawn_flockrun(&["exec", &lock, "--", "echo", "flockrun ran"]);
+    cluster.wait_for_queue("interop", 2);
+    assert!(
+        waiter.child.try_wait().unwrap().is_none(),
+        "flockrun did not wait"
+    );
+    etcdctl_holds.release();
+    assert!(wait_with_deadline(&mut waiter.child).success());
+    assert_eq!(waiter.rest_of_output(), "flockrun ran\n");
+
+    // flockrun holds; etcdctl waits its turn.
+    let held = holder(&["exec", &lock]);
+    let mut etcdctl_waits = cluster
+        .etcdctl()
+        .args(["lock", "interop", "--", "echo", "etcdctl ran"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cluster.wait_for_queue("interop", 2);
+    assert!(
+        etcdctl_waits.try_wait().unwrap().is_none(),
+        "etcdctl did not wait"
+    );
+    assert!(held.release().success());
+    assert!(wait_with_deadline(&mut etcdctl_waits).success());
+    let mut text = String::new();
+    etcdctl_waits
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "etcdctl ran\n");
+}
+
+#[test]
+fn status_shows_holder_and_waiters_with_their_details() {
+    let cluster = Cluster::start(1);
+    let lock = cluster.lock("seen");
+    let out = flockrun().args(["status", &lock]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "free: {}", stderr_of(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{lock}: free (etcd)\n")
+    );
+    let held = holder(&["exec", &lock]);
+    let waiter = spawn_flockrun(&["exec", &lock, "--", "echo", "second"]);
+    let queue = cluster.wait_for_queue("seen", 2);
+    let host = crate::harness::py_identity(held.pid()).0;
+    assert_eq!(queue[0]["pid"], held.pid());
+    assert_eq!(queue[0]["host"], host.as_str());
+    assert_eq!(queue[0]["command"], format!("sh -c {HOLD_SH}").as_str());
+    assert_eq!(queue[1]["pid"], waiter.pid());
+    assert_eq!(queue[1]["command"], "echo second");
+    let (first, second) = (queue[0]["revision"].as_i64(), queue[1]["revision"].as_i64());
+    assert!(first < second, "{queue:?}");
+    for entry in &queue {
+        assert!(entry["key"].as_str().unwrap().starts_with("seen/"));
+        let since = entry["since"].as_str().unwrap();
+        assert!(since.ends_with('Z') && since.len() == 20, "{since}");
+    }
+    let out = flockrun().args(["status", &lock]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("{lock}: held (exclusive, etcd)\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("holder   pid {} on {host}", held.pid())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "waiter   pid {} on {host} (echo second)",
+            waiter.pid()
+        )),
+        "{text}"
+    );
+    assert!(held.release().success());
+    drop(waiter);
+}
+
+#[test]
+fn an_etcdctl_holder_is_shown_by_its_key() {
+    let cluster = Cluster::start(1);
+    let etcdctl_holds = EtcdctlHolder::start(&cluster, "bare");
+    let queue = cluster.wait_for_queue("bare", 1);
+    assert!(queue[0]["pid"].is_null() && queue[0]["command"].is_null());
+    assert!(queue[0]["key"].as_str().unwrap().starts_with("bare/"));
+    let out = flockrun()
+        .args(["status", &cluster.lock("bare")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("written by etcdctl lock"));
+    etcdctl_holds.release();
+}
+
+#[test]
+fn a_killed_flockrun_takes_command_with_it_and_the_lock_frees_within_the_ttl() {
+    let cluster = Cluster::start(1);
+    let lock = cluster.lock("killed");
+    let held = holder(&["exec", "--ttl", "2", &lock]);
+    let command = child_of(held.pid());
+    let killed_at = Instant::now();
+    signal(held.pid(), Signal::SIGKILL);
+    wait_until_exited(command, "COMMAND to die with flockrun");
+    let out = flockrun()
+        .args(["exec", "-w", "15", &lock, "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // Free once the lease expired: within the TTL plus etcd's expiry check, not later.
+    let freed = killed_at.elapsed();
+    assert!(freed < Duration::from_secs(6), "freed after {freed:?}");
+    drop(held);
+}
+
+#[test]
+fn sigint_while_waiting_revokes_the_lease_at_once() {
+    let cluster = Cluster::start(1);
+    let lock = cluster.lock("interrupted");
+    let held = holder(&["exec", &lock]);
+    let mut waiter = spawn_flockrun(&["exec", &lock, "--", "echo", "never"]);
+    cluster.wait_for_queue("interrupted", 2);
+    signal(waiter.pid(), Signal::SIGINT);
+    assert_eq!(wait_with_deadline(&mut waiter.child).code(), Some(130));
+    // With a 10 s TTL, an abandoned key would linger; a revoked lease takes it at once.
+    assert_eq!(cluster.queue("interrupted").len(), 1);
+    assert!(waiter.rest_of_output().is_empty());
+    assert!(held.release().success());
+}
+
+#[test]
+fn losing_the_leader_of_three_does_not_disturb_a_holder() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    // The leader first in LOCK: flockrun talks to the member that will die.
+    let mut order = vec![leader];
+    order.extend((0..3).filter(|&i| i != leader));
+    let lock = format!("etcd://{}/fleet", cluster.endpoints_in(&order));
+    let mut held = holder(&["exec", "--ttl", "3", &lock]);
+    let lease = {
+        let queue = cluster.wait_for_queue("fleet", 1);
+        queue[0]["lease"].as_str().unwrap().to_owned()
+    };
+    cluster.kill(leader);
+    let new_leader = cluster.leader();
+    assert_ne!(new_leader, leader);
+    // Renewals go on through the survivors: the lease's remaining TTL rises again, twice.
+    let mut renewals = 0;
+    let mut last = cluster.lease_ttl(&lease).expect("the lease still exists");
+    wait_until(
+        "two lease renewals after the leader died",
+        Instant::now() + PATIENCE,
+        || {
+            let now = cluster.lease_ttl(&lease).expect("the lease still exists");
+            assert!(now > 0, "the lease expired");
+            if now > last {
+                renewals += 1;
+            }
+            last = now;
+            (renewals >= 2).then_some(())
+        },
+    );
+    assert!(
+        held.child.try_wait().unwrap().is_none(),
+        "the holder stopped"
+    );
+    let others = format!("etcd://{}/fleet", cluster.endpoints_in(&order[1..]));
+    let out = flockrun()
+        .args(["try", &others, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
+    assert!(held.release().success());
+}
+
+#[test]
+fn a_stopped_cluster_stops_command_and_exits_79() {
+    let mut cluster = Cluster::start(1);
+    let lock = cluster.lock("doomed");
+    let mut child = Command::new(FLOCKRUN)
+        .args(["exec", "--ttl", "2", &lock, "--", "sh", "-c"])
+        .arg("trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let stopped_at = Instant::now();
+    cluster.kill(0);
+    let status = wait_with_deadline(&mut child);
+    let took = stopped_at.elapsed();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(79), "{stderr}");
+    assert_eq!(rest, "got TERM\n");
+    assert!(
+        stderr.contains(&format!("lost the lock {lock}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("COMMAND was stopped"), "{stderr}");
+    // COMMAND is gone by the time the lease would have expired (TTL 2 s), give or take
+    // one renewal interval.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}
+
+#[test]
+fn a_cluster_that_cannot_be_reached_is_69_and_bad_usage_is_64() {
+    let port = free_ports(1)[0];
+    let lock = format!("etcd://127.0.0.1:{port}/nobody");
+    let out = flockrun()
+        .args(["try", "--ttl", "1", &lock, "--", "echo", "ran"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    assert!(out.stdout.is_empty());
+    let message = stderr_of(&out);
+    assert!(
+        message.contains(&format!("cannot reach etcd for {lock}")),
+        "{message}"
+    );
+    assert!(message.contains("Connection refused"), "{message}");
+    let out = flockrun().args(["status", &lock]).output().unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr_of(&out));
+
+    let dir = scratch();
+    let file = dir.path().join("x.lock");
+    let file = file.to_str().unwrap();
+    let cases: [(&[&str], &str); 8] = [
+        (&["read", &lock, "--", "true"], "use exec or try"),
+        (&["write", &lock, "--", "true"], "use exec or try"),
+        (
+            &["exec", "-s", &lock, "--", "true"],
+            "-s/--shared does not apply",
+        ),
+        (
+            &["exec", "--soft", &lock, "--", "true"],
+            "--soft does not apply",
+        ),
+        (
+            &["exec", "--mode", "600", &lock, "--", "true"],
+            "--mode does not apply",
+        ),
+        (
+            &["exec", "--ttl", "5", file, "--", "true"],
+            "--ttl applies to etcd:// locks only",
+        ),
+        (
+            &["exec", "etcd://127.0.0.1:2379", "--", "true"],
+            "names no lock",
+        ),
+        (
+            &["exec", "etcd://127.0.0.1:99999/x", "--", "true"],
+            "bad port",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = flockrun().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr_of(&out));
+        assert!(
+            stderr_of(&out).contains(want),
+            "{args:?}: {}",
+            stderr_of(&out)
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let out = flockrun()
+        .args(["exec", "--ttl", "0", &lock, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    // A refused --ttl created no lock file.
+    assert!(!PathBuf::from(file).exists());
+}
