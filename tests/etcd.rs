@@ -6,6 +6,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -430,28 +431,31 @@ fn waiters_are_served_one_at_a_time_under_load_with_etcdctl() {
     let lock = cluster.lock("load");
     let holds = 12;
     let occupy = format!("{} {} x", helper.display(), work.path().display());
-    let mut children: Vec<Child> = (0..3)
-        .map(|_| {
+    let flockrun_loop =
+        format!("for i in $(seq {holds}); do {FLOCKRUN} exec {lock} -- {occupy} || exit 1; done");
+    let etcdctl_loop = format!(
+        "for i in $(seq {holds}); do ETCDCTL_API=3 etcdctl --endpoints {} lock load -- {occupy} || exit 1; done",
+        cluster.endpoints()
+    );
+    let mut loops = Loops(
+        [
+            &flockrun_loop,
+            &flockrun_loop,
+            &flockrun_loop,
+            &etcdctl_loop,
+        ]
+        .iter()
+        .map(|script| {
             Command::new("sh")
                 .arg("-c")
-                .arg(format!(
-                    "for i in $(seq {holds}); do {FLOCKRUN} exec {lock} -- {occupy} || exit 1; done"
-                ))
+                .arg(script)
+                .process_group(0)
                 .spawn()
                 .unwrap()
         })
-        .collect();
-    children.push(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "for i in $(seq {holds}); do ETCDCTL_API=3 etcdctl --endpoints {} lock load -- {occupy} || exit 1; done",
-                cluster.endpoints()
-            ))
-            .spawn()
-            .unwrap(),
+        .collect(),
     );
-    for child in &mut children {
+    for child in &mut loops.0 {
         assert!(wait_with_deadline_long(child).success());
     }
     let (all, gone) = read_load_log(work.path());
@@ -460,6 +464,22 @@ fn waiters_are_served_one_at_a_time_under_load_with_etcdctl() {
     assert_no_overlap(&all, &gone);
     let counter = fs::read_to_string(work.path().join("counter")).unwrap();
     assert_eq!(counter.trim(), (4 * holds).to_string());
+}
+
+/// Shell loops in process groups of their own; whatever still runs when the test ends
+/// (a failure) is killed with its whole group, so no etcdctl or flockrun lingers.
+struct Loops(Vec<Child>);
+
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if matches!(child.try_wait(), Ok(None)) {
+                let group = nix::unistd::Pid::from_raw(-i32::try_from(child.id()).unwrap());
+                let _ = nix::sys::signal::kill(group, Signal::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+    }
 }
 
 fn wait_with_deadline_long(child: &mut Child) -> std::process::ExitStatus {
