@@ -99,10 +99,15 @@ pub fn held_above(id: FileId, kind: LockKind, held_var: Option<&OsStr>) -> Optio
             .map_or_else(|| nix::unistd::getppid().as_raw(), |e| e.pid);
         return Some(HeldAbove { mode, pid });
     }
+    held_by_living_ancestor(&entries)
+}
+
+/// The last of `entries` taken by this process or a living ancestor (same start time).
+fn held_by_living_ancestor(entries: &[Entry]) -> Option<HeldAbove> {
     if entries.is_empty() {
         return None;
     }
-    let lineage = lineage(me);
+    let lineage = lineage(nix::unistd::getpid().as_raw());
     entries
         .iter()
         .rev()
@@ -111,6 +116,42 @@ pub fn held_above(id: FileId, kind: LockKind, held_var: Option<&OsStr>) -> Optio
             mode: e.mode,
             pid: e.pid,
         })
+}
+
+/// The kind name and identity an etcd lock has in `FLOCKRUN_HELD`: `etcd`, with the
+/// target's hash in the dev field and 0 in the ino field, so the entry has the shape of
+/// every other one.
+fn etcd_id(target_hash: u64) -> FileId {
+    FileId {
+        dev: target_hash,
+        ino: 0,
+    }
+}
+
+/// Whether an ancestor flockrun holds the etcd lock with identity `target_hash` (see
+/// `etcd::Target::identity`).
+#[must_use]
+pub fn etcd_held_above(target_hash: u64, held_var: Option<&OsStr>) -> Option<HeldAbove> {
+    let entries: Vec<Entry> = held_var
+        .and_then(OsStr::to_str)
+        .map(parse_entries)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.kind == "etcd" && e.id == etcd_id(target_hash))
+        .collect();
+    held_by_living_ancestor(&entries)
+}
+
+/// The `FLOCKRUN_HELD` value to give COMMAND after taking the etcd lock `target_hash`.
+#[must_use]
+pub fn etcd_held_var_with(inherited: Option<&OsStr>, target_hash: u64, pid: i32) -> OsString {
+    let start = ProcessInfo::identity(pid).map_or(0, |(_, started)| started);
+    let id = etcd_id(target_hash);
+    let entry = format!("etcd:exclusive:{}:{}:{pid}:{start}", id.dev, id.ino);
+    match inherited.and_then(OsStr::to_str).filter(|s| !s.is_empty()) {
+        Some(previous) => format!("{previous},{entry}").into(),
+        None => entry.into(),
+    }
 }
 
 /// `(pid, start_ticks)` of this process and its ancestors up to init.

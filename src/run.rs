@@ -318,7 +318,11 @@ fn command_of(run: &RunArgs) -> Result<supervise::Command, Error> {
 
 /// `exec` and `try` on an `etcd://` LOCK: a lease-backed lock held by flockrun itself, so
 /// COMMAND dies with flockrun, and is stopped if the lease is lost.
-fn run_etcd(plan: &Plan, lock_args: Option<&KernelLockArgs>, run: &RunArgs) -> Result<i32, Error> {
+/// LOCK as an etcd target, after refusing the options that make no sense for one.
+fn etcd_request<'a>(
+    lock_args: Option<&'a KernelLockArgs>,
+    run: &'a RunArgs,
+) -> Result<(&'a str, etcd::Target, &'a KernelLockArgs), Error> {
     let usage = |message: String| Error::Usage { message };
     let text = run.lock.to_str().ok_or_else(|| {
         usage(format!(
@@ -346,8 +350,31 @@ fn run_etcd(plan: &Plan, lock_args: Option<&KernelLockArgs>, run: &RunArgs) -> R
         )));
     }
     let target = etcd::Target::parse(text).map_err(|m| usage(format!("bad LOCK: {m}")))?;
+    Ok((text, target, args))
+}
+
+fn run_etcd(plan: &Plan, lock_args: Option<&KernelLockArgs>, run: &RunArgs) -> Result<i32, Error> {
+    let (text, target, args) = etcd_request(lock_args, run)?;
     let command = command_of(run)?;
     wait::install_stop_handlers().map_err(|e| Error::system("installing signal handlers", e))?;
+    let inherited_held = std::env::var_os(nested::HELD_VAR);
+    if let Some(above) = nested::etcd_held_above(target.identity(), inherited_held.as_deref()) {
+        // The lock is ours already, through an ancestor: waiting would wait for ourselves.
+        if run.verbose {
+            say(&format!(
+                "{text} is already held by ancestor pid {}; running COMMAND under it",
+                above.pid
+            ));
+        }
+        let launch = Launch {
+            command: &command,
+            inherit_fd: None,
+            die_with_flockrun: false,
+            env: Vec::new(),
+            lost: None,
+        };
+        return supervise::run(&launch);
+    }
     let ttl = args.ttl.unwrap_or(etcd::DEFAULT_TTL);
     let mut reporter = Reporter::new(Path::new(text), run.verbose, run.quiet);
     let shown = std::iter::once(&command.program)
@@ -377,6 +404,14 @@ fn run_etcd(plan: &Plan, lock_args: Option<&KernelLockArgs>, run: &RunArgs) -> R
         // What etcdctl lock gives its command, for scripts written for it.
         ("ETCD_LOCK_KEY".into(), held.key.clone().into()),
         ("ETCD_LOCK_REV".into(), revision.into()),
+        (
+            nested::HELD_VAR.into(),
+            nested::etcd_held_var_with(
+                inherited_held.as_deref(),
+                target.identity(),
+                nix::unistd::getpid().as_raw(),
+            ),
+        ),
     ];
     let launch = Launch {
         command: &command,

@@ -56,6 +56,19 @@ impl Target {
         })
     }
 
+    /// A stable 64-bit identity of the lock: its name and its set of members, in any order
+    /// (FNV-1a). Used to recognise the same lock held by an ancestor flockrun.
+    #[must_use]
+    pub fn identity(&self) -> u64 {
+        let mut members: Vec<String> = self.endpoints.iter().map(ToString::to_string).collect();
+        members.sort();
+        members.dedup();
+        let text = format!("{}\0{}", self.name, members.join(","));
+        text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
     /// The prefix under which `etcdctl lock NAME` puts its keys: `NAME/`.
     #[must_use]
     pub fn prefix(&self) -> String {
@@ -190,6 +203,10 @@ mod tests {
         assert_eq!(t.endpoints[2].to_string(), "db:2379");
         assert_eq!(t.name, "a/b");
         assert_eq!(t.prefix(), "a/b/");
+        let same = Target::parse("etcd://db,[::1]:2380,127.0.0.1:23790/a/b").unwrap();
+        assert_eq!(same.identity(), t.identity());
+        let other = Target::parse("etcd://127.0.0.1:23790/a/b").unwrap();
+        assert_ne!(other.identity(), t.identity());
         for bad in [
             "etcd://",
             "etcd://h:1",
