@@ -166,6 +166,57 @@ class Bench:
             else:
                 self.record("handoff", f"{kind}: {who}", value)
 
+    # 2b. the etcd kind beside etcdctl lock, on a one-member etcd on loopback
+    def etcd(self):
+        if not (shutil.which("etcd") and shutil.which("etcdctl")):
+            self.failures.append("etcd and etcdctl are needed (apt-get install etcd-server etcd-client)")
+            return
+        server = Etcd(self.tmp)
+        try:
+            self._etcd(server.endpoint())
+        finally:
+            server.stop()
+
+    def _etcd(self, endpoint):
+        fr = self.flockrun
+        ctl = ["etcdctl", "--endpoints", endpoint]
+        env = dict(os.environ, ETCDCTL_API="3")
+        runs = self.n(100, 5)
+        for who, cmd in [("flockrun exec etcd://…/NAME -- true", f"{fr} exec etcd://{endpoint}/u1 -- true"),
+                         ("etcdctl lock NAME true", f"ETCDCTL_API=3 etcdctl --endpoints {endpoint} lock u2 true")]:
+            start = time.perf_counter()
+            subprocess.run(["bash", "-c", f"for i in $(seq {runs}); do {cmd} >/dev/null; done"], check=True)
+            self.record("etcd", f"uncontended: {who} ({runs} runs)", ms((time.perf_counter() - start) / runs))
+        # Handoff as for the other kinds. etcdctl gives its command no stdin, so both holders
+        # wait on a FIFO instead.
+        samples = self.n(30, 3)
+        fifo = self.tmp / "etcd-release"
+        os.mkfifo(fifo)
+        hold = ["sh", "-c", f"echo ready; read x < {fifo}; date +%s%N"]
+        date = ["date", "+%s%N"]
+        cases = [
+            ("flockrun exec", lambda n: [fr, "exec", f"etcd://{endpoint}/{n}", "--"]),
+            ("etcdctl lock", lambda n: [*ctl, "lock", n, "--"]),
+        ]
+        for who, prefix in cases:
+            values = []
+            for i in range(samples):
+                name = f"h-{who.split()[0]}-{i}"
+                h = subprocess.Popen(prefix(name) + hold, stdout=subprocess.PIPE, text=True, env=env)
+                assert h.stdout.readline().strip() == "ready", who
+                w = subprocess.Popen(prefix(name) + date, stdout=subprocess.PIPE, text=True, env=env)
+                time.sleep(0.2)  # let the waiter queue
+                with open(fifo, "w") as release:
+                    release.write("go\n")
+                end = int(h.stdout.readline())
+                h.wait()
+                start = int(w.stdout.readline())
+                w.wait()
+                values.append((start - end) / 1e6)
+            self.record("etcd", f"handoff: {who}",
+                        f"p50 {statistics.median(values):.2f} ms, p90 {pct(values, 90):.2f} ms")
+        os.unlink(fifo)
+
     # 3. 8 processes × 200 exec on one lock, incrementing a counter
     def contention(self):
         procs, each = 8, self.n(200, 10)
@@ -293,6 +344,47 @@ class Bench:
         self.record("status", f"status, lock held, {count} unrelated locks held", f"p50 {held * 1000:.1f} ms", "≤ 50 ms", held <= 0.05)
 
 
+class Etcd:
+    """A one-member etcd on free loopback ports, in a directory of the benchmark's."""
+
+    def __init__(self, tmp):
+        import socket
+        socks = [socket.socket() for _ in range(2)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        self.client, peer = (sock.getsockname()[1] for sock in socks)
+        for sock in socks:
+            sock.close()
+        client_url, peer_url = f"http://127.0.0.1:{self.client}", f"http://127.0.0.1:{peer}"
+        self.log = open(Path(tmp) / "etcd.log", "w")
+        self.proc = subprocess.Popen(
+            ["etcd", "--name", "bench", "--data-dir", str(Path(tmp) / "etcd"),
+             "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             "--initial-cluster", f"bench={peer_url}"],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        import urllib.request
+        deadline = time.monotonic() + 30
+        while True:  # readiness: etcd's own health answer
+            try:
+                with urllib.request.urlopen(f"{client_url}/health", timeout=1) as reply:
+                    if b'"true"' in reply.read():
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                sys.exit("bench: etcd did not become healthy")
+            time.sleep(0.02)
+
+    def endpoint(self):
+        return f"127.0.0.1:{self.client}"
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+
 def venv_python():
     venv = ROOT / "target" / f"bench-venv-filelock-{PY_FILELOCK}"
     python = venv / "bin" / "python"
@@ -368,15 +460,16 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="a few iterations, for CI")
     parser.add_argument("--write", action="store_true", help="rewrite BENCHMARKS.md")
     args = parser.parse_args()
-    for tool in ("flock", "bash", "date", "sh"):
+    for tool in ("flock", "bash", "date", "sh", "etcd", "etcdctl"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is needed")
     flockrun = build("debug" if args.smoke else "release")
     python = venv_python()
     with tempfile.TemporaryDirectory(prefix="flockrun-bench-") as tmp:
         bench = Bench(flockrun, python, args.smoke, tmp)
-        for step in (bench.uncontended, bench.handoff, bench.contention, bench.writer_preference,
-                     bench.timeout_precision, bench.memory, bench.status_time):
+        for step in (bench.uncontended, bench.handoff, bench.etcd, bench.contention,
+                     bench.writer_preference, bench.timeout_precision, bench.memory,
+                     bench.status_time):
             print(f"{step.__name__}:", flush=True)
             step()
     if args.write and not args.smoke:

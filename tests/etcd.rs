@@ -643,7 +643,9 @@ fn losing_the_leader_of_three_does_not_disturb_a_holder() {
     let mut order = vec![leader];
     order.extend((0..3).filter(|&i| i != leader));
     let lock = format!("etcd://{}/fleet", cluster.endpoints_in(&order));
-    let mut held = holder(&["exec", "--ttl", "3", &lock]);
+    // TTL 6: renewed every 2 s, so the whole seconds etcd reports fall from 5 to 4 and rise
+    // again at each renewal (with a TTL of 3, renewed every second, they need not move).
+    let mut held = holder(&["exec", "--ttl", "6", &lock]);
     let lease = {
         let queue = cluster.wait_for_queue("fleet", 1);
         queue[0]["lease"].as_str().unwrap().to_owned()

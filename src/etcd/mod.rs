@@ -160,6 +160,10 @@ struct Shared {
     reason: Mutex<String>,
     /// The base64 key whose existence each renewal confirms, once created.
     key: Mutex<Option<String>>,
+    /// A transaction for the renewal thread to send at once (the holder's "since" update,
+    /// kept off the path between winning the lock and starting COMMAND). Also the mutex
+    /// the thread sleeps on.
+    pending: Mutex<Option<Value>>,
     wake: Condvar,
 }
 
@@ -219,6 +223,7 @@ impl Session {
             stop: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             key: Mutex::new(None),
+            pending: Mutex::new(None),
             wake: Condvar::new(),
         });
         let session = Session {
@@ -283,8 +288,17 @@ impl Session {
             return None;
         }
         self.revoked = true;
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.wake.notify_all();
+        {
+            // Under the mutex the renewal thread sleeps on, so the wake-up cannot slip in
+            // between its check and its sleep.
+            let _pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.shared.stop.store(true, Ordering::SeqCst);
+            self.shared.wake.notify_all();
+        }
         if self.shared.lost.load(Ordering::SeqCst) {
             // Nothing to revoke: etcd dropped the lease, or cannot be reached to hear it.
             return None;
@@ -347,23 +361,33 @@ fn renew(
 ) {
     let mut transport = Transport::new(endpoints);
     let stopping = || shared.stop.load(Ordering::SeqCst);
-    let idle = Mutex::new(());
     loop {
         let next = confirmed + ttl / 3;
-        let mut guard = idle
+        let mut pending = shared
+            .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while !stopping() && Instant::now() < next {
+        while !stopping() && Instant::now() < next && pending.is_none() {
             let left = next.saturating_duration_since(Instant::now());
-            guard = shared
+            pending = shared
                 .wake
-                .wait_timeout(guard, left)
+                .wait_timeout(pending, left)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
-        drop(guard);
+        let update = pending.take();
+        drop(pending);
         if stopping() {
             return;
+        }
+        if let Some(txn) = update {
+            // Best effort: the value is only for status. A failure here shows up in the
+            // renewal that follows.
+            let give_up = confirmed + ttl.saturating_sub(grace_for(ttl));
+            let _ = transport.call("/v3/kv/txn", &txn, give_up, &stopping);
+            if Instant::now() < next {
+                continue;
+            }
         }
         let give_up = confirmed + ttl.saturating_sub(grace_for(ttl));
         let sent = Instant::now();
@@ -555,13 +579,25 @@ pub fn acquire(
                 command_ran: false,
             });
         }
-        // The value now says since when the lock is held, not since when it was awaited.
-        let put = json!({
-            "key": key64,
-            "value": base64(Owner::mine(command, SystemTime::now()).to_string().as_bytes()),
-            "lease": session.lease.to_string(),
+        // The value should say since when the lock is held, not since when it was awaited.
+        // Only while the key is still ours: a plain put after someone deleted the key would
+        // recreate it at the back of the queue. Sent by the renewal thread, so COMMAND
+        // starts without waiting for another write to be committed.
+        let update = json!({
+            "compare": [{"key": key64, "target": "CREATE", "result": "EQUAL", "create_revision": revision.to_string()}],
+            "success": [{"request_put": {
+                "key": key64,
+                "value": base64(Owner::mine(command, SystemTime::now()).to_string().as_bytes()),
+                "lease": session.lease.to_string(),
+            }}],
+            "failure": [],
         });
-        session.call("/v3/kv/put", &put, reach_until(deadline, ttl))?;
+        *session
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(update);
+        session.shared.wake.notify_all();
     }
     Ok(HeldEtcd {
         session,
@@ -618,7 +654,13 @@ fn wait_turn(
                 .stream("/v3/watch", &watch, budget(deadline), &abort)
             {
                 Ok(stream) => stream,
-                Err(CallError::Unreachable(_)) => continue,
+                Err(CallError::Unreachable(_)) => {
+                    // No member would open a watch: look again shortly (the lookup itself
+                    // waits out an unreachable cluster, and the renewal thread gives up on
+                    // the lease once it cannot be renewed).
+                    wait::nap(Duration::from_millis(100));
+                    continue;
+                }
                 Err(e) => break Err(call_error(target, e, session.lost())),
             };
         let recheck_at = Instant::now() + RECHECK;
