@@ -566,19 +566,6 @@ pub fn acquire(
             owner.as_ref(),
             observer,
         )?;
-        // As etcdctl does: make sure the session did not expire while waiting.
-        let reply = session.call(
-            "/v3/kv/range",
-            &json!({ "key": key64 }),
-            reach_until(deadline, ttl),
-        )?;
-        if int(reply.get("count")) == 0 {
-            return Err(Error::LockLost {
-                lock: target.text.clone(),
-                reason: "the key expired while waiting".to_owned(),
-                command_ran: false,
-            });
-        }
         // The value should say since when the lock is held, not since when it was awaited.
         // Only while the key is still ours: a plain put after someone deleted the key would
         // recreate it at the back of the queue. Sent by the renewal thread, so COMMAND
@@ -718,7 +705,9 @@ fn wait_turn(
 }
 
 /// The youngest key created before ours, and the revision to watch it from; `None` when no
-/// key is ahead of ours any more.
+/// key is ahead of ours any more. The same transaction checks that our own key still
+/// exists (what etcdctl checks with a separate read once its wait is over): a lease that
+/// expired while waiting must not be taken for a won lock.
 fn key_ahead(
     session: &mut Session,
     target: &Target,
@@ -726,16 +715,40 @@ fn key_ahead(
     until: Instant,
 ) -> Result<Option<(Value, i64)>, Error> {
     let prefix = target.prefix();
-    let ahead = json!({
-        "key": base64(prefix.as_bytes()),
-        "range_end": base64(&prefix_end(prefix.as_bytes())),
-        "sort_order": "DESCEND",
-        "sort_target": "CREATE",
-        "max_create_revision": (revision - 1).to_string(),
-        "limit": 1,
+    let mine = base64(format!("{prefix}{}", lease_hex(session.lease)).as_bytes());
+    let both = json!({
+        "compare": [],
+        "success": [
+            {"request_range": {
+                "key": base64(prefix.as_bytes()),
+                "range_end": base64(&prefix_end(prefix.as_bytes())),
+                "sort_order": "DESCEND",
+                "sort_target": "CREATE",
+                "max_create_revision": (revision - 1).to_string(),
+                "limit": 1,
+            }},
+            {"request_range": {"key": mine, "count_only": true}},
+        ],
+        "failure": [],
     });
-    let reply = session.call("/v3/kv/range", &ahead, until)?;
-    let first = reply
+    let reply = session.call("/v3/kv/txn", &both, until)?;
+    let range = |i: usize| {
+        reply
+            .get("responses")
+            .and_then(|r| r.get(i))
+            .and_then(|r| r.get("response_range"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    if int(range(1).get("count")) == 0 {
+        return Err(Error::LockLost {
+            lock: target.text.clone(),
+            reason: "its key expired or was deleted while waiting".to_owned(),
+            command_ran: false,
+        });
+    }
+    let ahead = range(0);
+    let first = ahead
         .get("kvs")
         .and_then(Value::as_array)
         .and_then(|k| k.first());
