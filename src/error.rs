@@ -232,7 +232,16 @@ impl Error {
                 )
             }
             Error::EtcdRefused { lock, message } => {
-                write!(f, "etcd refused the request for {lock}: {message}")
+                write!(f, "etcd refused the request for {lock}: {message}")?;
+                if message.contains("user name is empty") || message.contains("invalid auth token")
+                {
+                    write!(
+                        f,
+                        "; this cluster requires authentication, which flockrun does not \
+                         support: use a cluster (or an etcd gateway) without it"
+                    )?;
+                }
+                Ok(())
             }
             Error::LockLost {
                 lock,

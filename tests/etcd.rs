@@ -840,3 +840,27 @@ fn a_nested_flockrun_on_the_same_etcd_lock_runs_under_the_outer_one() {
         .unwrap();
     assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
 }
+
+#[test]
+fn a_cluster_with_authentication_is_refused_with_76_and_says_why() {
+    let cluster = Cluster::start(1);
+    for args in [&["user", "add", "root:secret"][..], &["auth", "enable"]] {
+        let out = cluster.etcdctl().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            stderr_of(&out)
+        );
+    }
+    let out = flockrun()
+        .args(["try", &cluster.lock("guarded"), "--", "echo", "ran"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(76), "{}", stderr_of(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr_of(&out).contains("requires authentication, which flockrun does not support"),
+        "{}",
+        stderr_of(&out)
+    );
+}
