@@ -390,6 +390,11 @@ impl Conn {
     fn fill(&mut self, until: Instant, abort: &dyn Fn() -> bool) -> Result<(), Failure> {
         let mut buf = [0u8; 8192];
         loop {
+            // The last slice ends at `until`, so a deadline is kept to the millisecond
+            // rather than to the next whole slice.
+            let left = until.saturating_duration_since(Instant::now());
+            let slice = left.clamp(Duration::from_millis(1), SLICE);
+            let _ = self.stream.set_read_timeout(Some(slice));
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err(Failure::Transient("connection closed".to_owned())),
                 Ok(n) => {
