@@ -10,6 +10,10 @@ command ends to the moment the waiter's command starts; both stamps come from th
 `date +%s%N` (or Python's time.time_ns()) so process start-up is counted alike for all
 tools. The benchmark sleeps briefly to let a waiter queue before a release: that is the
 scenario being measured, not a test.
+
+The etcd figures run flockrun and etcdctl lock against one etcd member started by the
+benchmark on loopback, its data directory in the system's temporary directory; every lock
+costs a few committed writes, so they depend on that disk's fsync time.
 """
 
 import argparse
@@ -432,12 +436,13 @@ def write_report(bench, flockrun):
         "flockrun": sh([flockrun, "--version"]).removeprefix("flockrun "),
         "flock(1)": sh(["flock", "--version"]),
         "py-filelock": PY_FILELOCK,
+        "etcd": sh(["etcd", "--version"]).splitlines()[0].removeprefix("etcd Version: "),
         "Python": platform.python_version(),
     }
     lines = [
         "# Benchmarks",
         "",
-        "flockrun beside util-linux flock(1) and py-filelock, measured in one run of",
+        "flockrun beside util-linux flock(1), py-filelock and etcdctl lock, measured in one run of",
         "`python3 benches/bench.py --write` (release build). Wall-clock times of real processes;",
         "see the script's docstring for how each figure is taken. Targets are SPEC §7's.",
         "",
