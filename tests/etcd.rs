@@ -864,3 +864,74 @@ fn a_cluster_with_authentication_is_refused_with_76_and_says_why() {
         stderr_of(&out)
     );
 }
+
+/// A listener on a free loopback port whose every connection gets `reply` (or nothing, if
+/// `None`: it is read and left hanging) from a background thread.
+fn impostor(reply: Option<&'static [u8]>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            match reply {
+                Some(reply) => {
+                    let _ = stream.write_all(reply);
+                }
+                None => kept.push(stream),
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_port_that_is_not_etcd_gets_a_clear_message() {
+    let cases: [(Option<&'static [u8]>, i32, &str); 3] = [
+        (Some(b"SSH-2.0-OpenSSH_9.2\r\n"), 76, "not an HTTP reply"),
+        (
+            Some(b"HTTP/1.1 404 Not Found\r\nContent-Length: 18\r\n\r\n404 page not found"),
+            76,
+            "not an etcd reply",
+        ),
+        (None, 69, "no answer in time"),
+    ];
+    for (reply, status, want) in cases {
+        let lock = format!("etcd://127.0.0.1:{}/x", impostor(reply));
+        let started = Instant::now();
+        let out = flockrun()
+            .args(["try", "--ttl", "1", &lock, "--", "echo", "ran"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(status), "{}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(want), "{}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(&lock), "{}", stderr_of(&out));
+        assert!(out.stdout.is_empty());
+        // --ttl 1 bounds the attempts; a hanging peer costs no more than one request timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_non_utf8_etcd_lock_is_a_usage_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let lock = std::ffi::OsStr::from_bytes(b"etcd://127.0.0.1:2379/\xff\xfe");
+    let out = flockrun()
+        .arg("exec")
+        .arg(lock)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr_of(&out).contains("must be valid UTF-8"),
+        "{}",
+        stderr_of(&out)
+    );
+}

@@ -260,3 +260,35 @@ fn inherited_held_variable_never_panics() {
         }
     }
 }
+
+#[test]
+fn etcd_locks_values_and_base64_never_panic_and_round_trip() {
+    use flockrun::etcd::{Owner, Target, base64, unbase64};
+    let mut rng = Rng::new();
+    let samples: &[&[u8]] = &[
+        b"etcd://127.0.0.1:2379,[::1]:2380,db/nightly/backup",
+        b"etcd://10.0.0.5:2379/deploy",
+        b"etcd://h/x",
+    ];
+    let values: &[&[u8]] = &[
+        br#"{"host":"web-1","pid":4242,"command":"./deploy.sh","since":"2026-11-23T19:00:01Z","by":"flockrun"}"#,
+        b"",
+    ];
+    for _ in 0..ROUNDS {
+        let lock = text(&rng.input(samples));
+        if let Ok(target) = Target::parse(&lock) {
+            // What was accepted renders back to a LOCK that parses to the same thing.
+            let members: Vec<String> = target.endpoints.iter().map(ToString::to_string).collect();
+            let again = format!("etcd://{}/{}", members.join(","), target.name);
+            let reparsed = Target::parse(&again).expect(&again);
+            assert_eq!(reparsed.endpoints, target.endpoints, "{lock:?}");
+            assert_eq!(reparsed.name, target.name, "{lock:?}");
+            assert_eq!(reparsed.identity(), target.identity(), "{lock:?}");
+            assert!(!target.name.is_empty() && target.endpoints.iter().all(|e| e.port != 0));
+        }
+        let _ = Owner::parse(&rng.input(values));
+        let data = rng.bytes(48);
+        assert_eq!(unbase64(&base64(&data)).as_deref(), Some(&data[..]));
+        let _ = unbase64(&text(&rng.bytes(24)));
+    }
+}

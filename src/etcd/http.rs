@@ -650,6 +650,51 @@ mod tests {
     }
 
     #[test]
+    fn chunked_streams_reassemble_from_any_split() {
+        let messages = [
+            "{\"a\":1}\n",
+            "",
+            "{\"b\":\"x\\r\\n\"}\n",
+            "0123456789abcdef",
+        ];
+        let mut wire = Vec::new();
+        for m in messages.iter().filter(|m| !m.is_empty()) {
+            wire.extend_from_slice(format!("{:x}\r\n{m}\r\n", m.len()).as_bytes());
+        }
+        wire.extend_from_slice(b"0\r\nTrailer: x\r\n\r\n");
+        let expected: String = messages.concat();
+        // Every way of cutting the wire in two: input arrives in pieces, and a chunk is
+        // consumed only when whole.
+        for cut in 0..=wire.len() {
+            let mut input = wire[..cut].to_vec();
+            let mut body = Vec::new();
+            let mut fed = false;
+            loop {
+                match parse_chunk(&input) {
+                    Ok(Some((used, Some(data)))) => {
+                        input.drain(..used);
+                        body.extend_from_slice(&data);
+                    }
+                    Ok(Some((used, None))) => {
+                        input.drain(..used);
+                        break;
+                    }
+                    Ok(None) if !fed => {
+                        input.extend_from_slice(&wire[cut..]);
+                        fed = true;
+                    }
+                    Ok(None) => panic!("stuck at cut {cut}"),
+                    Err(e) => panic!("refused at cut {cut}: {e:?}"),
+                }
+            }
+            assert_eq!(String::from_utf8(body).unwrap(), expected, "cut {cut}");
+            assert!(input.is_empty());
+        }
+        assert!(parse_chunk(b"zz\r\n").is_err());
+        assert!(parse_chunk(b"3\r\nabcX\n").is_err());
+    }
+
+    #[test]
     fn gateway_errors_are_classified() {
         let no_leader =
             br#"{"error":"etcdserver: no leader","code":14,"message":"etcdserver: no leader"}"#;
