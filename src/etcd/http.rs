@@ -86,6 +86,17 @@ impl Transport {
         }
     }
 
+    /// Member indexes in the order to ask them: the last one that answered first.
+    fn in_turn(&self) -> impl Iterator<Item = usize> + use<> {
+        let (first, n) = (self.preferred, self.endpoints.len());
+        (0..n).map(move |step| (first + step) % n)
+    }
+
+    /// `message` prefixed with the member it is about.
+    fn at(&self, index: usize, message: &str) -> String {
+        format!("{}: {message}", self.endpoints[index])
+    }
+
     /// Sends `body` to `path` on some member and returns the parsed reply. Members are asked
     /// in turn, starting with the last one that answered, until one answers or `until`
     /// passes; `abort` is consulted between slices.
@@ -100,8 +111,7 @@ impl Transport {
         let mut problems = vec![String::new(); self.endpoints.len()];
         let mut pause = Duration::from_millis(50);
         loop {
-            for step in 0..self.endpoints.len() {
-                let index = (self.preferred + step) % self.endpoints.len();
+            for index in self.in_turn() {
                 let attempt_until = until.min(Instant::now() + REQUEST_TIMEOUT);
                 match self.call_one(index, path, &body, attempt_until, abort) {
                     Ok(value) => {
@@ -110,17 +120,14 @@ impl Transport {
                     }
                     Err(Failure::Aborted) => return Err(CallError::Aborted),
                     Err(Failure::Permanent(message)) => {
-                        return Err(CallError::Refused(format!(
-                            "{}: {message}",
-                            self.endpoints[index]
-                        )));
+                        return Err(CallError::Refused(self.at(index, &message)));
                     }
                     Err(Failure::Transient(message)) => {
-                        problems[index] = format!("{}: {message}", self.endpoints[index]);
+                        problems[index] = self.at(index, &message);
                     }
                     // A more telling failure seen earlier (connection refused) is kept.
                     Err(Failure::Late) if problems[index].is_empty() => {
-                        problems[index] = format!("{}: no answer in time", self.endpoints[index]);
+                        problems[index] = self.at(index, "no answer in time");
                     }
                     Err(Failure::Late) => {}
                 }
@@ -182,8 +189,7 @@ impl Transport {
     ) -> Result<Stream, CallError> {
         let body = body.to_string();
         let mut problems = Vec::new();
-        for step in 0..self.endpoints.len() {
-            let index = (self.preferred + step) % self.endpoints.len();
+        for index in self.in_turn() {
             let attempt_until = until.min(Instant::now() + REQUEST_TIMEOUT);
             let opened =
                 Conn::open(&self.endpoints[index], attempt_until, abort).and_then(|mut c| {
@@ -207,16 +213,13 @@ impl Transport {
                         Err(Failure::Transient(m) | Failure::Permanent(m)) => m,
                         _ => format!("HTTP {} without a stream", head.status),
                     };
-                    drop(conn);
-                    problems.push(format!("{}: {message}", self.endpoints[index]));
+                    problems.push(self.at(index, &message));
                 }
                 Err(Failure::Aborted) => return Err(CallError::Aborted),
                 Err(Failure::Transient(m) | Failure::Permanent(m)) => {
-                    problems.push(format!("{}: {m}", self.endpoints[index]));
+                    problems.push(self.at(index, &m));
                 }
-                Err(Failure::Late) => {
-                    problems.push(format!("{}: no answer in time", self.endpoints[index]));
-                }
+                Err(Failure::Late) => problems.push(self.at(index, "no answer in time")),
             }
         }
         Err(CallError::Unreachable(problems))

@@ -604,20 +604,13 @@ fn wait_turn(
     owner: Option<&QueueEntry>,
     observer: &mut dyn WaitObserver,
 ) -> Result<(), Error> {
-    let describe = |entry: Option<&QueueEntry>| crate::inspect::Sighting {
-        described: Some(entry.map_or_else(
-            || "held".to_owned(),
-            |e| format!("held by {}", e.describe()),
-        )),
-        ..Default::default()
-    };
     if deadline.is_immediate() {
         return Err(Error::Busy {
             path: target.text.clone().into(),
-            sighting: Box::new(describe(owner)),
+            sighting: Box::new(held_by(owner)),
         });
     }
-    let sighting = describe(owner);
+    let sighting = held_by(owner);
     observer.blocked(&sighting);
     let tick_every = observer.tick_every();
     let mut next_tick = tick_every;
@@ -774,6 +767,11 @@ fn sighting_now(session: &mut Session, target: &Target) -> crate::inspect::Sight
     )
     .ok()
     .and_then(|q| q.into_iter().next());
+    held_by(holder.as_ref())
+}
+
+/// What busy and timeout messages say about the holder.
+fn held_by(holder: Option<&QueueEntry>) -> crate::inspect::Sighting {
     crate::inspect::Sighting {
         described: Some(holder.map_or_else(
             || "held".to_owned(),
