@@ -230,10 +230,17 @@ impl Cluster {
 
     /// Remaining TTL of a lease, by its hex id.
     fn lease_ttl(&self, lease_hex: &str) -> Option<i64> {
+        self.lease_ttl_skipping(lease_hex, usize::MAX)
+    }
+
+    /// As `lease_ttl`, not asking member `skip`.
+    fn lease_ttl_skipping(&self, lease_hex: &str, skip: usize) -> Option<i64> {
         let id = i64::from_str_radix(lease_hex, 16).ok()?;
         self.members
             .iter()
-            .filter(|m| m.process.is_some())
+            .enumerate()
+            .filter(|(i, m)| m.process.is_some() && *i != skip)
+            .map(|(_, m)| m)
             .find_map(|m| {
                 let body = format!("{{\"ID\":\"{id}\"}}");
                 let reply = http(m.client, "POST", "/v3/kv/lease/timetolive", &body)?;
@@ -679,6 +686,51 @@ fn losing_the_leader_of_three_does_not_disturb_a_holder() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
+    assert!(held.release().success());
+}
+
+#[test]
+fn a_hung_member_of_three_does_not_disturb_a_holder_with_a_short_ttl() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    // A follower that stops answering without closing anything (SIGSTOP), listed first.
+    let hung = (0..3).find(|&i| i != leader).unwrap();
+    let mut order = vec![hung];
+    order.extend((0..3).filter(|&i| i != hung));
+    let lock = format!("etcd://{}/hung", cluster.endpoints_in(&order));
+    // TTL 4: a renewal every 1.33 s with 2.33 s left to get it done; the hung member must
+    // not take all of that.
+    let mut held = holder(&["exec", "--ttl", "4", &lock]);
+    let lease = cluster.wait_for_queue("hung", 1)[0]["lease"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = cluster.members[hung].process.as_ref().unwrap().id();
+    signal(i32::try_from(pid).unwrap(), Signal::SIGSTOP);
+    let mut renewals = 0;
+    let mut last = cluster
+        .lease_ttl_skipping(&lease, hung)
+        .expect("the lease exists");
+    wait_until(
+        "two lease renewals with a member hung",
+        Instant::now() + PATIENCE,
+        || {
+            let now = cluster
+                .lease_ttl_skipping(&lease, hung)
+                .expect("the lease exists");
+            assert!(now > 0, "the lease expired");
+            if now > last {
+                renewals += 1;
+            }
+            last = now;
+            (renewals >= 2).then_some(())
+        },
+    );
+    assert!(
+        held.child.try_wait().unwrap().is_none(),
+        "the holder stopped"
+    );
+    signal(i32::try_from(pid).unwrap(), Signal::SIGCONT);
     assert!(held.release().success());
 }
 

@@ -33,9 +33,9 @@ impl fmt::Display for Endpoint {
 const SLICE: Duration = Duration::from_millis(200);
 /// The longest a connection attempt to one member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The longest one unary request may take on one member before the next is asked. etcd
-/// answers "request timed out" itself after about 7 s while it has no leader; a shorter limit
-/// lets another member answer sooner.
+/// The longest one unary request may take on one member before the next is asked (less when
+/// the caller's budget is short: see `call`). etcd answers "request timed out" itself after
+/// about 7 s while it has no leader; a shorter limit lets another member answer sooner.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest response accepted; a lock's prefix with thousands of waiters fits easily.
 const MAX_BODY: usize = 16 << 20;
@@ -110,9 +110,14 @@ impl Transport {
         let body = body.to_string();
         let mut problems = vec![String::new(); self.endpoints.len()];
         let mut pause = Duration::from_millis(50);
+        let members = self.endpoints.len();
         loop {
-            for index in self.in_turn() {
-                let attempt_until = until.min(Instant::now() + REQUEST_TIMEOUT);
+            for (asked, index) in self.in_turn().enumerate() {
+                // Each member gets a fair share of the time left in this round, so one that
+                // hangs (stopped, partitioned) cannot use up a short budget meant for all.
+                let left_in_round = u32::try_from(members - asked).unwrap_or(u32::MAX);
+                let share = until.saturating_duration_since(Instant::now()) / left_in_round;
+                let attempt_until = until.min(Instant::now() + share.min(REQUEST_TIMEOUT));
                 match self.call_one(index, path, &body, attempt_until, abort) {
                     Ok(value) => {
                         self.preferred = index;
