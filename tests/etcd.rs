@@ -987,3 +987,29 @@ fn a_non_utf8_etcd_lock_is_a_usage_error() {
         stderr_of(&out)
     );
 }
+
+#[test]
+fn shell_command_and_verbose_work_as_for_the_other_kinds() {
+    let cluster = Cluster::start(1);
+    let lock = cluster.lock("shell");
+    let out = flockrun()
+        .args(["exec", "-v", &lock, "-c", "echo fence=$FLOCKRUN_FENCE"])
+        .env("SHELL", "/bin/sh")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fence = stdout.trim().strip_prefix("fence=").expect("the shell ran");
+    let message = stderr_of(&out);
+    assert!(
+        message.starts_with(&format!(
+            "flockrun: locked {lock} (exclusive, etcd) after waiting "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("fencing token {fence}")),
+        "{message}"
+    );
+    assert!(message.contains("key shell/"), "{message}");
+}
