@@ -734,13 +734,16 @@ fn a_hung_member_of_three_does_not_disturb_a_holder_with_a_short_ttl() {
     assert!(held.release().success());
 }
 
-#[test]
-fn a_stopped_cluster_stops_command_and_exits_79() {
-    let mut cluster = Cluster::start(1);
+/// Runs `script` (which prints `ready` first) under an etcd lock with TTL 2, kills every
+/// member of `cluster`, and returns flockrun's status, COMMAND's output after `ready`,
+/// flockrun's stderr and how long after the kill flockrun ended.
+fn hold_while_the_cluster_dies(
+    cluster: &mut Cluster,
+    script: &str,
+) -> (std::process::ExitStatus, String, String, Duration) {
     let lock = cluster.lock("doomed");
     let mut child = Command::new(FLOCKRUN)
-        .args(["exec", "--ttl", "2", &lock, "--", "sh", "-c"])
-        .arg("trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done")
+        .args(["exec", "--ttl", "2", &lock, "--", "sh", "-c", script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -750,7 +753,9 @@ fn a_stopped_cluster_stops_command_and_exits_79() {
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert_eq!(line, "ready\n");
     let stopped_at = Instant::now();
-    cluster.kill(0);
+    for i in 0..cluster.members.len() {
+        cluster.kill(i);
+    }
     let status = wait_with_deadline(&mut child);
     let took = stopped_at.elapsed();
     let mut rest = String::new();
@@ -762,15 +767,37 @@ fn a_stopped_cluster_stops_command_and_exits_79() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert_eq!(status.code(), Some(79), "{stderr}");
-    assert_eq!(rest, "got TERM\n");
     assert!(
-        stderr.contains(&format!("lost the lock {lock}")),
+        stderr.contains(&format!("lost the lock {lock}")) && stderr.contains("COMMAND was stopped"),
         "{stderr}"
     );
-    assert!(stderr.contains("COMMAND was stopped"), "{stderr}");
+    (status, rest, stderr, took)
+}
+
+#[test]
+fn a_stopped_cluster_stops_command_and_exits_79() {
+    let mut cluster = Cluster::start(1);
+    let (status, rest, stderr, took) = hold_while_the_cluster_dies(
+        &mut cluster,
+        "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done",
+    );
+    assert_eq!(status.code(), Some(79), "{stderr}");
+    assert_eq!(rest, "got TERM\n");
     // COMMAND is gone by the time the lease would have expired (TTL 2 s), give or take
     // one renewal interval.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}
+
+#[test]
+fn a_stopped_three_member_cluster_kills_a_command_that_ignores_sigterm() {
+    let mut cluster = Cluster::start(3);
+    let (status, _, stderr, took) = hold_while_the_cluster_dies(
+        &mut cluster,
+        "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+    );
+    // flockrun returns only once COMMAND has ended, and this COMMAND ignores SIGTERM: its
+    // end is the SIGKILL, sent when the lease would expire (TTL 2 s after the last renewal).
+    assert_eq!(status.code(), Some(79), "{stderr}");
     assert!(took < Duration::from_secs(4), "took {took:?}");
 }
 
