@@ -67,7 +67,7 @@ struct Member {
 }
 
 /// A throw-away etcd cluster on loopback ports.
-struct Cluster {
+pub(crate) struct Cluster {
     members: Vec<Member>,
     dir: TempDir,
 }
@@ -84,7 +84,7 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 impl Cluster {
-    fn start(size: usize) -> Cluster {
+    pub(crate) fn start(size: usize) -> Cluster {
         ensure_etcd();
         let dir = scratch();
         let ports = free_ports(2 * size);
@@ -164,7 +164,7 @@ impl Cluster {
         self.endpoints_in(&(0..self.members.len()).collect::<Vec<_>>())
     }
 
-    fn lock(&self, name: &str) -> String {
+    pub(crate) fn lock(&self, name: &str) -> String {
         format!("etcd://{}/{name}", self.endpoints())
     }
 

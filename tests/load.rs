@@ -123,15 +123,33 @@ enum Who<'a> {
 
 struct Run {
     dir: tempfile::TempDir,
-    lock: PathBuf,
+    /// A lock file in `dir`, or an `etcd://` LOCK.
+    lock: String,
     exclusive_holds: usize,
-    chaos: bool,
+    chaos: Option<Chaos>,
 }
+
+/// How the chaos thread kills: at most `max_kills`, spaced 0 to `max_pause` apart.
+#[derive(Clone, Copy)]
+struct Chaos {
+    max_pause: Duration,
+    max_kills: usize,
+}
+
+/// For the local kinds: a kill every few milliseconds, as many as the run allows.
+const RAPID: Chaos = Chaos {
+    max_pause: Duration::from_millis(15),
+    max_kills: usize::MAX,
+};
 
 impl Run {
     fn new(lock_name: &str, chaos: bool) -> Run {
         let dir = scratch();
-        let lock = dir.path().join(lock_name);
+        let lock = dir.path().join(lock_name).to_str().unwrap().to_owned();
+        Run::with_lock(dir, lock, chaos.then_some(RAPID))
+    }
+
+    fn with_lock(dir: tempfile::TempDir, lock: String, chaos: Option<Chaos>) -> Run {
         fs::create_dir(dir.path().join("work")).unwrap();
         Run {
             dir,
@@ -148,10 +166,11 @@ impl Run {
     fn start(&mut self, who: &Who<'_>, holds: usize) -> Child {
         let helper = occupy_helper();
         let (work, lock) = (self.work(), &self.lock);
-        let after_kill = if self.chaos { " --after-kill" } else { "" };
+        let chaos = self.chaos.is_some();
+        let after_kill = if chaos { " --after-kill" } else { "" };
         let loop_of = |one: String| {
             // flockrun SIGKILLed by the chaos thread ends with 137; anything else is a failure.
-            let tolerated = if self.chaos { "[ $rc = 137 ] ||" } else { "" };
+            let tolerated = if chaos { "[ $rc = 137 ] ||" } else { "" };
             format!(
                 "for i in $(seq {holds}); do {one}; rc=$?; [ $rc = 0 ] || {tolerated} exit $rc; done"
             )
@@ -162,9 +181,8 @@ impl Run {
                     self.exclusive_holds += holds;
                 }
                 let script = loop_of(format!(
-                    "{FLOCKRUN} {} '{}' -- {} '{}' {role}{after_kill}",
+                    "{FLOCKRUN} {} '{lock}' -- {} '{}' {role}{after_kill}",
                     args.join(" "),
-                    lock.display(),
                     helper.display(),
                     work.display()
                 ));
@@ -173,8 +191,7 @@ impl Run {
             Who::Flock1 => {
                 self.exclusive_holds += holds;
                 let script = loop_of(format!(
-                    "flock '{}' {} '{}' x{after_kill}",
-                    lock.display(),
+                    "flock '{lock}' {} '{}' x{after_kill}",
                     helper.display(),
                     work.display()
                 ));
@@ -188,7 +205,7 @@ impl Run {
                     .args(["-c", PY_LOAD, kind])
                     .arg(lock)
                     .arg(&work)
-                    .args([holds.to_string(), u8::from(self.chaos).to_string()])
+                    .args([holds.to_string(), u8::from(chaos).to_string()])
                     .spawn()
                     .unwrap()
             }
@@ -207,9 +224,9 @@ impl Run {
         }
         let mut children: Vec<Child> = everyone.iter().map(|(w, n)| self.start(w, *n)).collect();
         let done = Arc::new(AtomicBool::new(false));
-        let killer = self.chaos.then(|| {
+        let killer = self.chaos.map(|chaos| {
             let (done, lock) = (done.clone(), self.lock.clone());
-            thread::spawn(move || kill_at_random(&lock, &done))
+            thread::spawn(move || kill_at_random(&lock, chaos, &done))
         });
         // Each participant runs a few hundred short holds; four minutes is a hang.
         let deadline = Instant::now() + 12 * PATIENCE;
@@ -224,7 +241,7 @@ impl Run {
 
         let (holds, gone) = read_load_log(&self.work());
         assert_no_overlap(&holds, &gone);
-        if self.chaos {
+        if self.chaos.is_some() {
             // A killed flockrun takes its hold with it (a kernel kind's COMMAND finishes
             // on the inherited lock instead), so only an upper bound holds.
             assert!(holds.iter().filter(|h| h.exclusive).count() <= self.exclusive_holds);
@@ -253,8 +270,7 @@ impl Run {
             || (!any_process_mentions(work)).then_some(()),
         );
         let mut args = single_attempt.to_vec();
-        let lock = self.lock.to_str().unwrap();
-        args.extend([lock, "--", "true"]);
+        args.extend([self.lock.as_str(), "--", "true"]);
         flockrun().args(&args).assert().success();
         let stray: Vec<_> = fs::read_dir(self.dir.path())
             .unwrap()
@@ -277,9 +293,9 @@ fn any_process_mentions(needle: &str) -> bool {
         })
 }
 
-/// SIGKILLs a random flockrun working on `lock` every 0–15 ms until `done`; returns how many.
-fn kill_at_random(lock: &Path, done: &AtomicBool) -> usize {
-    let lock = lock.to_str().unwrap().to_owned();
+/// SIGKILLs a random flockrun working on `lock` at random moments, as `chaos` says, until
+/// `done`; returns how many.
+fn kill_at_random(lock: &str, chaos: Chaos, done: &AtomicBool) -> usize {
     let mut seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -293,7 +309,7 @@ fn kill_at_random(lock: &Path, done: &AtomicBool) -> usize {
         seed
     };
     let mut kills = 0;
-    while !done.load(Ordering::SeqCst) {
+    while !done.load(Ordering::SeqCst) && kills < chaos.max_kills {
         let victims: Vec<i32> = fs::read_dir("/proc")
             .unwrap()
             .filter_map(Result::ok)
@@ -301,7 +317,7 @@ fn kill_at_random(lock: &Path, done: &AtomicBool) -> usize {
                 let pid: i32 = e.file_name().to_str()?.parse().ok()?;
                 let exe = fs::read_link(e.path().join("exe")).ok()?;
                 let cmdline = fs::read(e.path().join("cmdline")).ok()?;
-                (exe == Path::new(FLOCKRUN) && String::from_utf8_lossy(&cmdline).contains(&lock))
+                (exe == Path::new(FLOCKRUN) && String::from_utf8_lossy(&cmdline).contains(lock))
                     .then_some(pid)
             })
             .collect();
@@ -313,7 +329,10 @@ fn kill_at_random(lock: &Path, done: &AtomicBool) -> usize {
             }
         }
         // Random spacing is the point: kills land at every stage of a hold.
-        thread::sleep(Duration::from_micros(u64::from(next() % 15_000)));
+        let max_us = u32::try_from(chaos.max_pause.as_micros())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        thread::sleep(Duration::from_micros(u64::from(next() % max_us)));
     }
     kills
 }
@@ -434,4 +453,28 @@ fn killing_flockrun_at_random_never_gives_two_holders_sqlite() {
 #[test]
 fn killing_flockrun_at_random_never_gives_two_holders_soft() {
     chaos("s.lock", &["exec", "--soft"], &[], Some("soft"));
+}
+
+/// The etcd kind: a killed flockrun takes its COMMAND with it at once, while its lease keeps
+/// the lock for up to the TTL, so no kill can let two holders in. Each kill stalls the queue
+/// until that lease expires, hence fewer, sparser kills than for the local kinds.
+#[test]
+fn killing_flockrun_at_random_never_gives_two_holders_etcd() {
+    let cluster = crate::etcd::Cluster::start(1);
+    let lock = cluster.lock("chaos");
+    let chaos = Chaos {
+        max_pause: Duration::from_millis(400),
+        max_kills: 8,
+    };
+    let mut run = Run::with_lock(scratch(), lock, Some(chaos));
+    let args: &[&str] = &["exec", "--ttl", "1"];
+    let kills = run.go(&[
+        (Who::Flockrun(args, "x"), 15),
+        (Who::Flockrun(args, "x"), 15),
+        (Who::Flockrun(args, "x"), 15),
+    ]);
+    assert!(kills > 0, "the chaos thread never killed anything");
+    eprintln!("{kills} flockrun processes killed");
+    // Leases of killed flockruns may still be running out: wait for them, briefly.
+    run.assert_free_afterwards(&["exec", "-w", "10"]);
 }
