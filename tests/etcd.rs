@@ -228,12 +228,31 @@ impl Cluster {
         )
     }
 
-    /// Remaining TTL of a lease, by its hex id.
-    fn lease_ttl(&self, lease_hex: &str) -> Option<i64> {
-        self.lease_ttl_skipping(lease_hex, usize::MAX)
+    /// Waits until the lease's remaining TTL (in etcd's whole seconds) has risen twice, that
+    /// is, two renewals went through; never asks member `skip`. Fails if the lease expires.
+    fn wait_for_renewals(&self, lease_hex: &str, skip: usize, when: &str) {
+        let mut renewals = 0;
+        let mut last = self
+            .lease_ttl_skipping(lease_hex, skip)
+            .expect("the lease exists");
+        wait_until(
+            &format!("two lease renewals {when}"),
+            Instant::now() + PATIENCE,
+            || {
+                let now = self
+                    .lease_ttl_skipping(lease_hex, skip)
+                    .expect("the lease exists");
+                assert!(now > 0, "the lease expired");
+                if now > last {
+                    renewals += 1;
+                }
+                last = now;
+                (renewals >= 2).then_some(())
+            },
+        );
     }
 
-    /// As `lease_ttl`, not asking member `skip`.
+    /// Remaining TTL of a lease, by its hex id, not asking member `skip`.
     fn lease_ttl_skipping(&self, lease_hex: &str, skip: usize) -> Option<i64> {
         let id = i64::from_str_radix(lease_hex, 16).ok()?;
         self.members
@@ -660,22 +679,8 @@ fn losing_the_leader_of_three_does_not_disturb_a_holder() {
     cluster.kill(leader);
     let new_leader = cluster.leader();
     assert_ne!(new_leader, leader);
-    // Renewals go on through the survivors: the lease's remaining TTL rises again, twice.
-    let mut renewals = 0;
-    let mut last = cluster.lease_ttl(&lease).expect("the lease still exists");
-    wait_until(
-        "two lease renewals after the leader died",
-        Instant::now() + PATIENCE,
-        || {
-            let now = cluster.lease_ttl(&lease).expect("the lease still exists");
-            assert!(now > 0, "the lease expired");
-            if now > last {
-                renewals += 1;
-            }
-            last = now;
-            (renewals >= 2).then_some(())
-        },
-    );
+    // Renewals go on through the survivors.
+    cluster.wait_for_renewals(&lease, usize::MAX, "after the leader died");
     assert!(
         held.child.try_wait().unwrap().is_none(),
         "the holder stopped"
@@ -707,25 +712,7 @@ fn a_hung_member_of_three_does_not_disturb_a_holder_with_a_short_ttl() {
         .to_owned();
     let pid = cluster.members[hung].process.as_ref().unwrap().id();
     signal(i32::try_from(pid).unwrap(), Signal::SIGSTOP);
-    let mut renewals = 0;
-    let mut last = cluster
-        .lease_ttl_skipping(&lease, hung)
-        .expect("the lease exists");
-    wait_until(
-        "two lease renewals with a member hung",
-        Instant::now() + PATIENCE,
-        || {
-            let now = cluster
-                .lease_ttl_skipping(&lease, hung)
-                .expect("the lease exists");
-            assert!(now > 0, "the lease expired");
-            if now > last {
-                renewals += 1;
-            }
-            last = now;
-            (renewals >= 2).then_some(())
-        },
-    );
+    cluster.wait_for_renewals(&lease, hung, "with a member hung");
     assert!(
         held.child.try_wait().unwrap().is_none(),
         "the holder stopped"
