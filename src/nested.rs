@@ -66,30 +66,40 @@ fn parse_entries(value: &str) -> Vec<Entry> {
 /// process `pid` (flockrun itself, or the COMMAND it becomes with `--no-fork`).
 #[must_use]
 pub fn held_var_with(inherited: Option<&OsStr>, held: &HeldLock, pid: i32) -> OsString {
-    let start = ProcessInfo::identity(pid).map_or(0, |(_, started)| started);
-    let entry = format!(
-        "{}:{}:{}:{}:{pid}:{start}",
+    with_entry(
+        inherited,
         held.kind().name(),
         held.mode().name(),
-        held.id().dev,
-        held.id().ino
-    );
+        held.id(),
+        pid,
+    )
+}
+
+/// `inherited` with one more entry, `kind:mode:dev:ino:pid:start`.
+fn with_entry(inherited: Option<&OsStr>, kind: &str, mode: &str, id: FileId, pid: i32) -> OsString {
+    let start = ProcessInfo::identity(pid).map_or(0, |(_, started)| started);
+    let entry = format!("{kind}:{mode}:{}:{}:{pid}:{start}", id.dev, id.ino);
     match inherited.and_then(OsStr::to_str).filter(|s| !s.is_empty()) {
         Some(previous) => format!("{previous},{entry}").into(),
         None => entry.into(),
     }
 }
 
-/// Whether the lock on `id` of `kind` is already held for this process by an ancestor.
-#[must_use]
-pub fn held_above(id: FileId, kind: LockKind, held_var: Option<&OsStr>) -> Option<HeldAbove> {
-    let entries: Vec<Entry> = held_var
+/// The entries of `held_var` for the lock `id` of kind `kind`.
+fn entries_for(held_var: Option<&OsStr>, kind: &str, id: FileId) -> Vec<Entry> {
+    held_var
         .and_then(OsStr::to_str)
         .map(parse_entries)
         .unwrap_or_default()
         .into_iter()
-        .filter(|e| e.kind == kind.name() && e.id == id)
-        .collect();
+        .filter(|e| e.kind == kind && e.id == id)
+        .collect()
+}
+
+/// Whether the lock on `id` of `kind` is already held for this process by an ancestor.
+#[must_use]
+pub fn held_above(id: FileId, kind: LockKind, held_var: Option<&OsStr>) -> Option<HeldAbove> {
+    let entries = entries_for(held_var, kind.name(), id);
     let me = nix::unistd::getpid().as_raw();
     if kind.inheritable()
         && let Ok(Some(mode)) = inspect::process_lock(me, id, kind.proc_class())
@@ -132,26 +142,13 @@ fn etcd_id(target_hash: u64) -> FileId {
 /// `etcd::Target::identity`).
 #[must_use]
 pub fn etcd_held_above(target_hash: u64, held_var: Option<&OsStr>) -> Option<HeldAbove> {
-    let entries: Vec<Entry> = held_var
-        .and_then(OsStr::to_str)
-        .map(parse_entries)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.kind == "etcd" && e.id == etcd_id(target_hash))
-        .collect();
-    held_by_living_ancestor(&entries)
+    held_by_living_ancestor(&entries_for(held_var, "etcd", etcd_id(target_hash)))
 }
 
 /// The `FLOCKRUN_HELD` value to give COMMAND after taking the etcd lock `target_hash`.
 #[must_use]
 pub fn etcd_held_var_with(inherited: Option<&OsStr>, target_hash: u64, pid: i32) -> OsString {
-    let start = ProcessInfo::identity(pid).map_or(0, |(_, started)| started);
-    let id = etcd_id(target_hash);
-    let entry = format!("etcd:exclusive:{}:{}:{pid}:{start}", id.dev, id.ino);
-    match inherited.and_then(OsStr::to_str).filter(|s| !s.is_empty()) {
-        Some(previous) => format!("{previous},{entry}").into(),
-        None => entry.into(),
-    }
+    with_entry(inherited, "etcd", "exclusive", etcd_id(target_hash), pid)
 }
 
 /// `(pid, start_ticks)` of this process and its ancestors up to init.

@@ -316,8 +316,6 @@ fn command_of(run: &RunArgs) -> Result<supervise::Command, Error> {
     }
 }
 
-/// `exec` and `try` on an `etcd://` LOCK: a lease-backed lock held by flockrun itself, so
-/// COMMAND dies with flockrun, and is stopped if the lease is lost.
 /// LOCK as an etcd target, after refusing the options that make no sense for one.
 fn etcd_request<'a>(
     lock_args: Option<&'a KernelLockArgs>,
@@ -349,16 +347,18 @@ fn etcd_request<'a>(
              itself, and has no file"
         )));
     }
-    let target = etcd::Target::parse(text).map_err(|m| usage(format!("bad LOCK: {m}")))?;
-    Ok((text, target, args))
+    Ok((text, etcd::Target::parse_lock(text)?, args))
 }
 
+/// `exec` and `try` on an `etcd://` LOCK: a lease-backed lock held by flockrun itself, so
+/// COMMAND dies with flockrun, and is stopped if the lease is lost.
 fn run_etcd(plan: &Plan, lock_args: Option<&KernelLockArgs>, run: &RunArgs) -> Result<i32, Error> {
     let (text, target, args) = etcd_request(lock_args, run)?;
     let command = command_of(run)?;
     wait::install_stop_handlers().map_err(|e| Error::system("installing signal handlers", e))?;
     let inherited_held = std::env::var_os(nested::HELD_VAR);
-    if let Some(above) = nested::etcd_held_above(target.identity(), inherited_held.as_deref()) {
+    let identity = target.identity();
+    if let Some(above) = nested::etcd_held_above(identity, inherited_held.as_deref()) {
         // The lock is ours already, through an ancestor: waiting would wait for ourselves.
         if run.verbose {
             say(&format!(
@@ -408,7 +408,7 @@ fn run_etcd(plan: &Plan, lock_args: Option<&KernelLockArgs>, run: &RunArgs) -> R
             nested::HELD_VAR.into(),
             nested::etcd_held_var_with(
                 inherited_held.as_deref(),
-                target.identity(),
+                identity,
                 nix::unistd::getpid().as_raw(),
             ),
         ),

@@ -142,10 +142,7 @@ pub struct LockStatus {
 /// # Errors
 /// A LOCK that does not parse (`Usage`), an unreachable cluster, a refusal.
 pub fn inspect_etcd(text: &str) -> Result<LockStatus, Error> {
-    let target = crate::etcd::Target::parse(text).map_err(|m| Error::Usage {
-        message: format!("bad LOCK: {m}"),
-    })?;
-    let queue = crate::etcd::queue(&target)?;
+    let queue = crate::etcd::queue(&crate::etcd::Target::parse_lock(text)?)?;
     Ok(LockStatus {
         path: PathBuf::from(text),
         exists: true,

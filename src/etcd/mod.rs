@@ -18,7 +18,7 @@ mod target;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -153,6 +153,14 @@ fn int(value: Option<&Value>) -> i64 {
     }
 }
 
+/// The mutex's data, also after a panic elsewhere poisoned it: every value kept under these
+/// mutexes is complete at all times.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The state the renewal thread shares with the main thread.
 struct Shared {
     lost: AtomicBool,
@@ -169,10 +177,7 @@ struct Shared {
 
 impl Shared {
     fn lose(&self, reason: String) {
-        *self
-            .reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
+        *locked(&self.reason) = reason;
         self.lost.store(true, Ordering::SeqCst);
         // The main thread may sleep in a socket call or in sigwaitinfo: SIGALRM interrupts
         // the first (its handler is installed without SA_RESTART) and is taken by the second
@@ -249,13 +254,10 @@ impl Session {
     /// Why the lease is lost, if it is.
     #[must_use]
     pub fn lost(&self) -> Option<String> {
-        self.shared.lost.load(Ordering::SeqCst).then(|| {
-            self.shared
-                .reason
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
-        })
+        self.shared
+            .lost
+            .load(Ordering::SeqCst)
+            .then(|| locked(&self.shared.reason).clone())
     }
 
     /// The flag supervise reads before starting COMMAND.
@@ -291,11 +293,7 @@ impl Session {
         {
             // Under the mutex the renewal thread sleeps on, so the wake-up cannot slip in
             // between its check and its sleep.
-            let _pending = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _pending = locked(&self.shared.pending);
             self.shared.stop.store(true, Ordering::SeqCst);
             self.shared.wake.notify_all();
         }
@@ -363,10 +361,7 @@ fn renew(
     let stopping = || shared.stop.load(Ordering::SeqCst);
     loop {
         let next = confirmed + ttl / 3;
-        let mut pending = shared
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = locked(&shared.pending);
         while !stopping() && Instant::now() < next && pending.is_none() {
             let left = next.saturating_duration_since(Instant::now());
             pending = shared
@@ -410,11 +405,7 @@ fn renew(
         }
         confirmed = sent;
         ttl = Duration::from_secs(left.unsigned_abs());
-        let key = shared
-            .key
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let key = locked(&shared.key).clone();
         if let Some(key) = key {
             let give_up = confirmed + ttl.saturating_sub(grace_for(ttl));
             let body = json!({ "key": key, "count_only": true });
@@ -526,11 +517,7 @@ pub fn acquire(
         ],
     });
     let reply = session.call("/v3/kv/txn", &txn, reach_until(deadline, ttl))?;
-    *session
-        .shared
-        .key
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(key64.clone());
+    *locked(&session.shared.key) = Some(key64.clone());
     let responses = reply.get("responses").and_then(Value::as_array);
     let kvs = |i: usize| -> Vec<Value> {
         responses
@@ -579,11 +566,7 @@ pub fn acquire(
             }}],
             "failure": [],
         });
-        *session
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(update);
+        *locked(&session.shared.pending) = Some(update);
         session.shared.wake.notify_all();
     }
     Ok(HeldEtcd {

@@ -56,6 +56,16 @@ impl Target {
         })
     }
 
+    /// `parse` for LOCK on the command line: a malformed one is a usage error.
+    ///
+    /// # Errors
+    /// As `parse`, as `Error::Usage`.
+    pub fn parse_lock(text: &str) -> Result<Target, crate::error::Error> {
+        Target::parse(text).map_err(|m| crate::error::Error::Usage {
+            message: format!("bad LOCK: {m}"),
+        })
+    }
+
     /// A stable 64-bit identity of the lock: its name and its set of members, in any order
     /// (FNV-1a). Used to recognise the same lock held by an ancestor flockrun.
     #[must_use]
