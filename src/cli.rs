@@ -102,8 +102,8 @@ pub struct StatusArgs {
 
     /// Inspect LOCK as this kind instead of detecting it from the kernel's locks and the
     /// file's content
-    #[arg(long, value_name = "KIND", value_parser = crate::status::StatusKind::parse)]
-    pub kind: Option<crate::status::StatusKind>,
+    #[arg(long, value_name = "KIND", value_parser = crate::kind::parse_inspectable)]
+    pub kind: Option<&'static dyn crate::lock::Kind>,
 
     /// Also print the kernel's lock lines for each LOCK
     #[arg(short = 'v', long, conflicts_with = "quiet")]

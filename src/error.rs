@@ -8,9 +8,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::inspect::Sighting;
-use crate::kind::LockKind;
-use crate::lock::LockMode;
+use crate::inspect::sighting::Sighting;
 
 /// Everything that can go wrong while taking a lock or running a command under it.
 #[derive(Debug)]
@@ -30,9 +28,9 @@ pub enum Error {
     /// wait for ourselves forever.
     WouldDeadlock {
         path: PathBuf,
-        kind: LockKind,
-        held: LockMode,
-        wanted: LockMode,
+        /// The held and the wanted mode, named as the kind names them (`read`, `shared`…).
+        held: &'static str,
+        wanted: &'static str,
         holder_pid: i32,
     },
     /// A termination signal arrived while waiting (or before COMMAND could start).
@@ -81,31 +79,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// The lock was not had: `Busy` after a single attempt, `TimedOut` after a wait, or
-    /// `Interrupted` when a stop signal is what ended it.
-    pub(crate) fn not_acquired(
-        path: &std::path::Path,
-        deadline: &crate::wait::Deadline,
-        sighting: Sighting,
-    ) -> Self {
-        if let Some(signal) = crate::wait::stop_signal() {
-            return Error::Interrupted { signal };
-        }
-        let sighting = Box::new(sighting);
-        if deadline.is_immediate() {
-            Error::Busy {
-                path: path.to_owned(),
-                sighting,
-            }
-        } else {
-            Error::TimedOut {
-                path: path.to_owned(),
-                waited: deadline.elapsed(),
-                sighting,
-            }
-        }
-    }
-
     pub(crate) fn system(what: &'static str, source: impl Into<io::Error>) -> Self {
         Error::System {
             what,
@@ -132,12 +105,10 @@ impl fmt::Display for Error {
             ),
             Error::WouldDeadlock {
                 path,
-                kind,
                 held,
                 wanted,
                 holder_pid,
             } => {
-                let (held, wanted) = (kind.mode_name(*held), kind.mode_name(*wanted));
                 write!(
                     f,
                     "{} is already held with a {held} lock by an ancestor (pid {holder_pid}); a nested \

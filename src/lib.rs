@@ -1,14 +1,17 @@
 //! flockrun: run a command while holding a lock.
 //!
 //! The library does the locking; the `flockrun` binary only parses arguments (`cli`) and
-//! turns outcomes into exit statuses (`run`). The pieces:
+//! turns outcomes into exit statuses (`run`). The pieces, bottom up:
 //!
-//! * [`acquire`] takes a lock of a [`LockKind`] in a [`LockMode`] before a
-//!   [`wait::Deadline`], waiting in the kernel and re-checking the inode it won;
-//! * [`supervise`] runs a command under a held lock and passes signals on to it;
-//! * [`inspect`] says who holds a lock and who waits, from `/proc`;
-//! * [`nested`] recognises a lock an ancestor flockrun already holds;
-//! * [`etcd`] takes a lock across machines through an etcd cluster, as `etcdctl lock` does.
+//! * [`mode`], [`error`], [`inspect::sighting`]: plain types every other part names;
+//! * [`wait`] (deadlines, stop signals, waiting in the kernel), [`open`] (opening lock files
+//!   safely), [`inspect`] (who holds a lock, from `/proc`), [`nested`] (locks an ancestor
+//!   flockrun holds), [`supervise`] (running COMMAND and passing signals on);
+//! * [`lock`]: the interface every kind implements: a request becomes a target, taking it
+//!   yields a hold;
+//! * [`kind`]: one file per kind (kernel, ofd, sqlite, soft, etcd, the last on top of the
+//!   cluster client in [`etcd`]) and the choice among them;
+//! * [`run`]: the one road from a command line through a hold to an exit status.
 
 pub mod cli;
 pub mod duration;
@@ -19,13 +22,14 @@ pub mod identity;
 pub mod inspect;
 pub mod kind;
 pub mod lock;
+pub mod mode;
 pub mod nested;
-mod open;
+pub mod open;
 pub mod run;
 pub mod status;
 pub mod supervise;
+pub mod utc;
 pub mod wait;
 
 pub use error::Error;
-pub use kind::LockKind;
-pub use lock::{HeldLock, LockMode, LockRequest, Silent, WaitObserver, acquire};
+pub use mode::LockMode;

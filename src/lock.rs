@@ -1,149 +1,308 @@
-//! Taking a lock: open the lock file, try once, wait in the kernel if allowed, and make sure
-//! the inode we won is still the one the path names before calling it held.
+//! The one road from LOCK to a held lock, for every kind. The command line becomes a
+//! [`Request`]; the kind that claims it most strongly (see `kind::KINDS`) turns it into a
+//! [`Target`]; taking the target yields a [`Hold`], which tells the supervisor what COMMAND
+//! inherits (a descriptor or nothing), what COMMAND finds in its environment, whether the
+//! hold can be lost and how that is noticed, and how it ends. Nesting, `-v`, the live line,
+//! supervision, the deleted-lock warning and release are written once, in `run`, on top of
+//! these types.
+//!
+//! # Adding a kind
+//!
+//! 1. One new file under `src/kind/` with a unit struct that implements [`Kind`]: its name,
+//!    which requests it claims ([`Claim`]), how it turns one into a [`Target`] (refusing the
+//!    options it cannot honour with `Error::Usage`), and what `status` shows of it. Its
+//!    [`Lockable`] takes the lock and returns a [`Hold`]; the trait defaults fit a lock that
+//!    no descriptor carries, that cannot be lost, and that is released by dropping it.
+//! 2. One entry, `NAME::Struct`, in the `kinds!` list in `src/kind/mod.rs`.
+//!
+//! The options a kind reads come through [`Request`]; a new option means a field there and
+//! a flag in `cli`.
 
-use std::fmt;
-use std::fs::{self, File};
-use std::os::fd::{AsRawFd, RawFd};
+use std::ffi::OsString;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::inspect::{self, FileId, Sighting};
-use crate::kind::{LockKind, soft, sqlite};
-use crate::open::{self, Access, Shape};
-use crate::wait::{self, Deadline, WaitEnd};
+use crate::inspect::proc_locks::KernelLocks;
+use crate::inspect::sighting::FileId;
+use crate::mode::LockMode;
+use crate::nested::HeldKey;
+use crate::status::LockStatus;
+use crate::supervise::LostWatch;
+use crate::wait::{Deadline, WaitObserver};
 
-/// Exclusive (one holder) or shared (any number of shared holders, no exclusive one).
+/// The subcommand that asks for the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    Exclusive,
-    Shared,
+pub enum Verb {
+    Exec,
+    Try,
+    Read,
+    Write,
 }
 
-impl LockMode {
-    /// The name used in `FLOCKRUN_MODE` and in messages.
+impl Verb {
+    /// `read` and `write`: the reader/writer commands.
     #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            LockMode::Exclusive => "exclusive",
-            LockMode::Shared => "shared",
+    pub fn is_read_write(self) -> bool {
+        matches!(self, Verb::Read | Verb::Write)
+    }
+}
+
+/// What the command line asks for, in no kind's terms yet.
+#[derive(Debug, Clone)]
+#[allow(clippy::struct_excessive_bools)] // one per flag
+pub struct Request {
+    pub verb: Verb,
+    /// LOCK as given.
+    pub lock: PathBuf,
+    /// `-s` for exec and try; shared for read, exclusive for write.
+    pub mode: LockMode,
+    pub fcntl: bool,
+    pub soft: bool,
+    /// `-o`: COMMAND does not inherit the lock.
+    pub close: bool,
+    /// `-F`: COMMAND replaces flockrun.
+    pub no_fork: bool,
+    pub ttl: Option<u32>,
+    /// `--mode`: permission bits of a lock file flockrun creates.
+    pub create_mode: Option<u32>,
+    pub deadline: Deadline,
+    /// COMMAND as a person reads it, for kinds that record who holds them.
+    pub command: String,
+}
+
+impl Request {
+    /// `verb` on `lock` with every option at its default: exclusive (shared for `read`), no
+    /// flags, wait as long as it takes.
+    #[must_use]
+    pub fn new(verb: Verb, lock: impl Into<PathBuf>) -> Self {
+        Request {
+            verb,
+            lock: lock.into(),
+            mode: if verb == Verb::Read {
+                LockMode::Shared
+            } else {
+                LockMode::Exclusive
+            },
+            fcntl: false,
+            soft: false,
+            close: false,
+            no_fork: false,
+            ttl: None,
+            create_mode: None,
+            deadline: Deadline::forever(),
+            command: String::new(),
         }
     }
 
-    /// Whether holding `self` already grants a request for `wanted`.
-    #[must_use]
-    pub fn covers(self, wanted: LockMode) -> bool {
-        self == LockMode::Exclusive || wanted == LockMode::Shared
+    /// LOCK as an absolute path, for the kinds whose lock is a file: `Open` (66) when LOCK is
+    /// empty or the current directory cannot be read.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn lock_file(&self) -> Result<PathBuf, Error> {
+        if self.lock.as_os_str().is_empty() {
+            return Err(Error::Open {
+                path: self.lock.clone(),
+                hint: "LOCK is empty; give the path of a lock file".to_owned(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
+        std::path::absolute(&self.lock).map_err(|e| Error::Open {
+            path: self.lock.clone(),
+            hint: "the current directory is not accessible".to_owned(),
+            source: e,
+        })
+    }
+
+    /// The usage error for `--ttl` on a lock file of a kind without one.
+    ///
+    /// # Errors
+    /// When `--ttl` was given.
+    pub fn refuse_ttl(&self) -> Result<(), Error> {
+        if self.ttl.is_none() {
+            return Ok(());
+        }
+        Err(Error::Usage {
+            message: format!(
+                "--ttl applies to etcd:// locks only, and {} is a lock file",
+                self.lock.display()
+            ),
+        })
     }
 }
 
-impl fmt::Display for LockMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// How strongly a kind claims a request; the strongest claim wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Claim {
+    /// The kind a subcommand takes when no option names another (kernel for exec, sqlite for
+    /// read and write).
+    ByDefault,
+    /// An option asks for it (`--fcntl`, `--soft`).
+    ByOption,
+    /// LOCK's own form names it (`etcd://`), whatever the options say.
+    ByName,
+}
+
+/// What `status` has read of a lock file before asking its kind for the rest.
+pub struct LockFile<'a> {
+    /// Absolute.
+    pub path: &'a Path,
+    pub meta: &'a std::fs::Metadata,
+    pub id: FileId,
+    pub locks: &'a KernelLocks,
+}
+
+/// A lock kind: one protocol, one file under `src/kind/`.
+pub trait Kind: Sync {
+    /// The name in `FLOCKRUN_KIND`, `FLOCKRUN_HELD`, `status` and messages.
+    fn name(&self) -> &'static str;
+
+    /// Whether (and how strongly) this kind serves `request`.
+    fn claims(&self, request: &Request) -> Option<Claim>;
+
+    /// The lock `request` names, or a usage error for an option this kind cannot honour.
+    ///
+    /// # Errors
+    /// `Usage`, or an error about LOCK itself.
+    fn target(&self, request: &Request) -> Result<Target, Error>;
+
+    /// For `status`: the whole report when LOCK's form names this kind (`etcd://…`), else
+    /// `None`.
+    fn inspect_named(&self, _lock: &std::ffi::OsStr) -> Option<Result<LockStatus, Error>> {
+        None
+    }
+
+    /// Whether `status --kind NAME` can inspect a lock file as this kind.
+    fn inspects_files(&self) -> bool {
+        true
+    }
+
+    /// The `/proc/locks` class of this kind's kernel locks, which tells `status` a file's
+    /// kind while it is locked.
+    fn proc_class(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Whether a lock file no kernel lock tells about is this kind's, by its content.
+    fn recognises(&self, _file: &LockFile<'_>) -> bool {
+        false
+    }
+
+    /// Fills `status` in for an existing lock file of this kind.
+    ///
+    /// # Errors
+    /// When what `status` needs cannot be read.
+    fn inspect_file(&self, status: &mut LockStatus, file: &LockFile<'_>) -> Result<(), Error>;
+
+    /// Fills `status` in for a LOCK path where no file exists.
+    fn inspect_missing(&self, _status: &mut LockStatus) {}
+}
+
+impl std::fmt::Debug for dyn Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
 }
 
-/// What to lock and how long to wait for it.
-#[derive(Debug, Clone)]
-pub struct LockRequest {
-    pub path: PathBuf,
-    pub kind: LockKind,
+/// A lock to take: LOCK and the options, resolved for one kind.
+pub struct Target {
+    /// The kind's name.
+    pub kind: &'static str,
     pub mode: LockMode,
+    /// How the kind names modes (`FLOCKRUN_MODE`, messages): `LockMode::name` or
+    /// `LockMode::read_write_name`.
+    pub mode_names: fn(LockMode) -> &'static str,
+    /// What `FLOCKRUN_LOCK` gives COMMAND: the absolute path of a lock file, or LOCK itself.
+    pub lock: OsString,
+    /// LOCK as messages show it before the lock is taken.
+    pub shown: String,
     pub deadline: Deadline,
-    /// Permission bits for a lock file flockrun creates; `None` = `0o666 & ~umask`.
-    pub create_mode: Option<u32>,
+    /// `-o`: COMMAND must not inherit the lock.
+    pub close: bool,
+    /// `-F`: COMMAND replaces flockrun (only for a lock a descriptor carries).
+    pub no_fork: bool,
+    pub lockable: Box<dyn Lockable>,
 }
 
-/// Hooks for showing a wait to a person. All methods have do-nothing defaults.
-pub trait WaitObserver {
-    /// Whether `blocked` wants to know who holds the lock (costs a scan of `/proc`).
-    fn wants_holders(&self) -> bool {
-        false
+impl Target {
+    /// The mode as the kind names it.
+    #[must_use]
+    pub fn mode_name(&self) -> &'static str {
+        (self.mode_names)(self.mode)
     }
-    /// The first attempt found the lock busy and the wait begins.
-    fn blocked(&mut self, _sighting: &Sighting) {}
-    /// How often `tick` should be called while waiting, if at all.
-    fn tick_every(&self) -> Option<Duration> {
+}
+
+/// The part of a target only its kind knows: how to take it.
+pub trait Lockable {
+    /// The key under which an ancestor's hold of this lock is recorded in `FLOCKRUN_HELD`, if
+    /// the lock can be identified before it is taken (a lock file that does not exist yet
+    /// cannot be held by anyone).
+    fn held_key(&self) -> Option<HeldKey>;
+
+    /// The mode in which a descriptor this process inherited already holds the lock `key`;
+    /// only kinds whose lock a descriptor carries can say.
+    fn inherited_mode(&self, _key: HeldKey) -> Option<LockMode> {
         None
     }
-    /// Still waiting after `_waited`; `_sighting` looks at the lock now (costly: call it
-    /// only to show the result).
-    fn tick(&mut self, _waited: Duration, _sighting: &dyn Fn() -> Sighting) {}
-    /// The wait ended, either way.
-    fn finished(&mut self) {}
+
+    /// Takes the lock before `deadline`, telling `observer` about the wait.
+    ///
+    /// # Errors
+    /// `Busy`, `TimedOut`, `Interrupted`, or what went wrong with LOCK.
+    fn take(
+        &self,
+        deadline: &Deadline,
+        observer: &mut dyn WaitObserver,
+    ) -> Result<Box<dyn Hold>, Error>;
 }
 
-/// An observer that shows nothing.
-pub struct Silent;
-impl WaitObserver for Silent {}
+/// A lock this process holds. Dropping it releases the lock (as `release` does, without the
+/// warning).
+pub trait Hold {
+    /// What `FLOCKRUN_HELD` records for the held lock.
+    fn key(&self) -> HeldKey;
 
-/// A lock this process holds. Dropping it releases the lock (the descriptor closes, or the
-/// transaction rolls back), unless a child inherited the descriptor, which then keeps
-/// holding it.
-#[derive(Debug)]
-pub struct HeldLock {
-    guard: Guard,
-    path: PathBuf,
-    kind: LockKind,
-    mode: LockMode,
-    id: FileId,
-    waited: Duration,
-}
-
-/// What keeps the lock held.
-#[derive(Debug)]
-enum Guard {
-    /// kernel and ofd kinds: the locked open file description.
-    Descriptor(File),
-    /// soft kind: our marker at the lock path.
-    Soft(soft::HeldMarker),
-    /// sqlite kind: the open transaction.
-    Sqlite(sqlite::Transaction),
-}
-
-impl HeldLock {
-    /// The locked descriptor a child can inherit; `None` for kinds whose lock belongs to
-    /// this process alone (sqlite).
-    #[must_use]
-    pub fn fd(&self) -> Option<RawFd> {
-        match &self.guard {
-            Guard::Descriptor(file) => Some(file.as_raw_fd()),
-            Guard::Sqlite(_) | Guard::Soft(_) => None,
-        }
-    }
-    /// The absolute path of the lock file.
-    #[must_use]
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-    #[must_use]
-    pub fn kind(&self) -> LockKind {
-        self.kind
-    }
-    #[must_use]
-    pub fn mode(&self) -> LockMode {
-        self.mode
-    }
-    #[must_use]
-    pub fn id(&self) -> FileId {
-        self.id
-    }
-    /// Whether LOCK still names the file this lock is on. When it does not, someone deleted
-    /// or replaced it during the hold, and processes that opened LOCK since then locked a
-    /// different file.
-    #[must_use]
-    pub fn still_named(&self) -> bool {
-        let file = match &self.guard {
-            Guard::Descriptor(file) => file,
-            Guard::Soft(marker) => marker.file(),
-            Guard::Sqlite(transaction) => transaction.file(),
-        };
-        open::still_named_by(file, &self.path)
-    }
     /// How long the wait took.
+    fn waited(&self) -> Duration;
+
+    /// The locked descriptor COMMAND can inherit; `None` when the lock belongs to this
+    /// process alone (then COMMAND dies with flockrun, so it never runs on unlocked).
+    fn descriptor(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Variables COMMAND gets besides `FLOCKRUN_LOCK`, `FLOCKRUN_KIND`, `FLOCKRUN_MODE` and
+    /// `FLOCKRUN_HELD` (a fencing token, names other tools use).
+    fn env(&self) -> Vec<(OsString, OsString)> {
+        Vec::new()
+    }
+
+    /// What `-v` adds after "locked LOCK (mode, kind) after waiting T".
+    fn details(&self) -> String {
+        String::new()
+    }
+
+    /// For a hold that can stop being ours while COMMAND runs: how the supervisor notices.
+    fn loss(&self) -> Option<LostWatch> {
+        None
+    }
+
+    /// Why the hold was lost, if it was.
+    fn lost(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether LOCK still names the file this lock is on (a lock that is no file: always).
+    fn still_named(&self) -> bool {
+        true
+    }
+
+    /// Releases the lock; a warning when it could not be released cleanly.
     #[must_use]
-    pub fn waited(&self) -> Duration {
-        self.waited
+    fn release(self: Box<Self>) -> Option<String> {
+        None
     }
 }
 
@@ -151,144 +310,24 @@ impl HeldLock {
 /// round needs another process to delete or replace the lock file in between.
 const REPLACED_RETRIES: usize = 1000;
 
-/// Takes the lock `request` describes.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use flockrun::{LockKind, LockMode, LockRequest, Silent, acquire, wait::Deadline};
-/// let request = LockRequest {
-///     path: "/tmp/demo.lock".into(),
-///     kind: LockKind::Kernel,
-///     mode: LockMode::Exclusive,
-///     deadline: Deadline::after(Duration::from_secs(5)),
-///     create_mode: None,
-/// };
-/// let held = acquire(&request, &mut Silent).expect("lock");
-/// println!("locked {} after {:?}", held.path().display(), held.waited());
-/// drop(held); // released
-/// ```
+/// Runs `round` until it takes the lock: a round yields `None` when the lock it won no
+/// longer guards the file at `path` (deleted or replaced while it waited), and the next
+/// round starts over on whatever the path names now.
 ///
 /// # Errors
-/// `Busy` for a single attempt that failed, `TimedOut`, `Interrupted` by a stop signal, or
-/// an error opening or locking the file.
-pub fn acquire(request: &LockRequest, observer: &mut dyn WaitObserver) -> Result<HeldLock, Error> {
-    let path = std::path::absolute(&request.path).map_err(|e| Error::Open {
-        path: request.path.clone(),
-        hint: "the current directory is not accessible".to_owned(),
-        source: e,
-    })?;
-    let mut access = request.kind.access(request.mode);
+/// What a round fails with, or `Open` when the file keeps being replaced.
+pub fn retry_while_replaced<T>(
+    path: &Path,
+    mut round: impl FnMut() -> Result<Option<T>, Error>,
+) -> Result<T, Error> {
     for _ in 0..REPLACED_RETRIES {
-        // Each attempt yields `None` when the lock it won no longer guards the file at the
-        // path (deleted or replaced while we waited): then we start over.
-        let won = match request.kind {
-            LockKind::Sqlite => sqlite::acquire(
-                &path,
-                request.mode,
-                &request.deadline,
-                request.create_mode,
-                observer,
-            )?
-            .map(|(transaction, id)| (Guard::Sqlite(transaction), id)),
-            LockKind::Soft => {
-                let marker =
-                    soft::acquire(&path, &request.deadline, request.create_mode, observer)?;
-                marker.id().map(|id| (Guard::Soft(marker), id))
-            }
-            LockKind::Kernel | LockKind::Ofd => {
-                lock_descriptor(&path, request, &mut access, observer)?
-                    .map(|(file, id)| (Guard::Descriptor(file), id))
-            }
-        };
-        if let Some((guard, id)) = won {
-            return Ok(HeldLock {
-                guard,
-                path,
-                kind: request.kind,
-                mode: request.mode,
-                id,
-                waited: request.deadline.elapsed(),
-            });
+        if let Some(won) = round()? {
+            return Ok(won);
         }
     }
     Err(Error::Open {
-        path,
+        path: path.to_owned(),
         hint: "it keeps being deleted or replaced by another process".to_owned(),
         source: std::io::Error::from_raw_os_error(libc::ESTALE),
     })
-}
-
-/// One round for the kernel and ofd kinds: open, try once, wait in the kernel if allowed,
-/// then check the won inode is still the one the path names.
-fn lock_descriptor(
-    path: &Path,
-    request: &LockRequest,
-    access: &mut Access,
-    observer: &mut dyn WaitObserver,
-) -> Result<Option<(File, FileId)>, Error> {
-    let file = open::open_lock_file(path, *access, request.create_mode, Shape::AnyLockable)?;
-    let id = FileId::of(
-        &file
-            .metadata()
-            .map_err(|e| Error::system("fstat on the lock file", e))?,
-    );
-    let won = match request.kind.try_lock(&file, request.mode) {
-        Ok(won) => won,
-        // NFSv4 emulates flock(2) with POSIX locks, and an exclusive one needs a writable
-        // descriptor: it answers EBADF (or EIO on older kernels) on a read-only one. Reopen
-        // read-write once, as util-linux flock(1) does.
-        Err(e)
-            if *access == Access::Read
-                && request.mode == LockMode::Exclusive
-                && matches!(e.raw_os_error(), Some(libc::EBADF | libc::EIO)) =>
-        {
-            *access = Access::ReadWrite;
-            return Ok(None);
-        }
-        Err(e) => return Err(lock_error(path, e)),
-    };
-    if !won {
-        if request.deadline.is_immediate() {
-            let sighting = inspect::sight(id, request.kind);
-            return Err(Error::not_acquired(path, &request.deadline, sighting));
-        }
-        let sighting = if observer.wants_holders() {
-            inspect::sight(id, request.kind)
-        } else {
-            Sighting::default()
-        };
-        observer.blocked(&sighting);
-        let tick_every = observer.tick_every();
-        let waited = {
-            let mut tick = |waited| observer.tick(waited, &|| inspect::sight(id, request.kind));
-            let mut attempt = || request.kind.lock_blocking(&file, request.mode);
-            wait::wait_in_kernel(&request.deadline, tick_every, &mut tick, &mut attempt)
-        };
-        observer.finished();
-        match waited {
-            Ok(()) => {}
-            Err(WaitEnd::TimedOut) => {
-                let sighting = inspect::sight(id, request.kind);
-                return Err(Error::not_acquired(path, &request.deadline, sighting));
-            }
-            Err(WaitEnd::Stopped(signal)) => return Err(Error::Interrupted { signal }),
-            Err(WaitEnd::Failed(e)) => return Err(lock_error(path, e)),
-        }
-    }
-    // The path may have been deleted or replaced while we waited; then the lock we won
-    // guards an orphan inode and a newcomer may hold the real one.
-    Ok(open::still_named_by(&file, path).then_some((file, id)))
-}
-
-fn lock_error(path: &Path, e: std::io::Error) -> Error {
-    Error::LockFailed {
-        path: path.to_owned(),
-        source: e,
-    }
-}
-
-/// The identity of the file at `path` without following a final symlink, if it exists.
-#[must_use]
-pub fn file_id(path: &Path) -> Option<FileId> {
-    fs::symlink_metadata(path).ok().map(|m| FileId::of(&m))
 }

@@ -1,21 +1,31 @@
 //! Re-entrancy: a COMMAND (or anything under it) that asks flockrun for a lock an ancestor
 //! flockrun already holds must not wait for itself.
 //!
-//! Two pieces of evidence count. For kernel and ofd locks, a descriptor this process
-//! inherited that carries the lock (its fdinfo has a `lock:` line): the lock is then held by
-//! our own open file description, whoever took it, even an ancestor that has since died.
-//! Otherwise (`--close`, or the descriptor was closed on the way), the `FLOCKRUN_HELD`
+//! Two pieces of evidence count. For kinds whose lock a descriptor carries (kernel, ofd), a
+//! descriptor this process inherited with the lock on it, which the kind itself finds (see
+//! `Lockable::inherited_mode`): the lock is then held by our own open file description,
+//! whoever took it, even an ancestor that has since died. Otherwise (`--close`, the
+//! descriptor closed on the way, or a kind no descriptor carries), the `FLOCKRUN_HELD`
 //! entries each flockrun adds to COMMAND's environment, trusted only when the recorded pid
 //! and start time name this process or one of its ancestors, alive.
 
 use std::ffi::{OsStr, OsString};
 
-use crate::inspect::{self, FileId, ProcessInfo};
-use crate::kind::LockKind;
-use crate::lock::{HeldLock, LockMode};
+use crate::inspect::process::ProcessInfo;
+use crate::inspect::sighting::FileId;
+use crate::mode::LockMode;
 
 /// The environment variable listing locks held by ancestor flockruns.
 pub const HELD_VAR: &str = "FLOCKRUN_HELD";
+
+/// How a lock is known in `FLOCKRUN_HELD`: its kind's name and an identity, the device and
+/// inode of a lock file, or for a lock that is no file a hash in the device field and 0 as
+/// the inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldKey {
+    pub kind: &'static str,
+    pub id: FileId,
+}
 
 /// A lock found held on our behalf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,48 +72,50 @@ fn parse_entries(value: &str) -> Vec<Entry> {
         .collect()
 }
 
-/// The `FLOCKRUN_HELD` value to give COMMAND: what we inherited plus `held`, taken by
-/// process `pid` (flockrun itself, or the COMMAND it becomes with `--no-fork`).
+/// The `FLOCKRUN_HELD` value to give COMMAND: what we inherited plus the lock `key`, held in
+/// `mode` by process `pid` (flockrun itself, or the COMMAND it becomes with `--no-fork`).
 #[must_use]
-pub fn held_var_with(inherited: Option<&OsStr>, held: &HeldLock, pid: i32) -> OsString {
-    with_entry(
-        inherited,
-        held.kind().name(),
-        held.mode().name(),
-        held.id(),
-        pid,
-    )
-}
-
-/// `inherited` with one more entry, `kind:mode:dev:ino:pid:start`.
-fn with_entry(inherited: Option<&OsStr>, kind: &str, mode: &str, id: FileId, pid: i32) -> OsString {
+pub fn held_var_with(
+    inherited: Option<&OsStr>,
+    key: HeldKey,
+    mode: LockMode,
+    pid: i32,
+) -> OsString {
     let start = ProcessInfo::identity(pid).map_or(0, |(_, started)| started);
-    let entry = format!("{kind}:{mode}:{}:{}:{pid}:{start}", id.dev, id.ino);
+    let entry = format!(
+        "{}:{}:{}:{}:{pid}:{start}",
+        key.kind,
+        mode.name(),
+        key.id.dev,
+        key.id.ino
+    );
     match inherited.and_then(OsStr::to_str).filter(|s| !s.is_empty()) {
         Some(previous) => format!("{previous},{entry}").into(),
         None => entry.into(),
     }
 }
 
-/// The entries of `held_var` for the lock `id` of kind `kind`.
-fn entries_for(held_var: Option<&OsStr>, kind: &str, id: FileId) -> Vec<Entry> {
+/// The entries of `held_var` for the lock `key`.
+fn entries_for(held_var: Option<&OsStr>, key: HeldKey) -> Vec<Entry> {
     held_var
         .and_then(OsStr::to_str)
         .map(parse_entries)
         .unwrap_or_default()
         .into_iter()
-        .filter(|e| e.kind == kind && e.id == id)
+        .filter(|e| e.kind == key.kind && e.id == key.id)
         .collect()
 }
 
-/// Whether the lock on `id` of `kind` is already held for this process by an ancestor.
+/// Whether the lock `key` is already held for this process by an ancestor. `inherited` is
+/// the mode in which a descriptor this process inherited holds it, if the kind found one.
 #[must_use]
-pub fn held_above(id: FileId, kind: LockKind, held_var: Option<&OsStr>) -> Option<HeldAbove> {
-    let entries = entries_for(held_var, kind.name(), id);
-    let me = nix::unistd::getpid().as_raw();
-    if kind.inheritable()
-        && let Ok(Some(mode)) = inspect::process_lock(me, id, kind.proc_class())
-    {
+pub fn held_above(
+    key: HeldKey,
+    held_var: Option<&OsStr>,
+    inherited: Option<LockMode>,
+) -> Option<HeldAbove> {
+    let entries = entries_for(held_var, key);
+    if let Some(mode) = inherited {
         let pid = entries
             .last()
             .map_or_else(|| nix::unistd::getppid().as_raw(), |e| e.pid);
@@ -126,29 +138,6 @@ fn held_by_living_ancestor(entries: &[Entry]) -> Option<HeldAbove> {
             mode: e.mode,
             pid: e.pid,
         })
-}
-
-/// The kind name and identity an etcd lock has in `FLOCKRUN_HELD`: `etcd`, with the
-/// target's hash in the dev field and 0 in the ino field, so the entry has the shape of
-/// every other one.
-fn etcd_id(target_hash: u64) -> FileId {
-    FileId {
-        dev: target_hash,
-        ino: 0,
-    }
-}
-
-/// Whether an ancestor flockrun holds the etcd lock with identity `target_hash` (see
-/// `etcd::Target::identity`).
-#[must_use]
-pub fn etcd_held_above(target_hash: u64, held_var: Option<&OsStr>) -> Option<HeldAbove> {
-    held_by_living_ancestor(&entries_for(held_var, "etcd", etcd_id(target_hash)))
-}
-
-/// The `FLOCKRUN_HELD` value to give COMMAND after taking the etcd lock `target_hash`.
-#[must_use]
-pub fn etcd_held_var_with(inherited: Option<&OsStr>, target_hash: u64, pid: i32) -> OsString {
-    with_entry(inherited, "etcd", "exclusive", etcd_id(target_hash), pid)
 }
 
 /// `(pid, start_ticks)` of this process and its ancestors up to init.

@@ -1,11 +1,13 @@
 //! From arguments to an exit status: parse, take the lock, run COMMAND, and in one place
 //! (`exit_status`) decide what every outcome exits with. Messages are written here too, all
 //! to stderr, all starting with `flockrun: `; a failing write never changes the status.
+//!
+//! Every kind takes the same road (`run_locked`): the command line becomes a `Request`, the
+//! kind that claims it makes a `Target`, and taking it yields a `Hold` (see `crate::lock`).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
-use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser;
@@ -13,15 +15,15 @@ use clap::Parser;
 use crate::cli::{Cli, Command, KernelLockArgs, RunArgs, StatusArgs};
 use crate::duration::format_seconds;
 use crate::error::Error;
-use crate::etcd;
 use crate::exit;
-use crate::inspect::Sighting;
-use crate::kind::LockKind;
-use crate::lock::{self, HeldLock, LockMode, LockRequest, WaitObserver};
-use crate::nested;
-use crate::status;
+use crate::inspect::sighting::Sighting;
+use crate::kind;
+use crate::lock::{Hold, Request, Target, Verb};
+use crate::mode::LockMode;
+use crate::nested::{self, HeldAbove};
+use crate::status::{self, State};
 use crate::supervise::{self, Launch};
-use crate::wait::{self, Deadline};
+use crate::wait::{self, Deadline, WaitObserver};
 
 /// Runs flockrun with `args` (including the program name) and returns its exit status.
 #[must_use]
@@ -42,43 +44,22 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             return exit::USAGE;
         }
     };
-    let (plan, run, lock_args) = match &cli.command {
+    let (verb, deadline, run, lock_args) = match &cli.command {
         Command::Status(args) => return run_status(args),
-        Command::Exec(a) => (
-            Plan::kernel(&a.lock, a.wait.deadline()),
-            &a.lock.run,
-            Some(&a.lock),
-        ),
+        Command::Exec(a) => (Verb::Exec, a.wait.deadline(), &a.lock.run, Some(&a.lock)),
         Command::Try(a) => (
-            Plan::kernel(&a.lock, Deadline::after(Duration::ZERO)),
+            Verb::Try,
+            Deadline::after(Duration::ZERO),
             &a.lock.run,
             Some(&a.lock),
         ),
-        Command::Read(a) => (
-            Plan::sqlite(LockMode::Shared, a.wait.deadline()),
-            &a.run,
-            None,
-        ),
-        Command::Write(a) => (
-            Plan::sqlite(LockMode::Exclusive, a.wait.deadline()),
-            &a.run,
-            None,
-        ),
+        Command::Read(a) => (Verb::Read, a.wait.deadline(), &a.run, None),
+        Command::Write(a) => (Verb::Write, a.wait.deadline(), &a.run, None),
     };
-    let outcome = if etcd::is_target(run.lock.as_os_str()) {
-        run_etcd(&plan, lock_args, run)
-    } else if let Some(args) = lock_args
-        && args.ttl.is_some()
-    {
-        Err(Error::Usage {
-            message: format!(
-                "--ttl applies to etcd:// locks only, and {} is a lock file",
-                run.lock.display()
-            ),
-        })
-    } else {
-        run_locked(&plan, run)
-    };
+    let outcome = command_of(run).and_then(|command| {
+        let request = request_of(verb, deadline, run, lock_args, &command);
+        run_locked(&request, &command, run)
+    });
     match outcome {
         Ok(status) => status,
         Err(e) => {
@@ -92,26 +73,51 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
+/// The command line in no kind's terms.
+fn request_of(
+    verb: Verb,
+    deadline: Deadline,
+    run: &RunArgs,
+    lock_args: Option<&KernelLockArgs>,
+    command: &supervise::Command,
+) -> Request {
+    let flag = |f: fn(&KernelLockArgs) -> bool| lock_args.is_some_and(f);
+    let shared = match verb {
+        Verb::Read => true,
+        Verb::Write => false,
+        Verb::Exec | Verb::Try => flag(|a| a.shared),
+    };
+    let mode = if shared {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
+    Request {
+        verb,
+        lock: run.lock.clone(),
+        mode,
+        fcntl: flag(|a| a.fcntl),
+        soft: flag(|a| a.soft),
+        close: flag(|a| a.close),
+        no_fork: flag(|a| a.no_fork),
+        ttl: lock_args.and_then(|a| a.ttl),
+        create_mode: run.mode,
+        deadline,
+        command: std::iter::once(&command.program)
+            .chain(&command.args)
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
 /// `flockrun status`: 0 when every LOCK is free (or stale), 1 when any is held, 66 when any
 /// cannot be inspected.
 fn run_status(args: &StatusArgs) -> i32 {
     let mut reports = Vec::new();
     let mut failed: Option<i32> = None;
     for path in &args.locks {
-        let inspected = if etcd::is_target(path.as_os_str()) {
-            match (path.to_str(), args.kind) {
-                (Some(text), None) => status::inspect_etcd(text),
-                (None, _) => Err(Error::Usage {
-                    message: format!("{}: an etcd:// LOCK must be valid UTF-8", path.display()),
-                }),
-                (Some(text), Some(_)) => Err(Error::Usage {
-                    message: format!("--kind does not apply to {text}: its kind is etcd"),
-                }),
-            }
-        } else {
-            status::inspect(path, args.kind)
-        };
-        match inspected {
+        match kind::inspect(path, args.kind) {
             Ok(report) => reports.push(report),
             Err(e) => {
                 // The first failure decides the status: 66 for a lock file that cannot be
@@ -144,48 +150,7 @@ fn run_status(args: &StatusArgs) -> i32 {
     if let Some(status) = failed {
         status
     } else {
-        i32::from(reports.iter().any(|r| r.state == status::State::Held))
-    }
-}
-
-/// What a subcommand asks for, besides LOCK and COMMAND.
-struct Plan {
-    kind: LockKind,
-    mode: LockMode,
-    deadline: Deadline,
-    close: bool,
-    no_fork: bool,
-}
-
-impl Plan {
-    fn kernel(args: &KernelLockArgs, deadline: Deadline) -> Self {
-        Plan {
-            kind: if args.soft {
-                LockKind::Soft
-            } else if args.fcntl {
-                LockKind::Ofd
-            } else {
-                LockKind::Kernel
-            },
-            mode: if args.shared {
-                LockMode::Shared
-            } else {
-                LockMode::Exclusive
-            },
-            deadline,
-            close: args.close,
-            no_fork: args.no_fork,
-        }
-    }
-
-    fn sqlite(mode: LockMode, deadline: Deadline) -> Self {
-        Plan {
-            kind: LockKind::Sqlite,
-            mode,
-            deadline,
-            close: false,
-            no_fork: false,
-        }
+        i32::from(reports.iter().any(|r| r.state == State::Held))
     }
 }
 
@@ -218,94 +183,117 @@ fn say(message: &str) {
     let _ = writeln!(io::stderr().lock(), "flockrun: {message}");
 }
 
-fn run_locked(plan: &Plan, run: &RunArgs) -> Result<i32, Error> {
-    if run.lock.as_os_str().is_empty() {
-        return Err(Error::Open {
-            path: run.lock.clone(),
-            hint: "LOCK is empty; give the path of a lock file".to_owned(),
-            source: io::Error::from_raw_os_error(libc::ENOENT),
-        });
-    }
-    let command = command_of(run)?;
-    let request = LockRequest {
-        path: run.lock.clone(),
-        kind: plan.kind,
-        mode: plan.mode,
-        deadline: plan.deadline,
-        create_mode: run.mode,
-    };
+/// The one road for every kind: resolve the target, run COMMAND under an ancestor's hold if
+/// there is one, else take the lock, run COMMAND under it (stopping COMMAND if the hold is
+/// lost), and release.
+fn run_locked(
+    request: &Request,
+    command: &supervise::Command,
+    run: &RunArgs,
+) -> Result<i32, Error> {
+    let target = kind::target(request)?;
     wait::install_stop_handlers().map_err(|e| Error::system("installing signal handlers", e))?;
-
     let inherited_held = std::env::var_os(nested::HELD_VAR);
-    if let Some(id) = lock::file_id(&request.path)
-        && let Some(above) = nested::held_above(id, request.kind, inherited_held.as_deref())
+    if let Some(key) = target.lockable.held_key()
+        && let Some(above) = nested::held_above(
+            key,
+            inherited_held.as_deref(),
+            target.lockable.inherited_mode(key),
+        )
     {
-        if !above.mode.covers(request.mode) {
-            return Err(Error::WouldDeadlock {
-                path: std::path::absolute(&request.path).unwrap_or(request.path.clone()),
-                kind: request.kind,
-                held: above.mode,
-                wanted: request.mode,
-                holder_pid: above.pid,
-            });
-        }
-        if run.verbose {
-            say(&format!(
-                "{} is already held with a {} lock by ancestor pid {}; running COMMAND under it",
-                request.path.display(),
-                request.kind.mode_name(above.mode),
-                above.pid
-            ));
-        }
-        let env = lock_env(&request.path, request.kind, request.mode, inherited_held);
-        let launch = Launch {
-            command: &command,
-            inherit_fd: None,
-            die_with_flockrun: false,
-            env,
-            lost: None,
-        };
-        return if plan.no_fork {
-            Err(supervise::exec_in_place(&launch))
-        } else {
-            supervise::run(&launch)
-        };
+        return run_under_ancestor(&target, command, above, inherited_held, run.verbose);
     }
 
-    let mut reporter = Reporter::new(&request.path, run.verbose, run.quiet);
-    let held = lock::acquire(&request, &mut reporter)?;
-    reporter.acquired(&held);
+    let mut reporter = Reporter::new(&target.shown, run.verbose, run.quiet);
+    let hold = target.lockable.take(&target.deadline, &mut reporter)?;
+    reporter.acquired(&target, hold.as_ref());
 
     let me = nix::unistd::getpid().as_raw();
-    let mut env = lock_env(held.path(), held.kind(), held.mode(), None);
+    let mut env = lock_env(&target, None);
+    env.extend(hold.env());
     env.push((
         nested::HELD_VAR.into(),
-        nested::held_var_with(inherited_held.as_deref(), &held, me),
+        nested::held_var_with(inherited_held.as_deref(), hold.key(), target.mode, me),
     ));
-    let inherit_fd = if plan.close { None } else { held.fd() };
+    let inherit_fd = if target.close {
+        None
+    } else {
+        hold.descriptor()
+    };
     let launch = Launch {
-        command: &command,
+        command,
         inherit_fd,
         // COMMAND must never run on without the lock: when it does not hold the lock
         // itself, it dies with flockrun.
         die_with_flockrun: inherit_fd.is_none(),
         env,
-        lost: None,
+        lost: hold.loss(),
     };
-    if plan.no_fork {
+    if target.no_fork {
+        // The hold stays open across exec: COMMAND inherits the descriptor (clap and the
+        // kinds allow -F only where a descriptor carries the lock).
         return Err(supervise::exec_in_place(&launch));
     }
     let status = supervise::run(&launch);
-    if !held.still_named() {
+    let lost = hold.lost();
+    if !hold.still_named() {
         // Nothing can undo that now, but whoever reads the log should know.
-        eprintln!(
-            "flockrun: warning: {} was deleted or replaced while the lock was held; \
-             processes that opened it since then locked another file and did not wait",
-            held.path().display()
-        );
+        say(&format!(
+            "warning: {} was deleted or replaced while the lock was held; processes that \
+             opened it since then locked another file and did not wait",
+            target.lock.to_string_lossy()
+        ));
     }
-    drop(held);
-    status
+    if let Some(warning) = hold.release() {
+        say(&format!("warning: {warning}"));
+    }
+    match lost {
+        Some(reason) => Err(Error::LockLost {
+            lock: target.lock.to_string_lossy().into_owned(),
+            reason,
+            command_ran: !matches!(status, Ok(exit::LOCK_LOST)),
+        }),
+        None => status,
+    }
+}
+
+/// An ancestor flockrun holds the lock already: waiting would wait for ourselves. COMMAND
+/// runs at once if the held mode covers the one asked for; otherwise the request would
+/// deadlock and is refused.
+fn run_under_ancestor(
+    target: &Target,
+    command: &supervise::Command,
+    above: HeldAbove,
+    inherited_held: Option<OsString>,
+    verbose: bool,
+) -> Result<i32, Error> {
+    let held = (target.mode_names)(above.mode);
+    if !above.mode.covers(target.mode) {
+        return Err(Error::WouldDeadlock {
+            path: target.lock.clone().into(),
+            held,
+            wanted: target.mode_name(),
+            holder_pid: above.pid,
+        });
+    }
+    if verbose {
+        say(&format!(
+            "{} is already held with a {held} lock by ancestor pid {}; running COMMAND under it",
+            target.shown, above.pid
+        ));
+    }
+    let launch = Launch {
+        command,
+        inherit_fd: None,
+        die_with_flockrun: false,
+        env: lock_env(target, inherited_held),
+        lost: None,
+    };
+    if target.no_fork {
+        Err(supervise::exec_in_place(&launch))
+    } else {
+        supervise::run(&launch)
+    }
 }
 
 fn command_of(run: &RunArgs) -> Result<supervise::Command, Error> {
@@ -316,142 +304,12 @@ fn command_of(run: &RunArgs) -> Result<supervise::Command, Error> {
     }
 }
 
-/// LOCK as an etcd target, after refusing the options that make no sense for one.
-fn etcd_request<'a>(
-    lock_args: Option<&'a KernelLockArgs>,
-    run: &'a RunArgs,
-) -> Result<(&'a str, etcd::Target, &'a KernelLockArgs), Error> {
-    let usage = |message: String| Error::Usage { message };
-    let text = run.lock.to_str().ok_or_else(|| {
-        usage(format!(
-            "{}: an etcd:// LOCK must be valid UTF-8",
-            run.lock.display()
-        ))
-    })?;
-    let Some(args) = lock_args else {
-        return Err(usage(format!(
-            "read and write take a SQLite lock file, not {text}; an etcd lock is exclusive: \
-             use exec or try"
-        )));
-    };
-    let not_for_etcd = [
-        (args.shared, "-s/--shared"),
-        (args.fcntl, "--fcntl"),
-        (args.soft, "--soft"),
-        (args.no_fork, "-F/--no-fork"),
-        (run.mode.is_some(), "--mode"),
-    ];
-    if let Some((_, flag)) = not_for_etcd.iter().find(|(given, _)| *given) {
-        return Err(usage(format!(
-            "{flag} does not apply to {text}: an etcd lock is exclusive, held by flockrun \
-             itself, and has no file"
-        )));
-    }
-    Ok((text, etcd::Target::parse_lock(text)?, args))
-}
-
-/// `exec` and `try` on an `etcd://` LOCK: a lease-backed lock held by flockrun itself, so
-/// COMMAND dies with flockrun, and is stopped if the lease is lost.
-fn run_etcd(plan: &Plan, lock_args: Option<&KernelLockArgs>, run: &RunArgs) -> Result<i32, Error> {
-    let (text, target, args) = etcd_request(lock_args, run)?;
-    let command = command_of(run)?;
-    wait::install_stop_handlers().map_err(|e| Error::system("installing signal handlers", e))?;
-    let inherited_held = std::env::var_os(nested::HELD_VAR);
-    let identity = target.identity();
-    if let Some(above) = nested::etcd_held_above(identity, inherited_held.as_deref()) {
-        // The lock is ours already, through an ancestor: waiting would wait for ourselves.
-        if run.verbose {
-            say(&format!(
-                "{text} is already held by ancestor pid {}; running COMMAND under it",
-                above.pid
-            ));
-        }
-        let launch = Launch {
-            command: &command,
-            inherit_fd: None,
-            die_with_flockrun: false,
-            env: Vec::new(),
-            lost: None,
-        };
-        return supervise::run(&launch);
-    }
-    let ttl = args.ttl.unwrap_or(etcd::DEFAULT_TTL);
-    let mut reporter = Reporter::new(Path::new(text), run.verbose, run.quiet);
-    let shown = std::iter::once(&command.program)
-        .chain(&command.args)
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let held = etcd::acquire(&target, ttl, &plan.deadline, &shown, &mut reporter)?;
-    if run.verbose {
-        let mut message = format!(
-            "locked {text} (exclusive, etcd) after waiting {}: key {}, fencing token {}",
-            format_seconds(held.waited),
-            held.key,
-            held.revision
-        );
-        if let Some(sighting) = &reporter.held_meanwhile {
-            let _ = write!(message, "; meanwhile it was {sighting}");
-        }
-        say(&message);
-    }
-    let revision = held.revision.to_string();
-    let env: Vec<(OsString, OsString)> = vec![
-        ("FLOCKRUN_LOCK".into(), text.into()),
-        ("FLOCKRUN_KIND".into(), "etcd".into()),
-        ("FLOCKRUN_MODE".into(), "exclusive".into()),
-        ("FLOCKRUN_FENCE".into(), revision.clone().into()),
-        // What etcdctl lock gives its command, for scripts written for it.
-        ("ETCD_LOCK_KEY".into(), held.key.clone().into()),
-        ("ETCD_LOCK_REV".into(), revision.into()),
-        (
-            nested::HELD_VAR.into(),
-            nested::etcd_held_var_with(
-                inherited_held.as_deref(),
-                identity,
-                nix::unistd::getpid().as_raw(),
-            ),
-        ),
-    ];
-    let launch = Launch {
-        command: &command,
-        inherit_fd: None,
-        // Nothing of the lock can be inherited: if flockrun dies, its lease expires, and
-        // COMMAND must not run on without it.
-        die_with_flockrun: true,
-        env,
-        lost: Some(supervise::LostWatch {
-            is_lost: held.session.lost_flag(),
-            grace: etcd::grace_for(held.session.ttl()),
-        }),
-    };
-    let status = supervise::run(&launch);
-    let lost = held.session.lost();
-    if let Some(warning) = held.session.release() {
-        say(&format!("warning: {warning}"));
-    }
-    match lost {
-        Some(reason) => Err(Error::LockLost {
-            lock: text.to_owned(),
-            reason,
-            command_ran: !matches!(status, Ok(exit::LOCK_LOST)),
-        }),
-        None => status,
-    }
-}
-
 /// `FLOCKRUN_LOCK`, `FLOCKRUN_KIND`, `FLOCKRUN_MODE`, and the inherited `FLOCKRUN_HELD`.
-fn lock_env(
-    path: &Path,
-    kind: LockKind,
-    mode: LockMode,
-    held: Option<OsString>,
-) -> Vec<(OsString, OsString)> {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+fn lock_env(target: &Target, held: Option<OsString>) -> Vec<(OsString, OsString)> {
     let mut env = vec![
-        ("FLOCKRUN_LOCK".into(), absolute.into_os_string()),
-        ("FLOCKRUN_KIND".into(), kind.name().into()),
-        ("FLOCKRUN_MODE".into(), kind.mode_name(mode).into()),
+        ("FLOCKRUN_LOCK".into(), target.lock.clone()),
+        ("FLOCKRUN_KIND".into(), target.kind.into()),
+        ("FLOCKRUN_MODE".into(), target.mode_name().into()),
     ];
     if let Some(held) = held {
         env.push((nested::HELD_VAR.into(), held));
@@ -472,9 +330,9 @@ struct Reporter {
 const LIVE_LINE_AFTER: Duration = Duration::from_secs(1);
 
 impl Reporter {
-    fn new(path: &Path, verbose: bool, quiet: bool) -> Self {
+    fn new(shown: &str, verbose: bool, quiet: bool) -> Self {
         Reporter {
-            path: path.display().to_string(),
+            path: shown.to_owned(),
             verbose,
             live: !quiet && io::stderr().is_terminal(),
             held_meanwhile: None,
@@ -482,16 +340,17 @@ impl Reporter {
         }
     }
 
-    fn acquired(&self, held: &HeldLock) {
+    fn acquired(&self, target: &Target, hold: &dyn Hold) {
         if !self.verbose {
             return;
         }
         let mut message = format!(
-            "locked {} ({}, {}) after waiting {}",
-            held.path().display(),
-            held.kind().mode_name(held.mode()),
-            held.kind(),
-            format_seconds(held.waited())
+            "locked {} ({}, {}) after waiting {}{}",
+            target.lock.to_string_lossy(),
+            target.mode_name(),
+            target.kind,
+            format_seconds(hold.waited()),
+            hold.details()
         );
         if let Some(sighting) = &self.held_meanwhile {
             let _ = write!(message, "; meanwhile it was {sighting}");

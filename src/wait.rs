@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
+use crate::error::Error;
+use crate::inspect::sighting::Sighting;
+
 /// Signals that make flockrun give up a wait (and, once COMMAND runs, get forwarded to it).
 pub const STOP_SIGNALS: [Signal; 6] = [
     Signal::SIGINT,
@@ -85,6 +88,52 @@ impl Deadline {
     #[must_use]
     pub fn remaining(&self) -> Option<Duration> {
         self.limit.map(|limit| limit.saturating_sub(self.elapsed()))
+    }
+}
+
+/// Hooks for showing a wait to a person. All methods have do-nothing defaults.
+pub trait WaitObserver {
+    /// Whether `blocked` wants to know who holds the lock (costs a scan of `/proc`).
+    fn wants_holders(&self) -> bool {
+        false
+    }
+    /// The first attempt found the lock busy and the wait begins.
+    fn blocked(&mut self, _sighting: &Sighting) {}
+    /// How often `tick` should be called while waiting, if at all.
+    fn tick_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Still waiting after `_waited`; `_sighting` looks at the lock now (costly: call it
+    /// only to show the result).
+    fn tick(&mut self, _waited: Duration, _sighting: &dyn Fn() -> Sighting) {}
+    /// The wait ended, either way.
+    fn finished(&mut self) {}
+}
+
+/// An observer that shows nothing.
+pub struct Silent;
+impl WaitObserver for Silent {}
+
+/// The error for a lock that was not had: `Busy` after a single attempt, `TimedOut` after a
+/// wait, or `Interrupted` when a stop signal is what ended it. `lock` is the lock as
+/// messages show it.
+#[must_use]
+pub fn not_acquired(lock: &std::path::Path, deadline: &Deadline, sighting: Sighting) -> Error {
+    if let Some(signal) = stop_signal() {
+        return Error::Interrupted { signal };
+    }
+    let sighting = Box::new(sighting);
+    if deadline.is_immediate() {
+        Error::Busy {
+            path: lock.to_owned(),
+            sighting,
+        }
+    } else {
+        Error::TimedOut {
+            path: lock.to_owned(),
+            waited: deadline.elapsed(),
+            sighting,
+        }
     }
 }
 
@@ -279,8 +328,8 @@ impl Polling {
     pub fn next_nap(
         &mut self,
         deadline: &Deadline,
-        observer: &mut dyn crate::lock::WaitObserver,
-        sighting: &dyn Fn() -> crate::inspect::Sighting,
+        observer: &mut dyn WaitObserver,
+        sighting: &dyn Fn() -> Sighting,
     ) -> Option<Duration> {
         if stop_signal().is_some() || deadline.is_immediate() {
             return None;
@@ -291,7 +340,7 @@ impl Polling {
             let seen = if observer.wants_holders() {
                 sighting()
             } else {
-                crate::inspect::Sighting::default()
+                Sighting::default()
             };
             observer.blocked(&seen);
         }

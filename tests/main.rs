@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod code_shape;
 mod etcd;
 mod exclusion;
 mod exit_status;

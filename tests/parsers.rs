@@ -11,15 +11,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
-use flockrun::LockKind;
 use flockrun::cli::Cli;
 use flockrun::duration::{format_seconds, parse_seconds};
 use flockrun::identity::StartToken;
-use flockrun::inspect::FileId;
 use flockrun::inspect::marker;
 use flockrun::inspect::proc_locks::{parse_all, parse_fdinfo, parse_line};
 use flockrun::inspect::process::parse_stat;
-use flockrun::nested::held_above;
+use flockrun::inspect::sighting::FileId;
+use flockrun::kind::KINDS;
+use flockrun::nested::{HeldKey, held_above};
 
 const ROUNDS: usize = 20_000;
 
@@ -250,13 +250,12 @@ fn inherited_held_variable_never_panics() {
     ];
     for _ in 0..ROUNDS / 4 {
         let input = rng.input(samples);
-        for kind in [
-            LockKind::Kernel,
-            LockKind::Ofd,
-            LockKind::Sqlite,
-            LockKind::Soft,
-        ] {
-            let _ = held_above(id, kind, Some(OsStr::from_bytes(&input)));
+        for kind in KINDS {
+            let key = HeldKey {
+                kind: kind.name(),
+                id,
+            };
+            let _ = held_above(key, Some(OsStr::from_bytes(&input)), None);
         }
     }
 }

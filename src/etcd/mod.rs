@@ -24,9 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::error::Error;
-use crate::lock::WaitObserver;
-use crate::status::utc_timestamp;
-use crate::wait::{self, Deadline};
+use crate::inspect::sighting::Sighting;
+use crate::utc::utc_timestamp;
+use crate::wait::{self, Deadline, WaitObserver};
 use http::{CallError, StreamEvent, Transport};
 pub use target::{SCHEME, Target, base64, lease_hex, prefix_end, unbase64};
 
@@ -737,12 +737,12 @@ fn key_ahead(
     }))
 }
 
-fn timed_out(target: &Target, deadline: &Deadline, sighting: crate::inspect::Sighting) -> Error {
-    Error::not_acquired(std::path::Path::new(&target.text), deadline, sighting)
+fn timed_out(target: &Target, deadline: &Deadline, sighting: Sighting) -> Error {
+    wait::not_acquired(std::path::Path::new(&target.text), deadline, sighting)
 }
 
 /// The current holder, for a timeout message (best effort, briefly).
-fn sighting_now(session: &mut Session, target: &Target) -> crate::inspect::Sighting {
+fn sighting_now(session: &mut Session, target: &Target) -> Sighting {
     let holder = queue_with(
         &mut session.transport,
         target,
@@ -754,8 +754,8 @@ fn sighting_now(session: &mut Session, target: &Target) -> crate::inspect::Sight
 }
 
 /// What busy and timeout messages say about the holder.
-fn held_by(holder: Option<&QueueEntry>) -> crate::inspect::Sighting {
-    crate::inspect::Sighting {
+fn held_by(holder: Option<&QueueEntry>) -> Sighting {
+    Sighting {
         described: Some(holder.map_or_else(
             || "held".to_owned(),
             |e| format!("held by {}", e.describe()),

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 #[cfg(test)]
 use super::proc_locks;
 use super::proc_locks::{KernelLocks, LockLine};
-use super::{FileId, Holder, ProcessInfo, Sighting, Waiter, collapse_trees};
-use crate::lock::LockMode;
+use super::process::ProcessInfo;
+use super::sighting::{FileId, Holder, Sighting, Waiter, collapse_trees};
+use crate::mode::LockMode;
 
 /// Taken by a writer that wants EXCLUSIVE; while held, no new reader gets in.
 pub const PENDING_BYTE: u64 = 0x4000_0000;
@@ -47,7 +48,9 @@ pub fn role(lines: &[&LockLine]) -> Option<Role> {
     }
 }
 
-pub(super) fn sight(locks: &KernelLocks, id: FileId) -> Sighting {
+/// Who reads, who writes and who waits to write the lock database `id`.
+#[must_use]
+pub fn sight(locks: &KernelLocks, id: FileId) -> Sighting {
     let mut sighting = Sighting::default();
     sighting.warnings.extend(locks.error.clone());
     let mut by_pid: BTreeMap<i32, Vec<&LockLine>> = BTreeMap::new();

@@ -1,111 +1,182 @@
-//! The lock kinds flockrun speaks, one file each. A kind knows how to open its lock file and
-//! how to take its lock once or blocking; waiting, re-checking and reporting are shared.
+//! The lock kinds flockrun speaks, one file each behind the interface in `crate::lock`, and
+//! the two places that choose among them: which kind a command line asks for, and which kind
+//! `status` finds at a path.
 
-pub mod kernel;
-pub mod ofd;
-pub(crate) mod soft;
-pub(crate) mod sqlite;
+mod descriptor;
 
-use std::fmt;
-use std::fs::File;
-use std::io;
+use std::fs;
+use std::path::Path;
 
-use crate::lock::LockMode;
-use crate::open::Access;
+use crate::error::Error;
+use crate::inspect::proc_locks::{self, KernelLocks};
+use crate::inspect::sighting::FileId;
+use crate::lock::{Kind, LockFile, Request, Target};
+use crate::open::{self, Shape};
+use crate::status::LockStatus;
 
-/// Which on-disk protocol a lock uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockKind {
-    /// `flock(2)` on the lock file: what util-linux flock(1) and py-filelock's `FileLock` use.
-    Kernel,
-    /// A whole-file open-file-description lock (`F_OFD_SETLK`), as `flock --fcntl`.
-    Ofd,
-    /// An open transaction on an empty SQLite database: py-filelock's `ReadWriteLock`.
-    /// Shared = reader, exclusive = writer.
-    Sqlite,
-    /// A marker file created with `O_EXCL`: py-filelock's `SoftFileLock`. Exclusive only.
-    Soft,
+/// Declares each kind's module and lists the kind in `KINDS`.
+macro_rules! kinds {
+    ($($module:ident :: $kind:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+        /// Every kind, in the order `status` lists them and looks for them in a file.
+        pub const KINDS: &[&dyn Kind] = &[$(&$module::$kind),+];
+    };
 }
 
-impl LockKind {
-    /// The name used in `FLOCKRUN_KIND` and in messages.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            LockKind::Kernel => "kernel",
-            LockKind::Ofd => "ofd",
-            LockKind::Sqlite => "sqlite",
-            LockKind::Soft => "soft",
+// A new kind is its file and one entry here.
+kinds![
+    kernel::Kernel,
+    ofd::Ofd,
+    sqlite::Sqlite,
+    soft::Soft,
+    etcd::Etcd,
+];
+
+/// What `status` takes a lock file for when neither its kernel locks nor its content say.
+const DEFAULT_FILE_KIND: &dyn Kind = &kernel::Kernel;
+
+/// The kind that claims `request` most strongly.
+///
+/// # Errors
+/// `Internal` if no kind claims it (every subcommand has a default kind).
+pub fn for_request(request: &Request) -> Result<&'static dyn Kind, Error> {
+    KINDS
+        .iter()
+        .filter_map(|kind| kind.claims(request).map(|claim| (claim, *kind)))
+        .max_by_key(|(claim, _)| *claim)
+        .map(|(_, kind)| kind)
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("no lock kind serves {request:?}")))
+}
+
+/// The target `request` names.
+///
+/// ```
+/// use std::time::Duration;
+/// use flockrun::kind;
+/// use flockrun::lock::{Request, Verb};
+/// use flockrun::wait::{Deadline, Silent};
+///
+/// let path = std::env::temp_dir().join("flockrun-doc-example.lock");
+/// let mut request = Request::new(Verb::Exec, &path);
+/// request.deadline = Deadline::after(Duration::from_secs(5));
+/// let target = kind::target(&request)?;
+/// assert_eq!(target.kind, "kernel");
+/// let hold = target.lockable.take(&target.deadline, &mut Silent)?;
+/// assert!(hold.descriptor().is_some()); // COMMAND could inherit it
+/// drop(hold); // released
+/// # Ok::<(), flockrun::Error>(())
+/// ```
+///
+/// # Errors
+/// A usage error for options the kind cannot honour, or an error about LOCK.
+pub fn target(request: &Request) -> Result<Target, Error> {
+    for_request(request)?.target(request)
+}
+
+/// Parses a `status --kind` value: a kind that inspects lock files.
+///
+/// # Errors
+/// For other names, with the list of those it takes (`kernel, ofd, sqlite or soft`).
+pub fn parse_inspectable(name: &str) -> Result<&'static dyn Kind, String> {
+    let mut names: Vec<&str> = Vec::new();
+    for kind in KINDS.iter().filter(|k| k.inspects_files()) {
+        if kind.name() == name {
+            return Ok(*kind);
         }
+        names.push(kind.name());
     }
+    let listed = match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    };
+    Err(format!("expected {listed}"))
+}
 
-    /// The name of `mode` for this kind: `read`/`write` for sqlite, else
-    /// `shared`/`exclusive`. Used in `FLOCKRUN_MODE` and in messages.
-    #[must_use]
-    pub fn mode_name(self, mode: LockMode) -> &'static str {
-        match (self, mode) {
-            (LockKind::Sqlite, LockMode::Shared) => "read",
-            (LockKind::Sqlite, LockMode::Exclusive) => "write",
-            (_, mode) => mode.name(),
-        }
-    }
-
-    /// Whether a child process can hold the lock by inheriting a descriptor. SQLite's POSIX
-    /// locks belong to the process that took them.
-    #[must_use]
-    pub fn inheritable(self) -> bool {
-        matches!(self, LockKind::Kernel | LockKind::Ofd)
-    }
-
-    /// The lock class as `/proc/locks` and fdinfo print it.
-    #[must_use]
-    pub fn proc_class(self) -> &'static str {
-        match self {
-            LockKind::Kernel => "FLOCK",
-            LockKind::Ofd => "OFDLCK",
-            LockKind::Sqlite => "POSIX",
-            LockKind::Soft => "",
-        }
-    }
-
-    pub(crate) fn access(self, mode: LockMode) -> Access {
-        match (self, mode) {
-            (LockKind::Ofd, LockMode::Exclusive) | (LockKind::Sqlite | LockKind::Soft, _) => {
-                Access::ReadWrite
+/// `status` of one LOCK: the kind its form names, else the lock file as `forced` kind or as
+/// detected from its kernel locks and content.
+///
+/// # Errors
+/// When LOCK cannot be inspected: a symbolic link, a FIFO/socket/device, no permission to
+/// look at it, an etcd cluster out of reach; `Usage` for `--kind` with a LOCK whose form
+/// names its kind.
+pub fn inspect(lock: &Path, forced: Option<&'static dyn Kind>) -> Result<LockStatus, Error> {
+    for kind in KINDS {
+        if let Some(report) = kind.inspect_named(lock.as_os_str()) {
+            if forced.is_some() {
+                return Err(Error::Usage {
+                    message: format!(
+                        "--kind does not apply to {}: its kind is {}",
+                        lock.display(),
+                        kind.name()
+                    ),
+                });
             }
-            _ => Access::Read,
+            return report;
         }
     }
-
-    /// One attempt; `Ok(false)` when someone else holds a conflicting lock.
-    pub(crate) fn try_lock(self, file: &File, mode: LockMode) -> io::Result<bool> {
-        match self {
-            LockKind::Kernel => kernel::try_lock(file, mode),
-            LockKind::Ofd => ofd::try_lock(file, mode),
-            LockKind::Sqlite | LockKind::Soft => Err(not_a_descriptor_kind()),
-        }
-    }
-
-    /// Blocks until the lock is granted; returns `Interrupted` when a signal handler ran.
-    pub(crate) fn lock_blocking(self, file: &File, mode: LockMode) -> io::Result<()> {
-        match self {
-            LockKind::Kernel => kernel::lock_blocking(file, mode),
-            LockKind::Ofd => ofd::lock_blocking(file, mode),
-            LockKind::Sqlite | LockKind::Soft => Err(not_a_descriptor_kind()),
-        }
-    }
+    inspect_file(lock, forced)
 }
 
-/// The sqlite kind is taken through SQLite (see `sqlite::acquire`), never by these calls.
-fn not_a_descriptor_kind() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "sqlite locks are taken through SQLite",
-    )
+fn inspect_file(path: &Path, forced: Option<&'static dyn Kind>) -> Result<LockStatus, Error> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut status = LockStatus::new(absolute.clone());
+    status.kind = forced.map(Kind::name);
+    let meta = match fs::symlink_metadata(&absolute) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(kind) = forced {
+                kind.inspect_missing(&mut status);
+            }
+            return Ok(status);
+        }
+        Err(e) => {
+            return Err(Error::Open {
+                path: absolute,
+                hint: "cannot examine it; check the permissions of its directories".to_owned(),
+                source: e,
+            });
+        }
+    };
+    status.exists = true;
+    open::refuse_unlockable(&absolute, Some(&meta), Shape::AnyLockable)?;
+    let id = FileId::of(&meta);
+    let locks = KernelLocks::read();
+    let file = LockFile {
+        path: &absolute,
+        meta: &meta,
+        id,
+        locks: &locks,
+    };
+    let kind = forced.unwrap_or_else(|| detect(&file));
+    status.kind = Some(kind.name());
+    status.kernel_lines = locks
+        .text
+        .lines()
+        .filter(|l| proc_locks::parse_line(l).is_some_and(|p| p.inode == id.ino))
+        .map(str::to_owned)
+        .collect();
+    kind.inspect_file(&mut status, &file)?;
+    Ok(status)
 }
 
-impl fmt::Display for LockKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// Kernel locks on the inode name the kind; otherwise the content does (a soft-lock record,
+/// an SQLite header); an empty file, a directory or data is the default kind's.
+fn detect(file: &LockFile<'_>) -> &'static dyn Kind {
+    let locked_as = |class: &str| {
+        file.locks
+            .lines
+            .iter()
+            .any(|l| l.inode == file.id.ino && l.class == class)
+    };
+    if let Some(kind) = KINDS.iter().find(|k| k.proc_class().is_some_and(locked_as)) {
+        return *kind;
     }
+    if !file.meta.is_file() || file.meta.len() == 0 {
+        return DEFAULT_FILE_KIND;
+    }
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| k.recognises(file))
+        .unwrap_or(DEFAULT_FILE_KIND)
 }

@@ -10,7 +10,37 @@ use std::io;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 
-use crate::lock::LockMode;
+use super::descriptor::{self, DescriptorLock};
+use crate::error::Error;
+use crate::lock::{Claim, Kind, LockFile, Request, Target};
+use crate::mode::LockMode;
+use crate::open::Access;
+use crate::status::LockStatus;
+
+pub struct Ofd;
+
+impl Kind for Ofd {
+    fn name(&self) -> &'static str {
+        "ofd"
+    }
+
+    fn claims(&self, request: &Request) -> Option<Claim> {
+        request.fcntl.then_some(Claim::ByOption)
+    }
+
+    fn target(&self, request: &Request) -> Result<Target, Error> {
+        descriptor::target(&Ofd, request)
+    }
+
+    fn proc_class(&self) -> Option<&'static str> {
+        Some(DescriptorLock::proc_class(self))
+    }
+
+    fn inspect_file(&self, status: &mut LockStatus, file: &LockFile<'_>) -> Result<(), Error> {
+        descriptor::inspect(self, status, file);
+        Ok(())
+    }
+}
 
 fn whole_file(mode: LockMode) -> libc::flock {
     let kind = match mode {
@@ -30,16 +60,34 @@ fn whole_file(mode: LockMode) -> libc::flock {
     }
 }
 
-pub(crate) fn try_lock(file: &File, mode: LockMode) -> io::Result<bool> {
-    match fcntl(file, FcntlArg::F_OFD_SETLK(&whole_file(mode))) {
-        Ok(_) => Ok(true),
-        Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
-        Err(e) => Err(e.into()),
+impl DescriptorLock for Ofd {
+    fn name(&self) -> &'static str {
+        Kind::name(self)
     }
-}
 
-pub(crate) fn lock_blocking(file: &File, mode: LockMode) -> io::Result<()> {
-    fcntl(file, FcntlArg::F_OFD_SETLKW(&whole_file(mode)))
-        .map(drop)
-        .map_err(io::Error::from)
+    fn proc_class(&self) -> &'static str {
+        "OFDLCK"
+    }
+
+    /// An OFD write lock needs a writable descriptor; a read lock does not.
+    fn access(&self, mode: LockMode) -> Access {
+        match mode {
+            LockMode::Exclusive => Access::ReadWrite,
+            LockMode::Shared => Access::Read,
+        }
+    }
+
+    fn try_lock(&self, file: &File, mode: LockMode) -> io::Result<bool> {
+        match fcntl(file, FcntlArg::F_OFD_SETLK(&whole_file(mode))) {
+            Ok(_) => Ok(true),
+            Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn lock_blocking(&self, file: &File, mode: LockMode) -> io::Result<()> {
+        fcntl(file, FcntlArg::F_OFD_SETLKW(&whole_file(mode)))
+            .map(drop)
+            .map_err(io::Error::from)
+    }
 }

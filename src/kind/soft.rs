@@ -24,10 +24,125 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::identity::{self, StartToken};
 use crate::inspect::marker::{self, Content, Verdict};
-use crate::inspect::{self, FileId, Sighting};
-use crate::lock::WaitObserver;
+use crate::inspect::process::ProcessInfo;
+use crate::inspect::sighting::{FileId, Holder, Sighting, collapse_trees};
+use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, Target};
+use crate::mode::LockMode;
+use crate::nested::HeldKey;
 use crate::open::{self, Shape};
-use crate::wait::{self, Deadline, Polling};
+use crate::status::{LockStatus, MarkerReport, State, holder_report};
+use crate::wait::{self, Deadline, Polling, WaitObserver};
+
+pub struct Soft;
+
+impl Kind for Soft {
+    fn name(&self) -> &'static str {
+        "soft"
+    }
+
+    fn claims(&self, request: &Request) -> Option<Claim> {
+        (request.soft && !request.verb.is_read_write()).then_some(Claim::ByOption)
+    }
+
+    fn target(&self, request: &Request) -> Result<Target, Error> {
+        request.refuse_ttl()?;
+        let path = request.lock_file()?;
+        Ok(Target {
+            kind: self.name(),
+            mode: LockMode::Exclusive,
+            mode_names: LockMode::name,
+            lock: path.clone().into_os_string(),
+            shown: request.lock.display().to_string(),
+            deadline: request.deadline,
+            close: request.close,
+            no_fork: false,
+            lockable: Box::new(SoftTarget {
+                path,
+                given: request.lock.clone(),
+                create_mode: request.create_mode,
+            }),
+        })
+    }
+
+    fn recognises(&self, file: &LockFile<'_>) -> bool {
+        matches!(
+            marker::read(file.path),
+            Ok(Some(
+                Content::Owner { .. } | Content::Strict | Content::Protocol2
+            ))
+        )
+    }
+
+    fn inspect_file(&self, status: &mut LockStatus, file: &LockFile<'_>) -> Result<(), Error> {
+        fill_from_marker(status, file.path)
+    }
+
+    fn inspect_missing(&self, status: &mut LockStatus) {
+        status.warnings.extend(stranded_warnings(&status.path));
+        if !status.warnings.is_empty() {
+            status.state = State::Held;
+        }
+    }
+}
+
+struct SoftTarget {
+    /// Absolute.
+    path: PathBuf,
+    /// As given, for the nesting check.
+    given: PathBuf,
+    create_mode: Option<u32>,
+}
+
+impl Lockable for SoftTarget {
+    fn held_key(&self) -> Option<HeldKey> {
+        let meta = fs::symlink_metadata(&self.given).ok()?;
+        Some(HeldKey {
+            kind: Soft.name(),
+            id: FileId::of(&meta),
+        })
+    }
+
+    fn take(
+        &self,
+        deadline: &Deadline,
+        observer: &mut dyn WaitObserver,
+    ) -> Result<Box<dyn Hold>, Error> {
+        let (marker, id) = crate::lock::retry_while_replaced(&self.path, || {
+            let marker = acquire(&self.path, deadline, self.create_mode, observer)?;
+            // A marker whose inode cannot be read is dropped (and removed) and taken again.
+            Ok(marker.id().map(|id| (marker, id)))
+        })?;
+        Ok(Box::new(HeldSoft {
+            marker,
+            key: HeldKey {
+                kind: Soft.name(),
+                id,
+            },
+            waited: deadline.elapsed(),
+        }))
+    }
+}
+
+/// A held soft lock: our marker, removed when this is dropped.
+struct HeldSoft {
+    marker: HeldMarker,
+    key: HeldKey,
+    waited: Duration,
+}
+
+impl Hold for HeldSoft {
+    fn key(&self) -> HeldKey {
+        self.key
+    }
+
+    fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    fn still_named(&self) -> bool {
+        open::still_named_by(&self.marker.file, &self.marker.path)
+    }
+}
 
 /// A malformed marker is evicted once it has stayed unchanged this long (py-filelock 4.x).
 const MALFORMED_GRACE: Duration = Duration::from_secs(2);
@@ -37,7 +152,7 @@ const MAX_NAP: Duration = Duration::from_millis(50);
 
 /// Our marker at the lock path; dropping it releases the lock.
 #[derive(Debug)]
-pub(crate) struct HeldMarker {
+struct HeldMarker {
     file: File,
     path: PathBuf,
     /// The inotify watch the wait used, if it waited. Closing an inotify descriptor waits
@@ -58,11 +173,7 @@ impl Drop for HeldMarker {
 }
 
 impl HeldMarker {
-    /// Our marker file.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
-    }
-    pub(crate) fn id(&self) -> Option<FileId> {
+    fn id(&self) -> Option<FileId> {
         self.file.metadata().ok().map(|m| FileId::of(&m))
     }
 }
@@ -78,7 +189,7 @@ fn own_record() -> String {
 }
 
 /// Takes the soft lock at `path`.
-pub(crate) fn acquire(
+fn acquire(
     path: &Path,
     deadline: &Deadline,
     create_mode: Option<u32>,
@@ -114,7 +225,7 @@ pub(crate) fn acquire(
                 .wait(nap);
             continue;
         }
-        break Err(Error::not_acquired(path, deadline, sight(path)));
+        break Err(wait::not_acquired(path, deadline, sight(path)));
     };
     if polling.blocked() {
         observer.finished();
@@ -420,7 +531,7 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 
 /// Who holds a soft lock, from its marker, for busy messages.
 #[must_use]
-pub(crate) fn sight(path: &Path) -> Sighting {
+fn sight(path: &Path) -> Sighting {
     let mut sighting = Sighting::default();
     match marker::read(path) {
         Ok(Some(content)) => {
@@ -430,10 +541,10 @@ pub(crate) fn sight(path: &Path) -> Sighting {
                     sighting.described = Some(format!("held by pid {pid} on host {host}"));
                 }
                 Content::Owner { pid, .. } => {
-                    if let Ok(process) = inspect::ProcessInfo::read(*pid) {
-                        sighting.holders = inspect::collapse_trees(vec![inspect::Holder {
+                    if let Ok(process) = ProcessInfo::read(*pid) {
+                        sighting.holders = collapse_trees(vec![Holder {
                             process,
-                            mode: crate::lock::LockMode::Exclusive,
+                            mode: LockMode::Exclusive,
                             child: None,
                         }]);
                     }
@@ -463,6 +574,81 @@ pub(crate) fn sight(path: &Path) -> Sighting {
             Some("held: files of an interrupted takeover are beside it".to_owned());
     }
     sighting
+}
+
+/// `status` for a marker at `path`.
+fn fill_from_marker(status: &mut LockStatus, path: &Path) -> Result<(), Error> {
+    let content = marker::read(path).map_err(|e| Error::Open {
+        path: path.to_owned(),
+        hint: "cannot read the marker; ask its owner for read access".to_owned(),
+        source: e,
+    })?;
+    let Some(content) = content else {
+        return Ok(()); // removed meanwhile: free
+    };
+    let verdict = marker::judge(&content);
+    let mut report = MarkerReport {
+        pid: None,
+        host: None,
+        start_token: None,
+        verdict,
+        note: None,
+    };
+    match &content {
+        Content::Owner { pid, host, token } => {
+            report.pid = Some(*pid);
+            report.host = Some(host.clone());
+            report.start_token = token.map(|t| t.to_string());
+            if verdict == Verdict::Held
+                && let Ok(process) = ProcessInfo::read(*pid)
+            {
+                let holders = collapse_trees(vec![Holder {
+                    process,
+                    mode: LockMode::Exclusive,
+                    child: None,
+                }]);
+                status.holders = holders.iter().map(holder_report).collect();
+            }
+        }
+        Content::Empty => report.note = Some("empty: the owner recorded no pid".into()),
+        Content::Strict => report.note = Some("a StrictSoftFileLock sentinel".into()),
+        Content::Protocol2 => {
+            report.note = Some("a filelock/2 record (lease or marker lock)".into());
+        }
+        Content::Malformed(why) => report.note = Some(why.clone()),
+    }
+    status.state = match verdict {
+        Verdict::Stale => State::Stale,
+        Verdict::Held | Verdict::ForeignHost | Verdict::Malformed => State::Held,
+    };
+    if verdict == Verdict::Malformed {
+        status.warnings.push(
+            "the marker is malformed: py-filelock 4.x removes it once it has stayed unchanged \
+             for 2 s"
+                .into(),
+        );
+    }
+    let stranded = stranded_warnings(path);
+    if !stranded.is_empty() && status.state == State::Stale {
+        status.state = State::Held;
+    }
+    status.warnings.extend(stranded);
+    status.mode = (status.state == State::Held).then_some("exclusive");
+    status.marker = Some(report);
+    Ok(())
+}
+
+fn stranded_warnings(path: &Path) -> Vec<String> {
+    marker::stranded(path)
+        .into_iter()
+        .map(|p| {
+            format!(
+                "{} is left from an interrupted takeover and may hold a live owner's marker: \
+                 the lock counts as held",
+                p.display()
+            )
+        })
+        .collect()
 }
 
 /// An inotify watch on the lock's directory, so a waiter wakes when the marker goes away.

@@ -25,25 +25,132 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, ffi};
 
 use crate::error::Error;
-use crate::inspect::{self, FileId};
-use crate::kind::LockKind;
-use crate::lock::{LockMode, WaitObserver};
+use crate::inspect::proc_locks::KernelLocks;
+use crate::inspect::sighting::FileId;
+use crate::inspect::sqlite_roles;
+use crate::lock::{self, Claim, Hold, Kind, LockFile, Lockable, Request, Target};
+use crate::mode::LockMode;
+use crate::nested::HeldKey;
 use crate::open::{self, Access, Shape};
-use crate::wait::{self, Deadline, Polling};
+use crate::status::{self, LockStatus};
+use crate::wait::{self, Deadline, Polling, WaitObserver};
+
+pub struct Sqlite;
+
+impl Kind for Sqlite {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn claims(&self, request: &Request) -> Option<Claim> {
+        request.verb.is_read_write().then_some(Claim::ByDefault)
+    }
+
+    fn target(&self, request: &Request) -> Result<Target, Error> {
+        let path = request.lock_file()?;
+        Ok(Target {
+            kind: self.name(),
+            mode: request.mode,
+            mode_names: LockMode::read_write_name,
+            lock: path.clone().into_os_string(),
+            shown: request.lock.display().to_string(),
+            deadline: request.deadline,
+            close: false,
+            no_fork: false,
+            lockable: Box::new(SqliteTarget {
+                path,
+                given: request.lock.clone(),
+                mode: request.mode,
+                create_mode: request.create_mode,
+            }),
+        })
+    }
+
+    fn proc_class(&self) -> Option<&'static str> {
+        Some("POSIX")
+    }
+
+    fn recognises(&self, file: &LockFile<'_>) -> bool {
+        let mut header = [0u8; 16];
+        File::open(file.path)
+            .and_then(|f| f.read_exact_at(&mut header, 0))
+            .is_ok()
+            && &header == b"SQLite format 3\0"
+    }
+
+    fn inspect_file(&self, status: &mut LockStatus, file: &LockFile<'_>) -> Result<(), Error> {
+        let sighting = sqlite_roles::sight(file.locks, file.id);
+        status::fill_from_sighting(status, &sighting, LockMode::read_write_name);
+        Ok(())
+    }
+}
+
+struct SqliteTarget {
+    /// Absolute.
+    path: std::path::PathBuf,
+    /// As given, for the nesting check.
+    given: std::path::PathBuf,
+    mode: LockMode,
+    create_mode: Option<u32>,
+}
+
+impl Lockable for SqliteTarget {
+    fn held_key(&self) -> Option<HeldKey> {
+        let meta = fs::symlink_metadata(&self.given).ok()?;
+        Some(HeldKey {
+            kind: Sqlite.name(),
+            id: FileId::of(&meta),
+        })
+    }
+
+    fn take(
+        &self,
+        deadline: &Deadline,
+        observer: &mut dyn WaitObserver,
+    ) -> Result<Box<dyn Hold>, Error> {
+        let (transaction, id) = lock::retry_while_replaced(&self.path, || {
+            acquire(&self.path, self.mode, deadline, self.create_mode, observer)
+        })?;
+        Ok(Box::new(HeldTransaction {
+            transaction,
+            path: self.path.clone(),
+            key: HeldKey {
+                kind: Sqlite.name(),
+                id,
+            },
+            waited: deadline.elapsed(),
+        }))
+    }
+}
+
+/// A held reader or writer lock: the open transaction.
+struct HeldTransaction {
+    transaction: Transaction,
+    path: std::path::PathBuf,
+    key: HeldKey,
+    waited: Duration,
+}
+
+impl Hold for HeldTransaction {
+    fn key(&self) -> HeldKey {
+        self.key
+    }
+
+    fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    fn still_named(&self) -> bool {
+        open::still_named_by(&self.transaction.file, &self.path)
+    }
+}
 
 /// An open transaction that holds the lock; dropping it releases the lock.
 #[derive(Debug)]
-pub(crate) struct Transaction {
+struct Transaction {
     connection: Option<Connection>,
     /// Kept open until the connection is closed (see the module comment).
     file: File,
-}
-
-impl Transaction {
-    /// The database file the transaction locks.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
-    }
 }
 
 impl Drop for Transaction {
@@ -60,8 +167,9 @@ impl Drop for Transaction {
 const FIRST_SLEEP: Duration = Duration::from_micros(50);
 const MAX_SLEEP: Duration = Duration::from_millis(2);
 
-/// Takes a reader (`Shared`) or writer (`Exclusive`) lock on the database at `path`.
-pub(crate) fn acquire(
+/// One round: takes a reader (`Shared`) or writer (`Exclusive`) lock on the database at
+/// `path`; `None` when the path turned out to name another file.
+fn acquire(
     path: &Path,
     mode: LockMode,
     deadline: &Deadline,
@@ -115,8 +223,8 @@ pub(crate) fn acquire(
         }
         Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
             drop(transaction);
-            let sighting = inspect::sight(id, LockKind::Sqlite);
-            return Err(Error::not_acquired(path, deadline, sighting));
+            let sighting = sqlite_roles::sight(&KernelLocks::read(), id);
+            return Err(wait::not_acquired(path, deadline, sighting));
         }
         Err(e) => return Err(sqlite_error(path, &e)),
     }
@@ -213,7 +321,7 @@ impl BusyWait<'_> {
     /// handoff to about a millisecond without spinning.
     fn keep_waiting(&mut self) -> bool {
         let id = self.id;
-        let sighting = move || inspect::sight(id, LockKind::Sqlite);
+        let sighting = move || sqlite_roles::sight(&KernelLocks::read(), id);
         match self
             .polling
             .next_nap(self.deadline, self.observer, &sighting)
