@@ -37,7 +37,7 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes')
-            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'For an etcd:// LOCK: the lease''s time to live in whole seconds [default: 10]. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after at most TTL')
+            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'The lease''s time to live in whole seconds: for an etcd:// LOCK [default: 10], and with --soft, where it makes the lock a soft lease (py-filelock''s `SoftFileLease`) that a crashed holder''s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL')
             [CompletionResult]::new('-E', '-E ', [CompletionResultType]::ParameterName, 'Exit status when the lock is busy or the wait times out (0-255)')
             [CompletionResult]::new('--conflict-exit-code', '--conflict-exit-code', [CompletionResultType]::ParameterName, 'Exit status when the lock is busy or the wait times out (0-255)')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
@@ -65,7 +65,7 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             break
         }
         'flockrun;try' {
-            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'For an etcd:// LOCK: the lease''s time to live in whole seconds [default: 10]. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after at most TTL')
+            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'The lease''s time to live in whole seconds: for an etcd:// LOCK [default: 10], and with --soft, where it makes the lock a soft lease (py-filelock''s `SoftFileLease`) that a crashed holder''s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL')
             [CompletionResult]::new('-E', '-E ', [CompletionResultType]::ParameterName, 'Exit status when the lock is busy or the wait times out (0-255)')
             [CompletionResult]::new('--conflict-exit-code', '--conflict-exit-code', [CompletionResultType]::ParameterName, 'Exit status when the lock is busy or the wait times out (0-255)')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')

@@ -33,7 +33,7 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand -w 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
             cand --timeout 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
             cand --wait 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
-            cand --ttl 'For an etcd:// LOCK: the lease''s time to live in whole seconds [default: 10]. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after at most TTL'
+            cand --ttl 'The lease''s time to live in whole seconds: for an etcd:// LOCK [default: 10], and with --soft, where it makes the lock a soft lease (py-filelock''s `SoftFileLease`) that a crashed holder''s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL'
             cand -E 'Exit status when the lock is busy or the wait times out (0-255)'
             cand --conflict-exit-code 'Exit status when the lock is busy or the wait times out (0-255)'
             cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
@@ -60,7 +60,7 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand --version 'Print version'
         }
         &'flockrun;try'= {
-            cand --ttl 'For an etcd:// LOCK: the lease''s time to live in whole seconds [default: 10]. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after at most TTL'
+            cand --ttl 'The lease''s time to live in whole seconds: for an etcd:// LOCK [default: 10], and with --soft, where it makes the lock a soft lease (py-filelock''s `SoftFileLease`) that a crashed holder''s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL'
             cand -E 'Exit status when the lock is busy or the wait times out (0-255)'
             cand --conflict-exit-code 'Exit status when the lock is busy or the wait times out (0-255)'
             cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'

@@ -33,7 +33,7 @@ complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "write" -d 'Take t
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "status" -d 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected'
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
-complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l ttl -d 'For an etcd:// LOCK: the lease\'s time to live in whole seconds [default: 10]. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after at most TTL' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l ttl -d 'The lease\'s time to live in whole seconds: for an etcd:// LOCK [default: 10], and with --soft, where it makes the lock a soft lease (py-filelock\'s `SoftFileLease`) that a crashed holder\'s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
@@ -47,7 +47,7 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s v -l verbose 
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s q -l quiet -d 'No message when the lock is busy or the wait timed out'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s h -l help -d 'Print help'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s V -l version -d 'Print version'
-complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l ttl -d 'For an etcd:// LOCK: the lease\'s time to live in whole seconds [default: 10]. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after at most TTL' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l ttl -d 'The lease\'s time to live in whole seconds: for an etcd:// LOCK [default: 10], and with --soft, where it makes the lock a soft lease (py-filelock\'s `SoftFileLease`) that a crashed holder\'s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r

@@ -187,8 +187,11 @@ pub struct KernelLockArgs {
     #[arg(short = 'F', long, conflicts_with = "close")]
     pub no_fork: bool,
 
-    /// For an etcd:// LOCK: the lease's time to live in whole seconds [default: 10]. flockrun
-    /// renews the lease every TTL/3; if it dies, the lock frees itself after at most TTL
+    /// The lease's time to live in whole seconds: for an etcd:// LOCK [default: 10], and with
+    /// --soft, where it makes the lock a soft lease (py-filelock's `SoftFileLease`) that a
+    /// crashed holder's host cannot keep forever. flockrun renews the lease every TTL/3; if it
+    /// dies, the lock frees itself after about TTL. Every user of a soft lease must give the
+    /// same TTL
     #[arg(long, value_name = "SECONDS", value_parser = parse_ttl)]
     pub ttl: Option<u32>,
 

@@ -35,6 +35,37 @@ pub fn host_name() -> String {
     name
 }
 
+/// A host name as `host_name` writes it, as a person reads it: the `?hh` escapes decoded and
+/// a pid-namespace suffix said in words, `host-a (pid namespace f0000151)`.
+#[must_use]
+pub fn readable_host(written: &str) -> String {
+    let (name, namespace) = match written.split_once("?pidns-") {
+        Some((name, ns)) => (name, Some(ns)),
+        None => (written, None),
+    };
+    let mut bytes = Vec::with_capacity(name.len());
+    let raw = name.as_bytes();
+    let mut i = 0;
+    while i < raw.len() {
+        let escaped = (raw[i] == b'?')
+            .then(|| name.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        if let Some(byte) = escaped {
+            bytes.push(byte);
+            i += 3;
+        } else {
+            bytes.push(raw[i]);
+            i += 1;
+        }
+    }
+    let name = String::from_utf8_lossy(&bytes);
+    match namespace {
+        Some(ns) => format!("{name} (pid namespace {ns})"),
+        None => name.into_owned(),
+    }
+}
+
 fn escape_host(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "?".to_owned();
@@ -173,6 +204,20 @@ mod tests {
         assert_eq!(escape_host(b"my host?x"), "my?20host?3fx");
         assert_eq!(escape_host("ünï".as_bytes()), "?c3?bcn?c3?af");
         assert_eq!(escape_host(b""), "?");
+    }
+
+    #[test]
+    fn host_names_read_back_for_people() {
+        assert_eq!(readable_host("vm"), "vm");
+        assert_eq!(
+            readable_host("host-a?pidns-f0000151"),
+            "host-a (pid namespace f0000151)"
+        );
+        assert_eq!(
+            readable_host(&escape_host("my host?x".as_bytes())),
+            "my host?x"
+        );
+        assert_eq!(readable_host("?"), "?");
     }
 
     #[test]

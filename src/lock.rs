@@ -126,7 +126,8 @@ impl Request {
         }
         Err(Error::Usage {
             message: format!(
-                "--ttl applies to etcd:// locks only, and {} is a lock file",
+                "--ttl applies to etcd:// locks and to soft leases (--soft --ttl), and {} \
+                 would be another kind of lock file: add --soft for a lease",
                 self.lock.display()
             ),
         })

@@ -319,9 +319,11 @@ fn lock_env(target: &Target, held: Option<OsString>) -> Vec<(OsString, OsString)
 
 /// Shows a wait to the person running flockrun: with `-v` a summary once the lock is won;
 /// on a terminal a live line after about a second of waiting.
+#[allow(clippy::struct_excessive_bools)] // one per option, and whether a line is shown
 struct Reporter {
     path: String,
     verbose: bool,
+    quiet: bool,
     live: bool,
     held_meanwhile: Option<Sighting>,
     line_shown: bool,
@@ -334,6 +336,7 @@ impl Reporter {
         Reporter {
             path: shown.to_owned(),
             verbose,
+            quiet,
             live: !quiet && io::stderr().is_terminal(),
             held_meanwhile: None,
             line_shown: false,
@@ -388,6 +391,15 @@ impl WaitObserver for Reporter {
         // \r and "erase line": one line, rewritten in place.
         let _ = write!(io::stderr().lock(), "\r\x1b[2K{line}");
         self.line_shown = true;
+    }
+
+    fn warn(&mut self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        // Below a live line, if one is shown: it is redrawn at the next tick.
+        self.finished();
+        say(&format!("warning: {message}"));
     }
 
     fn finished(&mut self) {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration::format_seconds;
-use crate::inspect::marker::Verdict;
+use crate::identity::readable_host;
 use crate::inspect::process::{ProcessInfo, user_name};
 use crate::inspect::sighting::{Holder, Sighting};
 use crate::mode::LockMode;
@@ -62,9 +62,17 @@ pub struct MarkerReport {
     pub pid: Option<i32>,
     pub host: Option<String>,
     pub start_token: Option<String>,
-    pub verdict: Verdict,
+    /// held, stale, malformed, foreign host, or for a lease expired.
+    pub verdict: &'static str,
     /// Why it is malformed, or what kind of record it is.
     pub note: Option<String>,
+    /// For a `filelock/2` record: lease, exclusive, or the unknown mode it names.
+    pub mode: Option<String>,
+    /// For a lease: its TTL in seconds.
+    pub ttl: Option<f64>,
+    /// For a lease: how long ago it was last renewed, by this host's clock against the
+    /// file's modification time.
+    pub renewed_ago: Option<Duration>,
 }
 
 /// The status of one lock.
@@ -249,9 +257,17 @@ pub fn render_human(status: &LockStatus) -> String {
         let _ = writeln!(out, "  waiter   {who}{what}, {}", w.mode);
     }
     if let Some(m) = &status.marker {
-        let _ = write!(out, "  marker   {}", m.verdict.name());
+        let _ = write!(out, "  marker   {}", m.verdict);
         if let (Some(pid), Some(host)) = (m.pid, &m.host) {
-            let _ = write!(out, ": pid {pid} on host {host}");
+            let _ = write!(out, ": pid {pid} on host {}", readable_host(host));
+        }
+        if let Some(ttl) = m.ttl {
+            let _ = write!(out, ", lease TTL {ttl} s");
+            if let Some(ago) = m.renewed_ago {
+                let _ = write!(out, ", renewed {} ago", format_seconds(ago));
+            }
+        } else if let Some(mode) = &m.mode {
+            let _ = write!(out, ", mode {mode}");
         }
         if let Some(token) = &m.start_token {
             let _ = write!(out, ", start token {token}");
@@ -333,12 +349,15 @@ fn lock_json(s: &LockStatus) -> String {
     }
     let marker = s.marker.as_ref().map(|m| {
         format!(
-            "{{\"pid\":{},\"host\":{},\"start_token\":{},\"verdict\":{},\"note\":{}}}",
+            "{{\"pid\":{},\"host\":{},\"start_token\":{},\"verdict\":{},\"note\":{},\"mode\":{},\"ttl\":{},\"renewed_ago\":{}}}",
             opt(m.pid.map(|p| p.to_string())),
             opt(m.host.as_deref().map(json_str)),
             opt(m.start_token.as_deref().map(json_str)),
-            json_str(m.verdict.name()),
+            json_str(m.verdict),
             opt(m.note.as_deref().map(json_str)),
+            opt(m.mode.as_deref().map(json_str)),
+            opt(m.ttl.map(|t| format!("{t:?}"))),
+            opt(m.renewed_ago.map(|d| format!("{:.3}", d.as_secs_f64()))),
         )
     });
     let warnings: Vec<String> = s.warnings.iter().map(|w| json_str(w)).collect();

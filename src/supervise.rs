@@ -85,12 +85,23 @@ pub struct Launch<'a> {
     pub lost: Option<LostWatch>,
 }
 
-/// A lock that can stop being ours while COMMAND runs. The party that notices sets the flag
-/// and sends flockrun SIGALRM; COMMAND then gets SIGTERM, and SIGKILL after `grace`.
+/// A lock that can stop being ours while COMMAND runs. The party that notices sends flockrun
+/// SIGALRM, or the supervisor finds out by asking `is_lost` every `poll`; then COMMAND and
+/// everything it started get SIGTERM, and SIGKILL after `grace`.
 #[derive(Clone)]
 pub struct LostWatch {
     pub is_lost: Arc<dyn Fn() -> bool + Send + Sync>,
     pub grace: Duration,
+    /// How often to ask `is_lost` besides when SIGALRM arrives: for a hold whose loss the
+    /// clock tells, even while the thread that renews it is stuck in a system call.
+    pub poll: Option<Duration>,
+}
+
+/// The reaction time after a lost hold: COMMAND gets SIGTERM this long before another
+/// process could take the lock, and SIGKILL when it could.
+#[must_use]
+pub fn grace_for(ttl: Duration) -> Duration {
+    (ttl / 4).min(Duration::from_secs(2))
 }
 
 impl std::fmt::Debug for LostWatch {
@@ -98,6 +109,7 @@ impl std::fmt::Debug for LostWatch {
         f.debug_struct("LostWatch")
             .field("lost", &(self.is_lost)())
             .field("grace", &self.grace)
+            .field("poll", &self.poll)
             .finish()
     }
 }
@@ -135,6 +147,14 @@ fn spawn_and_wait(launch: &Launch<'_>, watched: &SigSet) -> Result<i32, Error> {
     // the lost lock and reports it.
     if launch.lost.as_ref().is_some_and(|l| (l.is_lost)()) {
         return Ok(exit::LOCK_LOST);
+    }
+    if launch.lost.is_some() {
+        // Whatever COMMAND leaves behind (a daemon it double-forked) is re-parented to
+        // flockrun rather than to init, so a lost hold can stop all of it. The process group
+        // is left alone: moving COMMAND out of the terminal's foreground group would break
+        // job control.
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let parent = getpid().as_raw();
     let mut cmd = prepare(launch);
@@ -285,16 +305,29 @@ fn forward_until_exit(
     lost: Option<&LostWatch>,
 ) -> Result<i32, Error> {
     let own_group = getpgid(None).ok();
-    // Set once the lock is lost and COMMAND has had SIGTERM: when it gets SIGKILL.
+    // Once the lock is lost: COMMAND and its descendants have had SIGTERM, and get SIGKILL
+    // at `kill_at`; `killing` once they have.
     let mut kill_at: Option<Instant> = None;
+    let mut stopping = false;
+    let mut killing = false;
+    let mut status: Option<i32> = None;
     loop {
+        let timeout = if killing {
+            // Something may have forked while being killed: look again soon.
+            Some(KILL_ROUND)
+        } else {
+            match (kill_at, lost.and_then(|l| l.poll)) {
+                (Some(at), _) => Some(at.saturating_duration_since(Instant::now())),
+                (None, Some(poll)) if !stopping => Some(poll),
+                _ => None,
+            }
+        };
         // SAFETY: siginfo_t is plain data, zero is a valid initial value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let sig = match kill_at {
+        let sig = match timeout {
             // SAFETY: both pointers are valid; the set is blocked, as sigwaitinfo requires.
             None => unsafe { libc::sigwaitinfo(watched.as_ref(), &raw mut info) },
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
+            Some(left) => {
                 let timeout = libc::timespec {
                     tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
                     tv_nsec: libc::c_long::from(left.subsec_nanos()),
@@ -305,49 +338,102 @@ fn forward_until_exit(
         };
         if sig < 0 {
             match Errno::last() {
-                Errno::EINTR => continue,
-                Errno::EAGAIN => {
-                    // The grace period is over and COMMAND still runs.
-                    let _ = kill(child, Signal::SIGKILL);
-                    kill_at = None;
-                    continue;
-                }
+                Errno::EINTR | Errno::EAGAIN => {}
                 e => return Err(Error::system("waiting for signals", e)),
             }
-        }
-        if sig == libc::SIGALRM {
-            // Only meaningful with a lock that can be lost; a stray SIGALRM changes nothing.
-            if let Some(lost) = lost
-                && kill_at.is_none()
-                && (lost.is_lost)()
-            {
-                let _ = kill(child, Signal::SIGTERM);
-                kill_at = Some(Instant::now() + lost.grace);
-            }
-        } else if sig != libc::SIGCHLD
+        } else if sig != libc::SIGALRM
+            && sig != libc::SIGCHLD
             && let Ok(signal) = Signal::try_from(sig)
         {
             // SI_KERNEL: sent by the terminal to the foreground process group, which COMMAND
             // shares unless it moved to a group of its own.
             let from_terminal = info.si_code == libc::SI_KERNEL;
-            if !from_terminal || getpgid(Some(child)).ok() != own_group {
+            if status.is_none() && (!from_terminal || getpgid(Some(child)).ok() != own_group) {
                 let _ = kill(child, signal);
             }
         }
-        if let Some(status) = reap(child)? {
-            return Ok(status);
+        // A stray SIGALRM or a poll changes nothing unless the lock is in fact lost.
+        if let Some(lost) = lost
+            && !stopping
+            && (lost.is_lost)()
+        {
+            stopping = true;
+            signal_tree(Signal::SIGTERM);
+            kill_at = Some(Instant::now() + lost.grace);
+        }
+        if kill_at.is_some_and(|at| Instant::now() >= at) {
+            kill_at = None;
+            killing = true;
+        }
+        if killing {
+            signal_tree(Signal::SIGKILL);
+        }
+        if let Some(code) = reap(child)? {
+            status = Some(code);
+        }
+        match status {
+            // The lock is ours: COMMAND's end is flockrun's, whatever it left running.
+            Some(code) if !stopping => return Ok(code),
+            // Lost: done once nothing COMMAND started is left.
+            Some(code) if descendants().is_empty() => return Ok(code),
+            _ => {}
         }
     }
 }
 
+/// While killing what is left after a lost lock: how often to look for stragglers.
+const KILL_ROUND: Duration = Duration::from_millis(10);
+
+/// The pids of this process's descendants, found through every thread's children list (a
+/// daemon COMMAND left behind is among them: flockrun is its subreaper).
+fn descendants() -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut next = children_of(getpid().as_raw());
+    while let Some(pid) = next.pop() {
+        if found.contains(&pid) {
+            continue;
+        }
+        found.push(pid);
+        next.extend(children_of(pid));
+    }
+    found
+}
+
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// Sends `signal` to COMMAND and everything under it.
+fn signal_tree(signal: Signal) {
+    for pid in descendants() {
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
+/// COMMAND's exit status once it has ended. Reaps every other child that ended too (what
+/// COMMAND left behind, re-parented to flockrun), discarding their statuses.
 fn reap(child: Pid) -> Result<Option<i32>, Error> {
+    let mut ended = None;
     loop {
-        return match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
-            Ok(WaitStatus::Signaled(_, signal, _)) => Ok(Some(exit::from_signal(signal as i32))),
-            Ok(_) => Ok(None),
-            Err(Errno::EINTR) => continue,
-            Err(e) => Err(Error::system("waiting for COMMAND", e)),
-        };
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => ended = Some(code),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
+                ended = Some(exit::from_signal(signal as i32));
+            }
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(ended),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::system("waiting for COMMAND", e)),
+        }
     }
 }

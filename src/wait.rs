@@ -108,6 +108,8 @@ pub trait WaitObserver {
     fn tick(&mut self, _waited: Duration, _sighting: &dyn Fn() -> Sighting) {}
     /// The wait ended, either way.
     fn finished(&mut self) {}
+    /// Something a person should know about this lock (shown once, unless `-q`).
+    fn warn(&mut self, _message: &str) {}
 }
 
 /// An observer that shows nothing.
@@ -374,4 +376,28 @@ pub fn nap(d: Duration) {
     let request = timespec(d);
     // SAFETY: a valid timespec; the remainder is not wanted.
     unsafe { libc::nanosleep(&raw const request, ptr::null_mut()) };
+}
+
+/// Runs `body` on a new thread named `name` that blocks every signal, so signals sent to
+/// flockrun reach the main thread only (its handlers and its `sigwaitinfo` depend on that).
+///
+/// # Errors
+/// When the thread cannot be started or the signal mask cannot be set.
+pub fn spawn_with_signals_blocked(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> io::Result<()> {
+    use nix::sys::signal::{SigmaskHow, pthread_sigmask};
+    let mut previous = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&SigSet::all()),
+        Some(&mut previous),
+    )?;
+    // The new thread inherits the all-blocked mask from birth: no signal can land on it.
+    let spawned = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body);
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None)?;
+    spawned.map(drop)
 }

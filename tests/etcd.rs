@@ -827,7 +827,7 @@ fn a_cluster_that_cannot_be_reached_is_69_and_bad_usage_is_64() {
         ),
         (
             &["exec", "--ttl", "5", file, "--", "true"],
-            "--ttl applies to etcd:// locks only",
+            "--ttl applies to etcd:// locks and to soft leases (--soft --ttl)",
         ),
         (
             &["exec", "etcd://127.0.0.1:2379", "--", "true"],

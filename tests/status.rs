@@ -307,7 +307,13 @@ fn soft_marker_verdicts() {
         (
             "filelock/2\npid=1\nhost=x\nmode=lease\n".to_owned(),
             "held",
+            "malformed",
+            1,
+        ),
+        (
+            "filelock/2\npid=1\nhost=x\nmode=exclusive\n".to_owned(),
             "held",
+            "foreign host",
             1,
         ),
     ];

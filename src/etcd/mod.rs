@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::inspect::sighting::Sighting;
+use crate::supervise;
 use crate::utc::utc_timestamp;
 use crate::wait::{self, Deadline, WaitObserver};
 use http::{CallError, StreamEvent, Transport};
@@ -198,13 +199,6 @@ pub struct Session {
     revoked: bool,
 }
 
-/// The reaction time after a lost lease: COMMAND gets SIGTERM when the lease has this long
-/// left without a renewal, and SIGKILL when it would expire.
-#[must_use]
-pub fn grace_for(ttl: Duration) -> Duration {
-    (ttl / 4).min(Duration::from_secs(2))
-}
-
 impl Session {
     fn start(target: &Target, ttl: u32, until: Instant) -> Result<Session, Error> {
         let mut transport = Transport::new(target.endpoints.clone());
@@ -240,8 +234,10 @@ impl Session {
             revoked: false,
         };
         let endpoints = target.endpoints.clone();
-        spawn_with_signals_blocked(move || renew(endpoints, lease, ttl, sent, &shared))
-            .map_err(|e| Error::system("starting the lease renewal thread", e))?;
+        wait::spawn_with_signals_blocked("lease", move || {
+            renew(endpoints, lease, ttl, sent, &shared)
+        })
+        .map_err(|e| Error::system("starting the lease renewal thread", e))?;
         Ok(session)
     }
 
@@ -329,24 +325,6 @@ impl Drop for Session {
     }
 }
 
-/// Runs `body` on a new thread that blocks every signal, so signals sent to flockrun reach
-/// the main thread only (its handlers and its sigwaitinfo depend on that).
-fn spawn_with_signals_blocked(body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
-    let mut previous = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&SigSet::all()),
-        Some(&mut previous),
-    )?;
-    // The new thread inherits the all-blocked mask from birth: no signal can land on it.
-    let spawned = std::thread::Builder::new()
-        .name("lease".to_owned())
-        .spawn(body);
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None)?;
-    spawned.map(drop)
-}
-
 /// The renewal loop: every third of the TTL, a keep-alive and a check that the key still
 /// exists. Gives up, declaring the lease lost, when etcd says it is gone or when no member
 /// has confirmed a renewal for TTL minus the grace period.
@@ -378,13 +356,13 @@ fn renew(
         if let Some(txn) = update {
             // Best effort: the value is only for status. A failure here shows up in the
             // renewal that follows.
-            let give_up = confirmed + ttl.saturating_sub(grace_for(ttl));
+            let give_up = confirmed + ttl.saturating_sub(supervise::grace_for(ttl));
             let _ = transport.call("/v3/kv/txn", &txn, give_up, &stopping);
             if Instant::now() < next {
                 continue;
             }
         }
-        let give_up = confirmed + ttl.saturating_sub(grace_for(ttl));
+        let give_up = confirmed + ttl.saturating_sub(supervise::grace_for(ttl));
         let sent = Instant::now();
         let body = json!({ "ID": lease.to_string() });
         let reply = match transport.call("/v3/lease/keepalive", &body, give_up, &stopping) {
@@ -407,7 +385,7 @@ fn renew(
         ttl = Duration::from_secs(left.unsigned_abs());
         let key = locked(&shared.key).clone();
         if let Some(key) = key {
-            let give_up = confirmed + ttl.saturating_sub(grace_for(ttl));
+            let give_up = confirmed + ttl.saturating_sub(supervise::grace_for(ttl));
             let body = json!({ "key": key, "count_only": true });
             match transport.call("/v3/kv/range", &body, give_up, &stopping) {
                 Ok(reply) if int(reply.get("count")) == 0 => {
@@ -821,14 +799,5 @@ mod tests {
         assert_eq!(int(Some(&json!(7))), 7);
         assert_eq!(int(None), 0);
         assert_eq!(int(Some(&json!("x"))), 0);
-    }
-
-    #[test]
-    fn grace_is_short_and_inside_the_ttl() {
-        assert_eq!(grace_for(Duration::from_secs(10)), Duration::from_secs(2));
-        assert_eq!(
-            grace_for(Duration::from_secs(2)),
-            Duration::from_millis(500)
-        );
     }
 }

@@ -1,5 +1,6 @@
-//! Soft-lock markers (py-filelock's `SoftFileLock`, protocol 1): `pid\nhost\n[start_token\n]`
-//! at the lock path. Read without trusting what is there (no symlinks, no blocking on a
+//! Soft-lock markers at the lock path: py-filelock's `SoftFileLock` records (protocol 1,
+//! `pid\nhost\n[start_token\n]`) and its `filelock/2` records (`SoftFileLease` with
+//! `mode=lease`, `MarkerSoftFileLock` with `mode=exclusive`). Read without trusting what is there (no symlinks, no blocking on a
 //! FIFO, at most 1 KiB) and judged by py-filelock 4.2.11's rules, failing closed where they
 //! leave room: only a provably gone owner makes a marker stale.
 
@@ -22,8 +23,8 @@ pub enum Content {
     Empty,
     /// The `StrictSoftFileLock` sentinel.
     Strict,
-    /// A `filelock/2` record (lease and marker locks), another contract.
-    Protocol2,
+    /// A `filelock/2` record (lease and marker locks).
+    Protocol2(Record),
     /// A protocol-1 record.
     Owner {
         pid: i32,
@@ -32,6 +33,34 @@ pub enum Content {
     },
     /// Anything else, with what is wrong.
     Malformed(String),
+}
+
+/// A parsed `filelock/2` record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub pid: Option<i32>,
+    pub host: Option<String>,
+    pub mode: RecordMode,
+    pub start: Option<StartToken>,
+}
+
+impl Eq for Record {}
+
+/// The contract a `filelock/2` record names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordMode {
+    /// `mode=lease`: a `SoftFileLease`, renewed by its holder, taken over once unchanged for
+    /// `duration` seconds.
+    Lease {
+        token: String,
+        /// As written (`30.0`), and its value.
+        duration_text: String,
+        duration: f64,
+    },
+    /// `mode=exclusive`: a `MarkerSoftFileLock`, reclaimed only when its owner is provably gone.
+    Exclusive,
+    /// A contract this version does not know: never reclaimed.
+    Unknown(String),
 }
 
 /// The judgement on a marker.
@@ -105,9 +134,6 @@ pub fn parse(bytes: &[u8]) -> Content {
     if bytes == STRICT_SENTINEL {
         return Content::Strict;
     }
-    if bytes.starts_with(b"filelock/2\n") {
-        return Content::Protocol2;
-    }
     let malformed = |why: &str| Content::Malformed(why.to_owned());
     if bytes.len() > MAX_MARKER {
         return malformed("longer than 1024 bytes");
@@ -115,6 +141,9 @@ pub fn parse(bytes: &[u8]) -> Content {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return malformed("not UTF-8");
     };
+    if text.starts_with("filelock/2\n") {
+        return parse_record(text);
+    }
     let Some(body) = text.strip_suffix('\n') else {
         return malformed("no final newline");
     };
@@ -143,6 +172,96 @@ pub fn parse(bytes: &[u8]) -> Content {
     }
 }
 
+/// Parses a `filelock/2` record by py-filelock 4.2's rules: `key=value` lines after the
+/// first, later keys winning, unknown keys ignored; a mode it does not know makes a record
+/// it never reclaims.
+fn parse_record(text: &str) -> Content {
+    let malformed = |why: &str| Content::Malformed(format!("a filelock/2 record {why}"));
+    if !text.ends_with('\n') {
+        return malformed("without a final newline");
+    }
+    let mut fields = std::collections::HashMap::new();
+    for line in text.trim().lines().skip(1) {
+        let Some((key, value)) = line.split_once('=') else {
+            return malformed("with a line that is not key=value");
+        };
+        fields.insert(key, value);
+    }
+    let mode = match fields.get("mode") {
+        None => return malformed("without a mode"),
+        Some(&("lease" | "exclusive")) => fields["mode"],
+        Some(other) => {
+            return Content::Protocol2(Record {
+                pid: fields.get("pid").and_then(|p| parse_pid(p)),
+                host: fields.get("host").map(|h| (*h).to_owned()),
+                mode: RecordMode::Unknown((*other).to_owned()),
+                start: None,
+            });
+        }
+    };
+    let Some(host) = fields.get("host").filter(|h| !h.is_empty()) else {
+        return malformed("without a host");
+    };
+    let Some(pid) = fields.get("pid").and_then(|p| parse_pid(p)) else {
+        return malformed("without a pid from 1 to 2147483647");
+    };
+    let start = match fields.get("start") {
+        None => None,
+        Some(text) if text.bytes().all(|b| b.is_ascii_digit()) => StartToken::parse(text),
+        Some(_) => return malformed("with a start token that is not a number"),
+    };
+    let mode = if mode == "lease" {
+        let Some(token) = fields.get("token").filter(|t| !t.is_empty()) else {
+            return malformed("of a lease without a token");
+        };
+        let Some(text) = fields.get("duration") else {
+            return malformed("of a lease without a duration");
+        };
+        match parse_duration(text) {
+            Some(duration) => RecordMode::Lease {
+                token: (*token).to_owned(),
+                duration_text: (*text).to_owned(),
+                duration,
+            },
+            None => return malformed("of a lease with a duration that is not a positive number"),
+        }
+    } else {
+        RecordMode::Exclusive
+    };
+    Content::Protocol2(Record {
+        pid: Some(pid),
+        host: Some((*host).to_owned()),
+        mode,
+        start,
+    })
+}
+
+fn parse_pid(text: &str) -> Option<i32> {
+    text.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| text.parse::<i32>().ok())
+        .flatten()
+        .filter(|p| *p >= 1)
+}
+
+/// `[0-9]+(\.[0-9]+)?(e[+-][0-9]+)?`, finite and above zero.
+fn parse_duration(text: &str) -> Option<f64> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (mantissa, exponent) = match text.split_once('e') {
+        Some((m, e)) => (m, Some(e)),
+        None => (text, None),
+    };
+    let (whole, fraction) = match mantissa.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (mantissa, None),
+    };
+    let shaped = digits(whole)
+        && fraction.is_none_or(digits)
+        && exponent.is_none_or(|e| e.strip_prefix(['+', '-']).is_some_and(digits));
+    let value: f64 = text.parse().ok()?;
+    (shaped && value.is_finite() && value > 0.0).then_some(value)
+}
+
 /// Whether a process with this pid exists (`kill(pid, 0)`; one we may not signal exists too).
 #[must_use]
 pub fn pid_exists(pid: i32) -> bool {
@@ -156,33 +275,41 @@ pub fn pid_exists(pid: i32) -> bool {
 #[must_use]
 pub fn judge(content: &Content) -> Verdict {
     match content {
-        Content::Empty | Content::Strict | Content::Protocol2 => Verdict::Held,
+        Content::Empty | Content::Strict => Verdict::Held,
+        Content::Protocol2(record) => match (record.pid, &record.host, &record.mode) {
+            (_, _, RecordMode::Unknown(_)) | (None, _, _) | (_, None, _) => Verdict::Held,
+            (Some(pid), Some(host), _) => judge_owner(pid, host, record.start.as_ref()),
+        },
         Content::Malformed(_) => Verdict::Malformed,
-        Content::Owner { pid, host, token } => {
-            if *host != identity::host_name() {
-                return Verdict::ForeignHost;
-            }
-            let alive = pid_exists(*pid);
-            let same_process = match (token, StartToken::of(*pid)) {
-                (Some(recorded), Some(current)) => recorded.same_start(current),
-                // No recorded token, or none can be computed now: the pid alone decides.
-                _ => true,
-            };
-            if alive && same_process {
-                return Verdict::Held;
-            }
-            // A pre-4.1 py-filelock inside a container that shares this host name records
-            // its pid as the container sees it, without a pid-namespace suffix. If any task
-            // here has that pid innermost and the recorded start token, the owner lives.
-            if !host.contains("?pidns-")
-                && let Some(recorded) = token
-                && lives_in_a_pid_namespace(*pid, *recorded)
-            {
-                return Verdict::Held;
-            }
-            Verdict::Stale
-        }
+        Content::Owner { pid, host, token } => judge_owner(*pid, host, token.as_ref()),
     }
+}
+
+/// Whether the owner a record names is alive: same host and the pid runs the process that
+/// wrote it; otherwise stale, or unknowable from here (another host).
+fn judge_owner(pid: i32, host: &str, token: Option<&StartToken>) -> Verdict {
+    if host != identity::host_name() {
+        return Verdict::ForeignHost;
+    }
+    let alive = pid_exists(pid);
+    let same_process = match (token, StartToken::of(pid)) {
+        (Some(recorded), Some(current)) => recorded.same_start(current),
+        // No recorded token, or none can be computed now: the pid alone decides.
+        _ => true,
+    };
+    if alive && same_process {
+        return Verdict::Held;
+    }
+    // A pre-4.1 py-filelock inside a container that shares this host name records its pid
+    // as the container sees it, without a pid-namespace suffix. If any task here has that
+    // pid innermost and the recorded start token, the owner lives.
+    if !host.contains("?pidns-")
+        && let Some(recorded) = token
+        && lives_in_a_pid_namespace(pid, *recorded)
+    {
+        return Verdict::Held;
+    }
+    Verdict::Stale
 }
 
 /// Whether some task whose innermost pid (the last `NSpid` value) is `pid` has the start
@@ -278,10 +405,18 @@ mod tests {
         );
         assert_eq!(parse(b""), Content::Empty);
         assert_eq!(parse(STRICT_SENTINEL), Content::Strict);
-        assert_eq!(
+        assert!(matches!(
             parse(b"filelock/2\npid=1\nhost=vm\nmode=lease\n"),
-            Content::Protocol2
-        );
+            Content::Malformed(_) // a lease needs a token and a duration
+        ));
+        assert!(matches!(
+            parse(b"filelock/2\npid=1\nhost=vm\nmode=exclusive\n"),
+            Content::Protocol2(Record {
+                mode: RecordMode::Exclusive,
+                pid: Some(1),
+                ..
+            })
+        ));
     }
 
     #[test]

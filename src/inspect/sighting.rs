@@ -57,6 +57,9 @@ pub struct Sighting {
     /// A description of the holder when it is not a visible process (a soft marker from
     /// another host, a malformed marker…); replaces the holder list in messages.
     pub described: Option<String>,
+    /// Something a person should know besides who holds it (a lock of another kind on the
+    /// same path…); appended to the holder list in messages.
+    pub note: Option<String>,
 }
 
 /// A descriptor inherited down a process tree makes every process in it a holder of the
@@ -109,10 +112,20 @@ impl fmt::Display for Holder {
 impl fmt::Display for Sighting {
     /// The tail of a busy message: `held by pid 4242 (backup.sh) for 3m12s`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SHOWN: usize = 3;
         if let Some(described) = &self.described {
             return f.write_str(described);
         }
+        self.fmt_holders(f)?;
+        if let Some(note) = &self.note {
+            write!(f, "; {note}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Sighting {
+    fn fmt_holders(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 3;
         match self.holders.as_slice() {
             [] => match self.recorded_pids.as_slice() {
                 [] => f.write_str("held by another process (not visible to this user)"),

@@ -15,7 +15,7 @@ use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
 use crate::nested::HeldKey;
 use crate::status::{LockStatus, State};
-use crate::supervise::LostWatch;
+use crate::supervise::{self, LostWatch};
 use crate::wait::{Deadline, WaitObserver};
 
 pub struct Etcd;
@@ -184,7 +184,9 @@ impl Hold for HeldLease {
     fn loss(&self) -> Option<LostWatch> {
         Some(LostWatch {
             is_lost: self.held.session.lost_flag(),
-            grace: cluster::grace_for(self.held.session.ttl()),
+            grace: supervise::grace_for(self.held.session.ttl()),
+            // The renewal thread signals a loss; its calls all have deadlines.
+            poll: None,
         })
     }
 

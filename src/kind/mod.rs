@@ -3,6 +3,9 @@
 //! `status` finds at a path.
 
 mod descriptor;
+mod marker_file;
+mod marker_status;
+mod takeover;
 
 use std::fs;
 use std::path::Path;
@@ -29,6 +32,7 @@ kinds![
     ofd::Ofd,
     sqlite::Sqlite,
     soft::Soft,
+    lease::Lease,
     etcd::Etcd,
 ];
 

@@ -1,0 +1,628 @@
+//! The soft-lease kind: `exec|try --soft --ttl SECONDS`, py-filelock's `SoftFileLease`, for
+//! filesystems whose kernel locks do not reach every host (NFS, SMB, FUSE). The lock is a
+//! `filelock/2` marker at LOCK with `mode=lease`, created with `O_EXCL` and renewed (its
+//! times touched through our descriptor) every TTL/3 by a thread. A contender takes it over
+//! once it has watched it unchanged for the TTL on its own monotonic clock, whatever the
+//! hosts' clocks say, or at once when its owner is provably gone on the contender's host; the
+//! takeover needs no `RENAME_EXCHANGE` (see `takeover`).
+//!
+//! flockrun itself holds the lease, so COMMAND inherits nothing and dies with flockrun. When
+//! the lease cannot be renewed in time (the marker gone or replaced, renewals failing, the
+//! file server hung), COMMAND is stopped before a contender could take over, and flockrun
+//! exits 79. Nothing on the lock's filesystem is touched on the supervisor's thread while
+//! COMMAND runs, so a hung server cannot hold the supervisor.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::marker_file::{self, DirectoryWatch, Unchanged};
+use super::marker_status::{self, Reader};
+use super::takeover::{self, Guard};
+use crate::error::Error;
+use crate::identity::{self, StartToken};
+use crate::inspect::marker::{self, Content, Record, RecordMode, Verdict};
+use crate::inspect::sighting::FileId;
+use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, Target};
+use crate::mode::LockMode;
+use crate::nested::HeldKey;
+use crate::open::{self, Shape};
+use crate::status::{LockStatus, State};
+use crate::supervise::{self, LostWatch};
+use crate::wait::{self, Deadline, Polling, WaitObserver};
+
+pub struct Lease;
+
+/// A malformed marker is taken over once unchanged this long, as py-filelock does.
+const MALFORMED_GRACE: Duration = Duration::from_secs(2);
+/// First nap between attempts and its cap: py-filelock's lease polls every 0.05 s.
+const FIRST_NAP: Duration = Duration::from_millis(1);
+const MAX_NAP: Duration = Duration::from_millis(50);
+/// How long release may wait for the filesystem before leaving the marker to expire.
+const RELEASE_BUDGET: Duration = Duration::from_secs(2);
+
+impl Kind for Lease {
+    fn name(&self) -> &'static str {
+        "soft-lease"
+    }
+
+    fn claims(&self, request: &Request) -> Option<Claim> {
+        (request.soft && request.ttl.is_some() && !request.verb.is_read_write())
+            .then_some(Claim::ByOption)
+    }
+
+    fn target(&self, request: &Request) -> Result<Target, Error> {
+        let path = request.lock_file()?;
+        let ttl = request.ttl.unwrap_or(30);
+        Ok(Target {
+            kind: self.name(),
+            mode: LockMode::Exclusive,
+            mode_names: LockMode::name,
+            lock: path.clone().into_os_string(),
+            shown: request.lock.display().to_string(),
+            deadline: request.deadline,
+            close: request.close,
+            no_fork: false,
+            lockable: Box::new(LeaseTarget {
+                path,
+                given: request.lock.clone(),
+                ttl,
+                create_mode: request.create_mode,
+            }),
+        })
+    }
+
+    fn recognises(&self, file: &LockFile<'_>) -> bool {
+        matches!(
+            marker::read(file.path),
+            Ok(Some(Content::Protocol2(Record {
+                mode: RecordMode::Lease { .. },
+                ..
+            })))
+        )
+    }
+
+    fn inspect_file(&self, status: &mut LockStatus, file: &LockFile<'_>) -> Result<(), Error> {
+        marker_status::fill(status, file.path)
+    }
+
+    fn inspect_missing(&self, status: &mut LockStatus) {
+        status
+            .warnings
+            .extend(marker_status::stranded_warnings(&status.path));
+        if !status.warnings.is_empty() {
+            status.state = State::Held;
+        }
+    }
+}
+
+/// The record of a lease, byte for byte as py-filelock 4.2 writes it.
+fn lease_record(token: &str, ttl: u32) -> String {
+    let pid = std::process::id();
+    let mut record = format!(
+        "filelock/2\npid={pid}\nhost={}\nmode=lease\ntoken={token}\nduration={ttl}.0\n",
+        identity::host_name()
+    );
+    if let Some(start) = i32::try_from(pid).ok().and_then(StartToken::of) {
+        let _ = writeln!(record, "start={start}");
+    }
+    record
+}
+
+struct LeaseTarget {
+    /// Absolute.
+    path: PathBuf,
+    /// As given, for the nesting check.
+    given: PathBuf,
+    ttl: u32,
+    create_mode: Option<u32>,
+}
+
+/// What a contender remembers between its attempts.
+struct Contest {
+    /// How long the marker at LOCK has looked the same.
+    seen: Unchanged,
+    guard: Guard,
+    /// How long each takeover leftover beside LOCK has looked the same.
+    leftovers: HashMap<PathBuf, Unchanged>,
+    /// The kind of marker already warned about, so a wait warns once.
+    warned: bool,
+}
+
+impl Lockable for LeaseTarget {
+    fn held_key(&self) -> Option<HeldKey> {
+        let meta = fs::symlink_metadata(&self.given).ok()?;
+        Some(HeldKey {
+            kind: Lease.name(),
+            id: FileId::of(&meta),
+        })
+    }
+
+    fn take(
+        &self,
+        deadline: &Deadline,
+        observer: &mut dyn WaitObserver,
+    ) -> Result<Box<dyn Hold>, Error> {
+        let path = &self.path;
+        open::refuse_unlockable(
+            path,
+            fs::symlink_metadata(path).ok().as_ref(),
+            Shape::Regular,
+        )?;
+        let ttl = Duration::from_secs(u64::from(self.ttl));
+        let record = lease_record(&marker_file::random_hex(), self.ttl);
+        let mut contest = Contest {
+            seen: Unchanged::default(),
+            guard: Guard::new(ttl),
+            leftovers: HashMap::new(),
+            warned: false,
+        };
+        let mut polling = Polling::new(FIRST_NAP, MAX_NAP);
+        // Created at the first contention only: an uncontended lock never pays for it.
+        let mut watch: Option<DirectoryWatch> = None;
+        let won = loop {
+            if let Some(signal) = wait::stop_signal() {
+                break Err(Error::Interrupted { signal });
+            }
+            match self.attempt(&record, &mut contest, observer) {
+                Ok(Some(file)) => break Ok(file),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            let sighting = || marker_status::sight(path, Reader::Lease(self.ttl));
+            if let Some(nap) = polling.next_nap(deadline, observer, &sighting) {
+                watch
+                    .get_or_insert_with(|| DirectoryWatch::new(path))
+                    .wait(nap);
+                continue;
+            }
+            break Err(wait::not_acquired(path, deadline, sighting()));
+        };
+        if polling.blocked() {
+            observer.finished();
+        }
+        let file = won?;
+        let id = FileId::of(
+            &file
+                .metadata()
+                .map_err(|e| Error::system("fstat on the lease marker", e))?,
+        );
+        let beat = Beat::start(file, path.clone(), ttl)?;
+        Ok(Box::new(HeldLease {
+            beat,
+            key: HeldKey {
+                kind: Lease.name(),
+                id,
+            },
+            waited: deadline.elapsed(),
+            _watch: watch,
+        }))
+    }
+}
+
+impl LeaseTarget {
+    /// One attempt: create the marker, or judge the one that is there and take it over if
+    /// its lease ran out or its owner is provably gone. `Ok(None)` means contention.
+    fn attempt(
+        &self,
+        record: &str,
+        state: &mut Contest,
+        observer: &mut dyn WaitObserver,
+    ) -> Result<Option<File>, Error> {
+        let path = &self.path;
+        let ttl = Duration::from_secs(u64::from(self.ttl));
+        if state.leftovers_remain(path, ttl) {
+            return Ok(None);
+        }
+        match marker_file::create_marker(path, record, self.create_mode) {
+            Ok(file) => return Ok(Some(file)),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(open::classify_create_error(path, e)),
+        }
+        // Pinned while judged, so the judged inode's number cannot be reused meanwhile.
+        let Some(pin) = marker_file::pin_inode(path) else {
+            return Ok(None);
+        };
+        let judged = pin
+            .metadata()
+            .map_err(|e| Error::system("fstat on the pinned marker", e))?;
+        let read = marker::read(path).map_err(|e| Error::Open {
+            path: path.clone(),
+            hint: "cannot read the existing marker; ask its owner for read access".to_owned(),
+            source: e,
+        })?;
+        let (Some(content), true) = (read, marker_file::same_file(path, &judged)) else {
+            return Ok(None);
+        };
+        let unchanged_for = state.seen.observe(marker_file::state_of(&judged));
+        let dead = marker::judge(&content) == Verdict::Stale;
+        let take = match &content {
+            Content::Protocol2(Record {
+                mode:
+                    RecordMode::Lease {
+                        duration,
+                        duration_text,
+                        ..
+                    },
+                ..
+            }) => {
+                if !dead && (*duration - f64::from(self.ttl)).abs() > f64::EPSILON {
+                    return Err(Error::NotALock {
+                        path: path.clone(),
+                        reason: format!(
+                            "holds a soft lease with a TTL of {duration_text} s, and this \
+                             flockrun asked for --ttl {}: every process sharing a lease must \
+                             give it the same TTL (py-filelock's lease_duration); use --ttl \
+                             {duration} (flockrun left the lease alone)",
+                            self.ttl
+                        ),
+                    });
+                }
+                dead || unchanged_for >= ttl
+            }
+            Content::Malformed(_) => unchanged_for >= MALFORMED_GRACE,
+            other => {
+                // A marker of another contract: freed only by its owner's provable death.
+                if !dead && !state.warned {
+                    state.warned = true;
+                    observer.warn(&format!(
+                        "{} is {}, not a soft lease: flockrun waits for its owner to release \
+                         it and never ages it out; every process on this lock must use --soft \
+                         --ttl {}",
+                        path.display(),
+                        other_contract(other),
+                        self.ttl
+                    ));
+                }
+                dead
+            }
+        };
+        if !take {
+            return Ok(None);
+        }
+        let taken = takeover::take_over(path, &judged, record, self.create_mode, &mut state.guard)?;
+        drop(pin); // only now may the judged inode's number be reused
+        Ok(taken)
+    }
+}
+
+/// What a marker of another contract is, for the warning.
+fn other_contract(content: &Content) -> String {
+    match content {
+        Content::Owner { pid, host, .. } => format!(
+            "held by pid {pid} on host {} with a classic soft-lock marker (--soft without --ttl, or \
+             py-filelock's SoftFileLock)",
+            identity::readable_host(host)
+        ),
+        Content::Protocol2(Record {
+            mode: RecordMode::Exclusive,
+            ..
+        }) => "held with a py-filelock MarkerSoftFileLock".to_owned(),
+        Content::Protocol2(Record {
+            mode: RecordMode::Unknown(mode),
+            ..
+        }) => format!("held with a filelock/2 record of mode {mode}, which flockrun does not know"),
+        Content::Empty => "an empty marker".to_owned(),
+        Content::Strict => "a py-filelock StrictSoftFileLock sentinel".to_owned(),
+        _ => "another kind of marker".to_owned(),
+    }
+}
+
+impl Contest {
+    /// Leftovers of an interrupted takeover beside LOCK may hold a live holder's marker
+    /// moved aside: the lock counts as held while any remains. A live holder renews its
+    /// marker wherever it sits, so one unchanged for the TTL is nobody's: it is removed.
+    fn leftovers_remain(&mut self, path: &Path, ttl: Duration) -> bool {
+        let stranded = marker::stranded(path);
+        self.leftovers.retain(|p, _| stranded.contains(p));
+        let mut remain = false;
+        for file in stranded {
+            let Some(pin) = marker_file::pin_inode(&file) else {
+                continue; // gone meanwhile
+            };
+            let Ok(judged) = pin.metadata() else {
+                remain = true;
+                continue;
+            };
+            let seen = self.leftovers.entry(file.clone()).or_default();
+            let garbage = seen.observe(marker_file::state_of(&judged)) >= ttl
+                && marker_file::same_file(&file, &judged);
+            if !(garbage && fs::remove_file(&file).is_ok()) {
+                remain = true;
+            }
+        }
+        remain
+    }
+}
+
+/// The state the renewal thread shares with the holder.
+struct Beat {
+    /// Our marker, kept open for the whole hold: renewals touch it through this descriptor,
+    /// so they can only ever touch our own inode.
+    file: File,
+    path: PathBuf,
+    id: (u64, u64),
+    /// When the marker stops counting as ours unless renewed: TTL minus the grace COMMAND
+    /// gets and a margin, after the last renewal that succeeded.
+    lose_after: Duration,
+    started: Instant,
+    /// Nanoseconds after `started` at which the last successful renewal was sent.
+    last_ok: AtomicU64,
+    lost: AtomicBool,
+    reason: Mutex<String>,
+    /// What the thread should do next; it sleeps on `wake` between renewals.
+    order: Mutex<Order>,
+    wake: Condvar,
+    interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    Renew,
+    Stop,
+    Release,
+    Released,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Beat {
+    fn start(file: File, path: PathBuf, ttl: Duration) -> Result<Arc<Beat>, Error> {
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::system("fstat on the lease marker", e))?;
+        let grace = supervise::grace_for(ttl);
+        let margin = (ttl / 10).min(Duration::from_millis(500));
+        let beat = Arc::new(Beat {
+            file,
+            path,
+            id: (meta.dev(), meta.ino()),
+            lose_after: ttl.saturating_sub(grace + margin),
+            started: Instant::now(),
+            last_ok: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+            reason: Mutex::new(String::new()),
+            order: Mutex::new(Order::Renew),
+            wake: Condvar::new(),
+            interval: ttl / 3,
+        });
+        let thread_beat = Arc::clone(&beat);
+        wait::spawn_with_signals_blocked("lease", move || thread_beat.run())
+            .map_err(|e| Error::system("starting the lease renewal thread", e))?;
+        Ok(beat)
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Time since the last renewal that succeeded (or since the marker was made).
+    fn unrenewed_for(&self) -> Duration {
+        Duration::from_nanos(self.now().saturating_sub(self.last_ok.load(Ordering::SeqCst)))
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst) || self.unrenewed_for() >= self.lose_after
+    }
+
+    fn lose(&self, reason: String) {
+        if self.lost.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        *locked(&self.reason) = reason;
+        // Wakes the supervisor (it waits for SIGALRM while COMMAND runs); this thread blocks
+        // every signal, so the process-directed signal reaches the main thread.
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGALRM);
+    }
+
+    fn lost_reason(&self) -> Option<String> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Some(locked(&self.reason).clone());
+        }
+        (self.unrenewed_for() >= self.lose_after).then(|| {
+            format!(
+                "its marker could not be renewed for {} (the filesystem did not answer in \
+                 time), so another host may take it over",
+                crate::duration::format_seconds(self.lose_after)
+            )
+        })
+    }
+
+    /// The renewal thread: every interval, check that LOCK still names our marker and touch
+    /// it; a marker missing or replaced at two renewals in a row (one could be a peer's
+    /// takeover probe that puts it back) means the lease is gone.
+    fn run(&self) {
+        let mut misses = 0u32;
+        let mut next = Instant::now() + self.interval;
+        loop {
+            let order = {
+                let mut order = locked(&self.order);
+                while *order == Order::Renew && Instant::now() < next {
+                    let left = next.saturating_duration_since(Instant::now());
+                    order = self
+                        .wake
+                        .wait_timeout(order, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
+                *order
+            };
+            match order {
+                Order::Stop | Order::Released => return,
+                Order::Release => {
+                    self.remove_marker();
+                    *locked(&self.order) = Order::Released;
+                    self.wake.notify_all();
+                    return;
+                }
+                Order::Renew => {}
+            }
+            next = Instant::now() + self.interval;
+            let sent = self.now();
+            match self.renew() {
+                Ok(true) => {
+                    misses = 0;
+                    self.last_ok.store(sent, Ordering::SeqCst);
+                }
+                Ok(false) => {
+                    misses += 1;
+                    if misses >= 2 {
+                        self.lose(format!(
+                            "{} was removed or now names another file: another process took \
+                             the lease over",
+                            self.path.display()
+                        ));
+                        return;
+                    }
+                }
+                Err(e) => {
+                    if self.unrenewed_for() >= self.lose_after {
+                        self.lose(format!("its marker could not be renewed: {e}"));
+                        return;
+                    }
+                }
+            }
+            if self.is_lost() {
+                self.lose(self.lost_reason().unwrap_or_default());
+                return;
+            }
+        }
+    }
+
+    /// `Ok(false)` when LOCK no longer names our marker.
+    fn renew(&self) -> io::Result<bool> {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.id => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        // SAFETY: a descriptor we own; a null times pointer sets both times to now.
+        if unsafe { libc::futimens(self.file.as_raw_fd(), std::ptr::null()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(true)
+    }
+
+    /// Unlinks LOCK only if it still names our marker (before the descriptor closes, so the
+    /// inode number cannot be reused by a successor's marker in between).
+    fn remove_marker(&self) {
+        if open::still_named_by(&self.file, &self.path) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+
+    /// Asks the thread to release and waits for it, within `budget`. False when the
+    /// filesystem did not answer in time.
+    fn release(&self, budget: Duration) -> bool {
+        let until = Instant::now() + budget;
+        let mut order = locked(&self.order);
+        if *order == Order::Released {
+            return true;
+        }
+        *order = Order::Release;
+        self.wake.notify_all();
+        while *order != Order::Released {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            order = self
+                .wake
+                .wait_timeout(order, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    fn stop(&self) {
+        let mut order = locked(&self.order);
+        if *order == Order::Renew {
+            *order = Order::Stop;
+        }
+        self.wake.notify_all();
+    }
+}
+
+/// A held lease.
+struct HeldLease {
+    beat: Arc<Beat>,
+    key: HeldKey,
+    waited: Duration,
+    /// The inotify watch the wait used: closing it waits for the kernel to reap its marks,
+    /// so it is closed after the marker is gone, not inside the handoff.
+    _watch: Option<DirectoryWatch>,
+}
+
+impl HeldLease {
+    /// Removes the marker unless the lease is lost (then the filesystem may not answer, and
+    /// the marker is no longer ours anyway). A warning when the filesystem did not answer.
+    fn end(&self) -> Option<String> {
+        if self.beat.is_lost() {
+            self.beat.stop();
+            return None;
+        }
+        if self.beat.release(RELEASE_BUDGET) {
+            return None;
+        }
+        Some(format!(
+            "could not remove the marker {} in time (the filesystem did not answer); the lease \
+             frees itself once unchanged for its TTL",
+            self.beat.path.display()
+        ))
+    }
+}
+
+impl Hold for HeldLease {
+    fn key(&self) -> HeldKey {
+        self.key
+    }
+
+    fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    fn loss(&self) -> Option<LostWatch> {
+        let beat = Arc::clone(&self.beat);
+        let ttl = self.beat.interval * 3;
+        let grace = supervise::grace_for(ttl);
+        Some(LostWatch {
+            is_lost: Arc::new(move || beat.is_lost()),
+            grace,
+            poll: Some((grace / 4).min(Duration::from_millis(250))),
+        })
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.beat.lost_reason()
+    }
+
+    fn still_named(&self) -> bool {
+        // Never asked of the filesystem once lost: it may be the part that hangs.
+        self.beat.is_lost() || open::still_named_by(&self.beat.file, &self.beat.path)
+    }
+
+    fn release(self: Box<Self>) -> Option<String> {
+        self.end()
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        // After release this finds the thread done; on an early return it releases.
+        let _ = self.end();
+    }
+}

@@ -1,0 +1,282 @@
+//! The file mechanics the marker-file kinds share (soft, soft-lease): creating a marker
+//! complete and exclusively, pinning and re-checking the one that is there, the names and
+//! the exchange of a takeover, noticing how long a file has stayed unchanged, and waking a
+//! waiter when the lock's directory changes.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::identity::{self, StartToken};
+use crate::wait;
+
+/// A file's state as far as "did it change?" goes: inode, modification and change time.
+/// A holder renewing its marker changes the times; a new marker changes the inode.
+pub(super) type FileState = (u64, i64, i64);
+
+/// The state of `meta`.
+pub(super) fn state_of(meta: &fs::Metadata) -> FileState {
+    (
+        meta.ino(),
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+    )
+}
+
+/// Since when a file has been seen in one state, on this process's monotonic clock: the
+/// only clock a takeover may trust, since the holder's and the file server's clocks can be
+/// anywhere. A fresh observer has seen nothing, so it always waits the full span itself.
+#[derive(Debug, Default)]
+pub(super) struct Unchanged {
+    seen: Option<(FileState, Instant)>,
+}
+
+impl Unchanged {
+    /// Records `state` as seen now and says for how long it has been seen unchanged.
+    pub(super) fn observe(&mut self, state: FileState) -> Duration {
+        match self.seen {
+            Some((seen, since)) if seen == state => since.elapsed(),
+            _ => {
+                self.seen = Some((state, Instant::now()));
+                Duration::ZERO
+            }
+        }
+    }
+}
+
+/// The record this process writes: `pid\nhost\n[token\n]`.
+pub(super) fn owner_record() -> String {
+    let pid = nix::unistd::getpid().as_raw();
+    let mut record = format!("{pid}\n{}\n", identity::host_name());
+    if let Some(token) = StartToken::of(pid) {
+        let _ = writeln!(record, "{token}");
+    }
+    record
+}
+
+/// 16 random bytes as 32 lowercase hex digits, as py-filelock writes its tokens.
+pub(super) fn random_hex() -> String {
+    let mut random = [0u8; 16];
+    // SAFETY: the buffer is valid for its length; a short read leaves zeros, still unique
+    // enough beside the pid in every name that uses this.
+    unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    let mut hex = String::with_capacity(32);
+    for b in random {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// An `O_PATH` descriptor on the marker (not following a symlink), or `None` if it is gone.
+pub(super) fn pin_inode(path: &Path) -> Option<File> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a NUL-terminated path; the descriptor is owned below.
+    let fd = unsafe {
+        libc::open(
+            c_path.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    // SAFETY: fd is fresh and owned by nobody else. fstat works on an O_PATH descriptor.
+    (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
+}
+
+/// Whether `path` names the file `judged` describes, unchanged: same device, inode, size
+/// and modification time to the nanosecond.
+pub(super) fn same_file(path: &Path, judged: &fs::Metadata) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|now| {
+        now.dev() == judged.dev()
+            && now.ino() == judged.ino()
+            && now.len() == judged.len()
+            && now.mtime() == judged.mtime()
+            && now.mtime_nsec() == judged.mtime_nsec()
+    })
+}
+
+/// Creates `path` exclusively with our record. The record is written to an unnamed file
+/// first and linked in complete (`O_TMPFILE` + `linkat`), so a flockrun killed halfway leaves
+/// no marker at all rather than an empty one, which every contender would take for a
+/// lock held forever. Where the filesystem has no `O_TMPFILE`, the marker is created with
+/// `O_EXCL` and then written. Group and other never get write access: a record others could
+/// rewrite is a record contenders would act on.
+pub(super) fn create_marker(
+    path: &Path,
+    record: &str,
+    create_mode: Option<u32>,
+) -> io::Result<File> {
+    // Under contention the marker is nearly always there: say so without making (and
+    // throwing away) an unnamed file, whose close also wakes every inotify waiter.
+    // linkat below remains the real, atomic test.
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    match publish_complete(path, record, create_mode) {
+        Ok(file) => return Ok(file),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(e),
+        // No O_TMPFILE or no /proc here; the plain way below reports real errors properly.
+        Err(_) => {}
+    }
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path; the descriptor is owned by the File below.
+    let fd = unsafe { libc::open(c_path.as_ptr(), flags, 0o644 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and owned by nobody else.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    let written = (|| {
+        if let Some(mode) = create_mode {
+            file.set_permissions(fs::Permissions::from_mode(mode & !0o022))?;
+        }
+        // write_all loops until the whole record is written.
+        file.write_all(record.as_bytes())
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(file)
+}
+
+/// The `O_TMPFILE` way of `create_marker`.
+fn publish_complete(path: &Path, record: &str, create_mode: Option<u32>) -> io::Result<File> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c_dir = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a NUL-terminated path; the descriptor is owned by the File below.
+    let fd = unsafe {
+        libc::open(
+            c_dir.as_ptr(),
+            libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o644 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and owned by nobody else.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    if let Some(mode) = create_mode {
+        file.set_permissions(fs::Permissions::from_mode(mode & !0o022))?;
+    }
+    file.write_all(record.as_bytes())?;
+    let by_fd = CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a number");
+    // SAFETY: both paths are NUL-terminated. linkat fails with EEXIST if LOCK exists, which
+    // is the O_EXCL test; an unlinked O_TMPFILE file simply vanishes when closed.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            by_fd.as_ptr(),
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// `<name>.break.<pid>.<32 hex>` beside the lock, py-filelock's name for a takeover in
+/// progress (its own recovery looks for exactly this shape).
+pub(super) fn aside_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        "{name}.break.{}.{}",
+        std::process::id(),
+        random_hex()
+    ))
+}
+
+pub(super) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let a = CString::new(a.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let b = CString::new(b.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: both paths are NUL-terminated; renameat2 only reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An inotify watch on the lock's directory, so a waiter wakes when the marker goes away.
+/// Absent where inotify does not work; the naps alone then pace the retries.
+#[derive(Debug)]
+pub(super) struct DirectoryWatch {
+    fd: Option<OwnedFd>,
+}
+
+impl DirectoryWatch {
+    pub(super) fn new(path: &Path) -> Self {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // SAFETY: plain system calls; the descriptor is owned below.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return DirectoryWatch { fd: None };
+        }
+        // SAFETY: fd is fresh.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let Ok(c_dir) = CString::new(dir.as_os_str().as_bytes()) else {
+            return DirectoryWatch { fd: None };
+        };
+        let events =
+            libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE;
+        // SAFETY: valid descriptor and path.
+        let watch = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_dir.as_ptr(), events) };
+        DirectoryWatch {
+            fd: (watch >= 0).then_some(fd),
+        }
+    }
+
+    /// Sleeps up to `nap`, less if the directory changes or a signal arrives.
+    pub(super) fn wait(&self, nap: Duration) {
+        let Some(fd) = &self.fd else {
+            wait::nap(nap);
+            return;
+        };
+        let mut poll = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(nap.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd; EINTR (a stop signal) simply ends the nap.
+        let ready = unsafe { libc::poll(&raw mut poll, 1, ms) };
+        if ready > 0 {
+            // Drain the events; their content does not matter, only that something changed.
+            let mut buf = [0u8; 4096];
+            // SAFETY: reading into a buffer of the given length from a non-blocking fd.
+            while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        }
+    }
+}
