@@ -235,7 +235,7 @@ impl Session {
         };
         let endpoints = target.endpoints.clone();
         wait::spawn_with_signals_blocked("lease", move || {
-            renew(endpoints, lease, ttl, sent, &shared)
+            renew(endpoints, lease, ttl, sent, &shared);
         })
         .map_err(|e| Error::system("starting the lease renewal thread", e))?;
         Ok(session)
