@@ -209,7 +209,12 @@ impl Drop for Holder {
 
 /// Waits for `child`, killing it and panicking after PATIENCE.
 pub fn wait_with_deadline(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + PATIENCE;
+    wait_with_deadline_of(child, PATIENCE)
+}
+
+/// Waits for `child` at most `patience`.
+pub fn wait_with_deadline_of(child: &mut Child, patience: Duration) -> ExitStatus {
+    let deadline = Instant::now() + patience;
     wait_until("process exit", deadline, || child.try_wait().ok().flatten())
 }
 
@@ -555,17 +560,20 @@ pub fn occupy_helper() -> PathBuf {
 }
 
 /// One hold in a load test, as the occupy helper logged it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Hold {
     pub exclusive: bool,
-    pub pid: u32,
+    /// The holder: its pid, or `HOST/PID` on the shared-filesystem bed.
+    pub pid: String,
     pub enter: i128,
     pub leave: i128,
+    /// On the bed: the counter value an exclusive hold wrote.
+    pub wrote: Option<u64>,
 }
 
 /// What a load run left in its log: the completed holds and the pids of holders that were
 /// found gone (killed) inside the critical section. Fails on any `OVERLAP` line.
-pub fn read_load_log(dir: &Path) -> (Vec<Hold>, Vec<u32>) {
+pub fn read_load_log(dir: &Path) -> (Vec<Hold>, Vec<String>) {
     let log = fs::read_to_string(dir.join("log")).unwrap_or_default();
     let mut holds = Vec::new();
     let mut gone = Vec::new();
@@ -574,11 +582,12 @@ pub fn read_load_log(dir: &Path) -> (Vec<Hold>, Vec<u32>) {
         match w.first().copied() {
             Some("x" | "s") => holds.push(Hold {
                 exclusive: w[0] == "x",
-                pid: w[1].parse().unwrap(),
+                pid: w[1].to_owned(),
                 enter: w[2].parse().unwrap(),
                 leave: w[3].parse().unwrap(),
+                wrote: w.get(4).map(|v| v.parse().unwrap()),
             }),
-            Some("GONE") => gone.extend(w.get(1).and_then(|p| p.parse::<u32>().ok())),
+            Some("GONE") => gone.extend(w.get(1).map(|p| (*p).to_owned())),
             _ => panic!("load log says: {line}"),
         }
     }
@@ -587,7 +596,7 @@ pub fn read_load_log(dir: &Path) -> (Vec<Hold>, Vec<u32>) {
 
 /// Asserts that no exclusive hold overlaps any other hold, and that no holder found gone
 /// inside the critical section ever completed its hold.
-pub fn assert_no_overlap(holds: &[Hold], gone: &[u32]) {
+pub fn assert_no_overlap(holds: &[Hold], gone: &[String]) {
     let mut sorted = holds.to_vec();
     sorted.sort_by_key(|h| h.enter);
     for (i, a) in sorted.iter().enumerate() {

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod bed;
 mod code_shape;
 mod etcd;
 mod exclusion;
@@ -15,6 +16,7 @@ mod nested;
 mod parsers;
 mod read_write;
 mod replaced_lock;
+mod shared_fs;
 mod soft;
 mod status;
 mod supervision;

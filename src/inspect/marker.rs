@@ -94,6 +94,16 @@ impl Verdict {
 /// # Errors
 /// When the path cannot be examined (permissions).
 pub fn read(path: &Path) -> io::Result<Option<Content>> {
+    Ok(read_with_meta(path)?.map(|(content, _)| content))
+}
+
+/// As `read`, with the attributes of the file read: taken from the open descriptor, which on
+/// NFS (close-to-open) are fresh from the server rather than the client's attribute cache.
+/// For a non-regular file, its `lstat`.
+///
+/// # Errors
+/// When the path cannot be examined (permissions).
+pub fn read_with_meta(path: &Path) -> io::Result<Option<(Content, fs::Metadata)>> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -109,7 +119,8 @@ pub fn read(path: &Path) -> io::Result<Option<Content>> {
         } else {
             "not a regular file"
         };
-        return Ok(Some(Content::Malformed(format!("the marker is {what}"))));
+        let content = Content::Malformed(format!("the marker is {what}"));
+        return Ok(Some((content, meta)));
     }
     let file = match File::options()
         .read(true)
@@ -120,9 +131,15 @@ pub fn read(path: &Path) -> io::Result<Option<Content>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    // On FUSE the attributes of a file removed since the open fail with ENOENT.
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let mut bytes = Vec::with_capacity(MAX_MARKER + 1);
     file.take(MAX_MARKER as u64 + 1).read_to_end(&mut bytes)?;
-    Ok(Some(parse(&bytes)))
+    Ok(Some((parse(&bytes), meta)))
 }
 
 /// Parses marker bytes the way py-filelock 4.1+ does.

@@ -228,21 +228,22 @@ impl LeaseTarget {
             Err(e) => return Err(open::classify_create_error(path, e)),
         }
         // Pinned while judged, so the judged inode's number cannot be reused meanwhile.
-        let Some(pin) = marker_file::pin_inode(path) else {
+        let Some((pin, judged)) = marker_file::pin_inode(path) else {
             return Ok(None);
         };
-        let judged = pin
-            .metadata()
-            .map_err(|e| Error::system("fstat on the pinned marker", e))?;
-        let read = marker::read(path).map_err(|e| Error::Open {
+        let read = marker::read_with_meta(path).map_err(|e| Error::Open {
             path: path.clone(),
             hint: "cannot read the existing marker; ask its owner for read access".to_owned(),
             source: e,
         })?;
-        let (Some(content), true) = (read, marker_file::same_file(path, &judged)) else {
+        // What was read must be the pinned marker.
+        let Some((content, fresh)) = read.filter(|(_, m)| {
+            (m.dev(), m.ino()) == (judged.dev(), judged.ino())
+        }) else {
             return Ok(None);
         };
-        let unchanged_for = state.seen.observe(marker_file::state_of(&judged));
+        // Judged on the attributes of the open file: on NFS they come from the server.
+        let unchanged_for = state.seen.observe(marker_file::state_of(&fresh));
         let dead = marker::judge(&content) == Verdict::Stale;
         let take = match &content {
             Content::Protocol2(Record {
@@ -288,7 +289,7 @@ impl LeaseTarget {
         if !take {
             return Ok(None);
         }
-        let taken = takeover::take_over(path, &judged, record, self.create_mode, &mut state.guard)?;
+        let taken = takeover::take_over(path, &fresh, record, self.create_mode, &mut state.guard)?;
         drop(pin); // only now may the judged inode's number be reused
         Ok(taken)
     }
@@ -325,12 +326,8 @@ impl Contest {
         self.leftovers.retain(|p, _| stranded.contains(p));
         let mut remain = false;
         for file in stranded {
-            let Some(pin) = marker_file::pin_inode(&file) else {
+            let Some((_pin, judged)) = marker_file::pin_inode(&file) else {
                 continue; // gone meanwhile
-            };
-            let Ok(judged) = pin.metadata() else {
-                remain = true;
-                continue;
             };
             let seen = self.leftovers.entry(file.clone()).or_default();
             let garbage = seen.observe(marker_file::state_of(&judged)) >= ttl

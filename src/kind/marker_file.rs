@@ -74,8 +74,12 @@ pub(super) fn random_hex() -> String {
     hex
 }
 
-/// An `O_PATH` descriptor on the marker (not following a symlink), or `None` if it is gone.
-pub(super) fn pin_inode(path: &Path) -> Option<File> {
+/// An `O_PATH` descriptor on the marker (not following a symlink) and the marker's
+/// attributes through it, or `None` if it is gone. While the descriptor is open the inode's
+/// number cannot be reused, so "the path still names the judged marker" cannot be fooled by
+/// a holder that releases and a newcomer whose marker gets the same number. (On FUSE the
+/// attributes of a file removed meanwhile fail with ENOENT: gone too.)
+pub(super) fn pin_inode(path: &Path) -> Option<(File, fs::Metadata)> {
     let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: a NUL-terminated path; the descriptor is owned below.
     let fd = unsafe {
@@ -84,8 +88,13 @@ pub(super) fn pin_inode(path: &Path) -> Option<File> {
             libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     };
+    if fd < 0 {
+        return None;
+    }
     // SAFETY: fd is fresh and owned by nobody else. fstat works on an O_PATH descriptor.
-    (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
+    let pin = unsafe { File::from_raw_fd(fd) };
+    let meta = pin.metadata().ok()?;
+    Some((pin, meta))
 }
 
 /// Whether `path` names the file `judged` describes, unchanged: same device, inode, size
@@ -103,8 +112,8 @@ pub(super) fn same_file(path: &Path, judged: &fs::Metadata) -> bool {
 /// Creates `path` exclusively with our record. The record is written to an unnamed file
 /// first and linked in complete (`O_TMPFILE` + `linkat`), so a flockrun killed halfway leaves
 /// no marker at all rather than an empty one, which every contender would take for a
-/// lock held forever. Where the filesystem has no `O_TMPFILE`, the marker is created with
-/// `O_EXCL` and then written. Group and other never get write access: a record others could
+/// lock held forever. Where the filesystem has no `O_TMPFILE`, the record is written under a
+/// private name and linked to the path. Group and other never get write access: a record others could
 /// rewrite is a record contenders would act on.
 pub(super) fn create_marker(
     path: &Path,
@@ -123,6 +132,47 @@ pub(super) fn create_marker(
         // No O_TMPFILE or no /proc here; the plain way below reports real errors properly.
         Err(_) => {}
     }
+    // No O_TMPFILE here (NFS, FUSE): the record is written complete under a private name
+    // beside LOCK and linked to LOCK. link(2) never replaces a file, so it is the O_EXCL
+    // test, and LOCK never exists without its record.
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = path.with_file_name(format!(
+        ".{name}.{}.{}.new",
+        std::process::id(),
+        random_hex()
+    ));
+    let file = create_and_write(&temp, record, create_mode)?;
+    let linked = fs::hard_link(&temp, path);
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok(file),
+        // A link whose reply was lost and retried answers EEXIST although it was made: the
+        // path then names our own file.
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            let ours = file.metadata().ok().map(|m| (m.dev(), m.ino()));
+            let named = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+            if ours.is_some() && ours == named {
+                Ok(file)
+            } else {
+                Err(e)
+            }
+        }
+        // No hard links either: create LOCK itself exclusively, then write it.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)
+            ) =>
+        {
+            create_and_write(path, record, create_mode)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `path` with `O_EXCL` and writes `record` into it; removes it again if writing
+/// fails.
+fn create_and_write(path: &Path, record: &str, create_mode: Option<u32>) -> io::Result<File> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;

@@ -256,12 +256,9 @@ fn attempt(
     // Pin the marker's inode with an O_PATH descriptor before judging it: while pinned, its
     // inode number cannot be reused, so "the path still names the judged marker" cannot be
     // fooled by a holder that releases and a newcomer whose new marker gets the same number.
-    let Some(pin) = marker_file::pin_inode(path) else {
+    let Some((pin, judged)) = marker_file::pin_inode(path) else {
         return Ok(None); // gone meanwhile: the next attempt creates it
     };
-    let judged = pin
-        .metadata()
-        .map_err(|e| Error::system("fstat on the pinned marker", e))?;
     let content = marker::read(path).map_err(|e| Error::Open {
         path: path.to_owned(),
         hint: "cannot read the existing marker; ask its owner for read access".to_owned(),
@@ -296,15 +293,13 @@ fn leftovers_remain(path: &Path) -> bool {
     let mut remain = false;
     for file in marker::stranded(path) {
         let breaker_alive = marker::stranded_breaker(&file).is_none_or(marker::pid_exists);
-        let Some(pin) = marker_file::pin_inode(&file) else {
+        let Some((_pin, judged)) = marker_file::pin_inode(&file) else {
             continue; // gone meanwhile
         };
         let garbage = !breaker_alive
-            && pin.metadata().is_ok_and(|judged| {
-                matches!(marker::read(&file), Ok(Some(content))
-                    if matches!(marker::judge(&content), Verdict::Stale | Verdict::Malformed))
-                    && marker_file::same_file(&file, &judged)
-            });
+            && matches!(marker::read(&file), Ok(Some(content))
+                if matches!(marker::judge(&content), Verdict::Stale | Verdict::Malformed))
+            && marker_file::same_file(&file, &judged);
         if !(garbage && fs::remove_file(&file).is_ok()) {
             remain = true;
         }

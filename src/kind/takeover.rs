@@ -34,6 +34,8 @@ pub(super) const GUARD_STALE_MIN: Duration = Duration::from_secs(10);
 pub(super) struct Guard {
     seen: Unchanged,
     stale_after: Duration,
+    /// The filesystem refused `RENAME_EXCHANGE` once: no need to ask again.
+    no_exchange: bool,
 }
 
 impl Guard {
@@ -43,6 +45,7 @@ impl Guard {
         Guard {
             seen: Unchanged::default(),
             stale_after: stale_after.max(GUARD_STALE_MIN),
+            no_exchange: false,
         }
     }
 }
@@ -59,11 +62,14 @@ pub(super) fn take_over(
     create_mode: Option<u32>,
     guard: &mut Guard,
 ) -> Result<Option<File>, Error> {
-    match by_exchange(path, judged, record, create_mode)? {
-        Exchange::Taken(file) => Ok(Some(file)),
-        Exchange::NotTaken => Ok(None),
-        Exchange::Refused => guarded(path, judged, record, create_mode, guard),
+    if !guard.no_exchange {
+        match by_exchange(path, judged, record, create_mode)? {
+            Exchange::Taken(file) => return Ok(Some(file)),
+            Exchange::NotTaken => return Ok(None),
+            Exchange::Refused => guard.no_exchange = true,
+        }
     }
+    guarded(path, judged, record, create_mode, guard)
 }
 
 enum Exchange {
@@ -103,6 +109,8 @@ fn by_exchange(
             Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV | libc::EOPNOTSUPP) => {
                 Ok(Exchange::Refused)
             }
+            // The judged marker left the path meanwhile.
+            Some(libc::ENOENT) => Ok(Exchange::NotTaken),
             _ => Err(Error::system("exchanging the stale marker", e)),
         };
     }
@@ -190,10 +198,7 @@ fn move_aside_and_take(
 /// of its own (two contenders breaking one dead guard at the same moment is the only race
 /// left, and it needs a breaker to have died holding it).
 fn break_dead_guard(guard_path: &Path, guard: &mut Guard) {
-    let Some(pin) = marker_file::pin_inode(guard_path) else {
-        return;
-    };
-    let Ok(judged) = pin.metadata() else {
+    let Some((pin, judged)) = marker_file::pin_inode(guard_path) else {
         return;
     };
     let unchanged_for = guard.seen.observe(marker_file::state_of(&judged));

@@ -9,6 +9,13 @@
 //! With `--after-kill`, an `occupied` left by a holder that is gone (killed together with
 //! its flockrun) is not a clash: the helper waits for that pid to disappear, logs `GONE PID`
 //! and carries on. The test then checks that no GONE pid ever completed a hold.
+//!
+//! With `OCCUPY_HOSTS=1` in the environment (the shared-filesystem bed, where every host has
+//! its own pids and monotonic clock), times are CLOCK_REALTIME, the one clock all hosts
+//! share; a holder is named `HOST/PID`; an owner on another host is not waited for (its
+//! host's pids cannot be seen from here: its flockrun died long before a takeover from
+//! another host, and took COMMAND with it); and an exclusive hold's line ends with the
+//! counter value it wrote, so a lost update shows as a value written twice.
 
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -26,10 +33,32 @@ unsafe extern "C" {
     fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
 }
 
+fn hosts() -> bool {
+    std::env::var_os("OCCUPY_HOSTS").is_some_and(|v| v == "1")
+}
+
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// This holder's name: its pid, or `HOST/PID` across hosts.
+fn me() -> String {
+    if hosts() {
+        format!("{}/{}", host_name(), std::process::id())
+    } else {
+        std::process::id().to_string()
+    }
+}
+
 fn now() -> i128 {
     let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: a valid out-pointer; clock 1 is CLOCK_MONOTONIC on Linux.
-    unsafe { clock_gettime(1, &mut ts) };
+    // CLOCK_MONOTONIC (1), or CLOCK_REALTIME (0) across hosts.
+    let clock = if hosts() { 0 } else { 1 };
+    // SAFETY: a valid out-pointer and a valid clock id.
+    unsafe { clock_gettime(clock, &mut ts) };
     i128::from(ts.sec) * 1_000_000_000 + i128::from(ts.nsec)
 }
 
@@ -43,7 +72,7 @@ fn append(dir: &Path, line: &str) {
 }
 
 fn clash(dir: &Path, what: &str) -> ! {
-    append(dir, &format!("OVERLAP {} {what}\n", std::process::id()));
+    append(dir, &format!("OVERLAP {} {what}\n", me()));
     eprintln!("occupy: OVERLAP: {what}");
     exit(99);
 }
@@ -58,7 +87,12 @@ fn alive(pid: &str) -> bool {
 /// moments (and never logs its hold; the test checks that), a live one that stays is a clash.
 fn outlive(dir: &Path, owner: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !owner.is_empty() && alive(owner) {
+    let local_pid = match owner.split_once('/') {
+        Some((host, pid)) if host == host_name() => pid,
+        Some(_) => "",
+        None => owner,
+    };
+    while !local_pid.is_empty() && alive(local_pid) {
         if Instant::now() > deadline {
             clash(dir, &format!("pid {owner} is inside and alive"));
         }
@@ -88,7 +122,7 @@ fn main() {
         loop {
             match OpenOptions::new().write(true).create_new(true).open(&occupied) {
                 Ok(mut f) => {
-                    f.write_all(std::process::id().to_string().as_bytes()).unwrap();
+                    f.write_all(me().as_bytes()).unwrap();
                     break;
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -110,10 +144,12 @@ fn main() {
         std::thread::yield_now();
         fs::write(&counter, format!("{}\n", n + 1)).unwrap();
         fs::remove_file(&occupied).unwrap();
+        if hosts() {
+            let leave = now();
+            append(dir, &format!("x {} {enter} {leave} {}\n", me(), n + 1));
+            return;
+        }
     }
     let leave = now();
-    append(
-        dir,
-        &format!("{} {} {enter} {leave}\n", args[2], std::process::id()),
-    );
+    append(dir, &format!("{} {} {enter} {leave}\n", args[2], me()));
 }
