@@ -1027,3 +1027,22 @@ fn shell_command_and_verbose_work_as_for_the_other_kinds() {
     );
     assert!(message.contains("key shell/"), "{message}");
 }
+
+#[test]
+fn a_lost_lease_stops_what_command_left_running_in_the_background_too() {
+    let mut cluster = Cluster::start(1);
+    // A daemon COMMAND double-forked (its parent gone, so it is no child of COMMAND), and a
+    // background job that ignores SIGTERM: both are under flockrun, which stops them too.
+    let (status, _, stderr, _) = hold_while_the_cluster_dies(
+        &mut cluster,
+        "(sleep 1002 >/dev/null 2>&1 &); (trap '' TERM; exec sleep 1003) >/dev/null 2>&1 & \
+         echo ready; while :; do sleep 0.05; done",
+    );
+    assert_eq!(status.code(), Some(79), "{stderr}");
+    for left in ["sleep 1002", "sleep 1003"] {
+        assert!(
+            crate::harness::processes_running(left).is_empty(),
+            "{left} outlived the lost lease"
+        );
+    }
+}

@@ -642,3 +642,21 @@ pub fn with_tmpfs(options: &str, body: impl FnOnce(&Path) + std::panic::UnwindSa
         std::panic::resume_unwind(panic);
     }
 }
+
+/// The pids of processes whose command line (arguments joined by spaces) is `command`.
+pub fn processes_running(command: &str) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            let words: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
+            (words.join(" ") == command).then_some(pid)
+        })
+        .collect()
+}

@@ -375,6 +375,8 @@ fn a_hung_file_server_stops_the_holders_command_before_the_other_host_takes_over
     let holder_gone = wall_now();
     assert_eq!(status.code(), Some(79), "the holder's status");
     crate::harness::wait_until_exited(command, "the holder's COMMAND");
+    // What COMMAND left running in the background was stopped with it.
+    assert!(crate::harness::processes_running("sleep 1004").is_empty());
     let taken = started_at(waiter);
     assert!(
         taken > holder_gone,
