@@ -1036,10 +1036,12 @@ fn a_lost_lease_stops_what_command_left_running_in_the_background_too() {
     let (status, _, stderr, _) = hold_while_the_cluster_dies(
         &mut cluster,
         "(sleep 1002 >/dev/null 2>&1 &); (trap '' TERM; exec sleep 1003) >/dev/null 2>&1 & \
+         until tr '\\0' ' ' </proc/$!/cmdline | grep -q 'sleep 1003'; do :; done; \
          echo ready; while :; do sleep 0.05; done",
     );
     assert_eq!(status.code(), Some(79), "{stderr}");
     for left in ["sleep 1002", "sleep 1003"] {
+        // They ran (the script said ready only then) and were gone when flockrun exited.
         assert!(
             crate::harness::processes_running(left).is_empty(),
             "{left} outlived the lost lease"

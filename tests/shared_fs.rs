@@ -363,12 +363,13 @@ fn a_hung_file_server_stops_the_holders_command_before_the_other_host_takes_over
             "--",
             "sh",
             "-c",
-            "echo ready; exec sleep 1000",
+            "(sleep 1004 >/dev/null 2>&1 &); echo ready; exec sleep 1000",
         ]
         .map(OsStr::new),
         "ready",
     );
     let command = child_of(child_of(held.pid()));
+    assert_eq!(crate::harness::processes_running("sleep 1004").len(), 1);
     let waiter = waiting_contender(&bed, Host::B, "h.lock", "3");
     bed.freeze(Host::A);
     let status = crate::harness::wait_with_deadline(&mut held.child);
