@@ -73,7 +73,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__exec)
-            opts="-w -n -s -o -F -E -c -v -q -h -V --wait --timeout --nb --nonblock --shared --fcntl --soft --close --no-fork --ttl --conflict-exit-code --command --mode --verbose --quiet --help --version"
+            opts="-w -n -s -o -F -E -c -v -q -h -V --wait --timeout --nb --nonblock --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -285,7 +285,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__try)
-            opts="-s -o -F -E -c -v -q -h -V --shared --fcntl --soft --close --no-fork --ttl --conflict-exit-code --command --mode --verbose --quiet --help --version"
+            opts="-s -o -F -E -c -v -q -h -V --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

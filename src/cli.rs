@@ -195,6 +195,14 @@ pub struct KernelLockArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_ttl)]
     pub ttl: Option<u32>,
 
+    /// Refuse (exit 65) instead of warning when LOCK is on a filesystem that keeps kernel
+    /// locks to this host (FUSE such as sshfs, NFS mounted nolock or with `local_lock`, SMB
+    /// mounted nobrl), where a process on another host could hold the same kernel lock at
+    /// the same time. Applies to the kernel and --fcntl kinds
+    #[arg(long, env = "FLOCKRUN_REFUSE_HOST_LOCAL",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub refuse_host_local: bool,
+
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod kind;
 pub mod lock;
 pub mod mode;
+pub mod mounts;
 pub mod nested;
 pub mod open;
 pub mod run;

@@ -65,6 +65,9 @@ pub struct Request {
     /// `-F`: COMMAND replaces flockrun.
     pub no_fork: bool,
     pub ttl: Option<u32>,
+    /// `--refuse-host-local`: a kernel lock on a filesystem that keeps kernel locks to this
+    /// host is an error, not a warning.
+    pub refuse_host_local: bool,
     /// `--mode`: permission bits of a lock file flockrun creates.
     pub create_mode: Option<u32>,
     pub deadline: Deadline,
@@ -90,6 +93,7 @@ impl Request {
             close: false,
             no_fork: false,
             ttl: None,
+            refuse_host_local: false,
             create_mode: None,
             deadline: Deadline::forever(),
             command: String::new(),

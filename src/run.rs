@@ -101,6 +101,7 @@ fn request_of(
         close: flag(|a| a.close),
         no_fork: flag(|a| a.no_fork),
         ttl: lock_args.and_then(|a| a.ttl),
+        refuse_host_local: flag(|a| a.refuse_host_local),
         create_mode: run.mode,
         deadline,
         command: std::iter::once(&command.program)

@@ -806,3 +806,94 @@ fn kill_flockruns_between_holds(wanted: usize, holds_logged: &dyn Fn() -> usize)
     }
     kills
 }
+
+#[test]
+fn kernel_locks_on_the_bed_warn_that_other_hosts_do_not_see_them() {
+    let bed = Bed::up(Cache::Strict);
+    let _held = hold(&bed, Host::A, &["exec", "k.lock"]);
+    let _held_ofd = hold(&bed, Host::A, &["exec", "--fcntl", "o.lock"]);
+    // Host A's locks do not keep B out (the bed's first test shows the same of flock(1)), and
+    // B is told so.
+    for (lock, args) in [
+        ("k.lock", &["try", "k.lock", "--", "true"][..]),
+        ("o.lock", &["try", "--fcntl", "o.lock", "--", "true"][..]),
+    ] {
+        let out = bed.flockrun(Host::B, args).output().unwrap();
+        let stderr = stderr_of(&out);
+        assert!(out.status.success(), "{lock}: {stderr}");
+        assert_eq!(stderr.matches("warning:").count(), 1, "{lock}: {stderr}");
+        for needed in [
+            lock,
+            "fuse mount of",
+            "FUSE keeps kernel locks on the host",
+            "--soft --ttl",
+            "--refuse-host-local",
+        ] {
+            assert!(stderr.contains(needed), "{lock}: {needed:?} in {stderr}");
+        }
+        // -q keeps it quiet.
+        let quiet = [&args[..1], &["-q"], &args[1..]].concat();
+        let out = bed.flockrun(Host::B, &quiet).output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(stderr_of(&out), "", "{lock} with -q");
+    }
+    // Made an error by the option or the variable: 65, COMMAND not run, nothing left behind.
+    let refusals = [
+        (vec!["try", "--refuse-host-local"], None),
+        (vec!["exec", "-w", "5"], Some("1")),
+        (vec!["exec", "--fcntl"], Some("true")),
+    ];
+    for (options, variable) in refusals {
+        let mut args = options.clone();
+        args.extend(["k.lock", "--", "touch", "ran"]);
+        let mut command = bed.flockrun(Host::B, &args);
+        if let Some(value) = variable {
+            command.env("FLOCKRUN_REFUSE_HOST_LOCAL", value);
+        }
+        let out = command.output().unwrap();
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(65), "{options:?}: {stderr}");
+        assert!(
+            stderr.contains("refused (--refuse-host-local)") && stderr.contains("k.lock"),
+            "{stderr}"
+        );
+        assert!(
+            !bed.backing().join("ran").exists(),
+            "{options:?} ran COMMAND"
+        );
+    }
+    // A false value of the variable leaves it a warning.
+    let out = bed
+        .flockrun(Host::B, &["try", "k.lock", "--", "true"])
+        .env("FLOCKRUN_REFUSE_HOST_LOCAL", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // status on B says the lock is free here but cannot speak for other hosts.
+    let out = bed
+        .flockrun(Host::B, &["status", "k.lock"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("a holder on another host does not show here")
+            && text.contains("--soft --ttl"),
+        "{text}"
+    );
+    let out = bed
+        .flockrun(Host::B, &["status", "--json", "o.lock"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = report["locks"][0]["warnings"].to_string();
+    assert!(warnings.contains("another host"), "{report}");
+    // On host A, where the holders are, status shows them and still warns.
+    let out = bed
+        .flockrun(Host::A, &["status", "k.lock"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("another host"), "{text}");
+}

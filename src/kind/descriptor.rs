@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::inspect::descriptors;
 use crate::inspect::sighting::{FileId, Sighting};
 use crate::lock::{self, Hold, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
+use crate::mounts::{self, KernelLock};
 use crate::nested::HeldKey;
 use crate::open::{self, Access, Shape};
 use crate::status::{self, LockStatus};
@@ -25,6 +27,8 @@ pub(super) trait DescriptorLock: Sync {
     fn name(&self) -> &'static str;
     /// The lock class as `/proc/locks` and fdinfo print it.
     fn proc_class(&self) -> &'static str;
+    /// Which of the kernel's two lock families it is.
+    fn family(&self) -> KernelLock;
     /// What the descriptor must allow for a lock in `mode`.
     fn access(&self, mode: LockMode) -> Access;
     /// One attempt; `Ok(false)` when someone else holds a conflicting lock.
@@ -55,6 +59,7 @@ pub(super) fn target(
             given: request.lock.clone(),
             mode: request.mode,
             create_mode: request.create_mode,
+            refuse_host_local: request.refuse_host_local,
         }),
     })
 }
@@ -64,6 +69,23 @@ pub(super) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: 
     let class = lock.proc_class();
     let sighting = descriptors::sight_in(file.locks, file.id, class);
     status::fill_from_sighting(report, &sighting, LockMode::name);
+    // O_PATH: status neither creates LOCK nor opens what it is for reading.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(file.path);
+    if let Some(local) = opened
+        .ok()
+        .and_then(|f| mounts::host_local_locks(&f, lock.family()))
+    {
+        report.warnings.push(format!(
+            "this is a {} and {}: a holder on another host does not show here, and does not \
+             keep this host's processes out; use --soft --ttl SECONDS (a soft lease) for a \
+             lock every host sees",
+            local.mount.describe(),
+            local.why
+        ));
+    }
     if class == "OFDLCK" && report.waiters.iter().any(|w| w.pid.is_none()) {
         report
             .warnings
@@ -79,6 +101,7 @@ struct DescriptorTarget {
     given: PathBuf,
     mode: LockMode,
     create_mode: Option<u32>,
+    refuse_host_local: bool,
 }
 
 impl Lockable for DescriptorTarget {
@@ -103,8 +126,10 @@ impl Lockable for DescriptorTarget {
         observer: &mut dyn WaitObserver,
     ) -> Result<Box<dyn Hold>, Error> {
         let mut access = self.lock.access(self.mode);
-        let (file, id) =
-            lock::retry_while_replaced(&self.path, || self.round(deadline, &mut access, observer))?;
+        let mut mount_checked = false;
+        let (file, id) = lock::retry_while_replaced(&self.path, || {
+            self.round(deadline, &mut access, &mut mount_checked, observer)
+        })?;
         Ok(Box::new(HeldDescriptor {
             file,
             path: self.path.clone(),
@@ -124,10 +149,14 @@ impl DescriptorTarget {
         &self,
         deadline: &Deadline,
         access: &mut Access,
+        mount_checked: &mut bool,
         observer: &mut dyn WaitObserver,
     ) -> Result<Option<(File, FileId)>, Error> {
         let path = &self.path;
         let file = open::open_lock_file(path, *access, self.create_mode, Shape::AnyLockable)?;
+        if !std::mem::replace(mount_checked, true) {
+            self.check_mount(&file, observer)?;
+        }
         let id = FileId::of(
             &file
                 .metadata()
@@ -180,6 +209,38 @@ impl DescriptorTarget {
         // The path may have been deleted or replaced while we waited; then the lock we won
         // guards an orphan inode and a newcomer may hold the real one.
         Ok(open::still_named_by(&file, path).then_some((file, id)))
+    }
+}
+
+impl DescriptorTarget {
+    /// Warns (or with `--refuse-host-local` refuses) when the kernel keeps this lock to this
+    /// host while other hosts share the file.
+    fn check_mount(&self, file: &File, observer: &mut dyn WaitObserver) -> Result<(), Error> {
+        let Some(local) = mounts::host_local_locks(file, self.lock.family()) else {
+            return Ok(());
+        };
+        let what = format!(
+            "this is a {} and {}, so a process on another host can hold the same {} lock at \
+             the same time",
+            local.mount.describe(),
+            local.why,
+            self.lock.name()
+        );
+        if self.refuse_host_local {
+            return Err(Error::NotALock {
+                path: self.path.clone(),
+                reason: format!(
+                    "{what}; refused (--refuse-host-local). Use --soft --ttl SECONDS (a soft \
+                     lease) for a lock every host sees"
+                ),
+            });
+        }
+        observer.warn(&format!(
+            "{}: {what}. Use --soft --ttl SECONDS (a soft lease) for a lock every host sees, \
+             or --refuse-host-local (FLOCKRUN_REFUSE_HOST_LOCAL=1) to make this an error",
+            self.path.display()
+        ));
+        Ok(())
     }
 }
 

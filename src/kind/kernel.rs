@@ -13,6 +13,7 @@ use super::descriptor::{self, DescriptorLock};
 use crate::error::Error;
 use crate::lock::{Claim, Kind, LockFile, Request, Target};
 use crate::mode::LockMode;
+use crate::mounts::KernelLock;
 use crate::open::Access;
 use crate::status::LockStatus;
 
@@ -50,6 +51,10 @@ impl DescriptorLock for Kernel {
 
     fn proc_class(&self) -> &'static str {
         "FLOCK"
+    }
+
+    fn family(&self) -> KernelLock {
+        KernelLock::Flock
     }
 
     /// flock(2) works on a read-only descriptor, so a user who can only read the file (or a

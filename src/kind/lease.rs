@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -33,6 +33,7 @@ use crate::inspect::marker::{self, Content, Record, RecordMode, Verdict};
 use crate::inspect::sighting::FileId;
 use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
+use crate::mounts;
 use crate::nested::HeldKey;
 use crate::open::{self, Shape};
 use crate::status::{LockStatus, State};
@@ -137,6 +138,37 @@ struct Contest {
     warned: bool,
 }
 
+/// Warns where this host may answer `fstat` on the marker from a cache for so long that a
+/// contender here could miss the holder's renewals and take over a live lease: the TTL must
+/// exceed 1.5 times the cache time (see "Shared filesystems" in the README).
+fn warn_of_attribute_cache(path: &Path, ttl: Duration, observer: &mut dyn WaitObserver) {
+    let Some(directory) = path.parent() else {
+        return;
+    };
+    let Ok(opened) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(directory)
+    else {
+        return;
+    };
+    let Some((mount, cache)) = mounts::attribute_cache(&opened) else {
+        return;
+    };
+    if ttl.as_secs_f64() <= cache.as_secs_f64() * 1.5 {
+        observer.warn(&format!(
+            "{}: this is a {} mounted nocto, which may keep file attributes cached for {} s, \
+             so a contender on this host could miss the holder's renewals with a TTL of {} s; \
+             give every user of the lease a TTL above {} s, or mount with actimeo= lower",
+            path.display(),
+            mount.describe(),
+            cache.as_secs(),
+            ttl.as_secs(),
+            cache.as_secs() * 3 / 2,
+        ));
+    }
+}
+
 impl Lockable for LeaseTarget {
     fn held_key(&self) -> Option<HeldKey> {
         let meta = fs::symlink_metadata(&self.given).ok()?;
@@ -158,6 +190,7 @@ impl Lockable for LeaseTarget {
             Shape::Regular,
         )?;
         let ttl = Duration::from_secs(u64::from(self.ttl));
+        warn_of_attribute_cache(path, ttl, observer);
         let record = lease_record(&marker_file::random_hex(), self.ttl);
         let mut contest = Contest {
             seen: Unchanged::default(),

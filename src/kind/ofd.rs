@@ -14,6 +14,7 @@ use super::descriptor::{self, DescriptorLock};
 use crate::error::Error;
 use crate::lock::{Claim, Kind, LockFile, Request, Target};
 use crate::mode::LockMode;
+use crate::mounts::KernelLock;
 use crate::open::Access;
 use crate::status::LockStatus;
 
@@ -67,6 +68,10 @@ impl DescriptorLock for Ofd {
 
     fn proc_class(&self) -> &'static str {
         "OFDLCK"
+    }
+
+    fn family(&self) -> KernelLock {
+        KernelLock::Record
     }
 
     /// An OFD write lock needs a writable descriptor; a read lock does not.
