@@ -20,6 +20,7 @@ import argparse
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ import sys, time, filelock
 kind, path = sys.argv[1], sys.argv[2]
 lock = {"native": lambda: filelock.FileLock(path),
         "soft": lambda: filelock.SoftFileLock(path),
+        "lease": lambda: filelock.SoftFileLease(path, lease_duration=float(sys.argv[3])),
         "write": lambda: filelock.ReadWriteLock(path, is_singleton=False).write_lock(),
         "read": lambda: filelock.ReadWriteLock(path, is_singleton=False).read_lock()}[kind]()
 with lock:
@@ -48,6 +50,7 @@ import subprocess, sys, filelock
 kind, path = sys.argv[1], sys.argv[2]
 lock = {"native": lambda: filelock.FileLock(path),
         "soft": lambda: filelock.SoftFileLock(path),
+        "lease": lambda: filelock.SoftFileLease(path, lease_duration=float(sys.argv[3])),
         "write": lambda: filelock.ReadWriteLock(path, is_singleton=False).write_lock()}[kind]()
 with lock:
     subprocess.run(["date", "+%s%N"])
@@ -154,6 +157,8 @@ class Bench:
             ("sqlite w→w", "py-filelock ReadWriteLock", lambda l: ([py, "-c", PY_HOLDER, "write", l], [py, "-c", PY_WAITER, "write", l]), None),
             ("soft", "flockrun exec --soft", lambda l: ([fr, "exec", "--soft", l, "--", *hold_sh], [fr, "exec", "--soft", l, "--", *date]), 10.0),
             ("soft", "py-filelock SoftFileLock", lambda l: ([py, "-c", PY_HOLDER, "soft", l], [py, "-c", PY_WAITER, "soft", l]), None),
+            ("lease", "flockrun exec --soft --ttl 30", lambda l: ([fr, "exec", "--soft", "--ttl", "30", l, "--", *hold_sh], [fr, "exec", "--soft", "--ttl", "30", l, "--", *date]), 10.0),
+            ("lease", "py-filelock SoftFileLease(lease_duration=30)", lambda l: ([py, "-c", PY_HOLDER, "lease", l, "30"], [py, "-c", PY_WAITER, "lease", l, "30"]), None),
         ]
         p50s = {}
         for i, (kind, who, make, target) in enumerate(cases):
@@ -169,6 +174,44 @@ class Bench:
                 self.record("handoff", f"{kind}: {who}", value, f"p50 ≤ {target:g} ms", p50 <= target)
             else:
                 self.record("handoff", f"{kind}: {who}", value)
+
+    # 2a. taking over a lease whose holder died or stopped renewing
+    def lease_takeover(self):
+        ttl = 2.0
+        fr, py = self.flockrun, self.python
+        tools = [
+            ("flockrun", lambda l: [fr, "exec", "--soft", "--ttl", f"{ttl:g}", l, "--", "sh", "-c", "echo ready; read x"],
+                         lambda l: [fr, "exec", "--soft", "--ttl", f"{ttl:g}", l, "--", "date", "+%s%N"]),
+            ("py-filelock", lambda l: [py, "-c", PY_HOLDER, "lease", l, f"{ttl:g}"],
+                            lambda l: [py, "-c", PY_WAITER, "lease", l, f"{ttl:g}"]),
+        ]
+        samples = self.n(5, 1)
+        # A killed holder on this host can be proven dead at once; a stopped one (as a frozen
+        # host looks) only ages out after the TTL, counted on the contender's clock.
+        for how, sig, target in [("holder SIGKILLed", signal.SIGKILL, 0.5), ("holder SIGSTOPped", signal.SIGSTOP, ttl + 0.5)]:
+            for who, holder, contender in tools:
+                values = []
+                for i in range(samples):
+                    lock = self.lock(f"lt-{who}-{sig}-{i}")
+                    h = subprocess.Popen(holder(lock), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True, start_new_session=True)
+                    assert h.stdout.readline().strip() == "ready", who
+                    os.killpg(h.pid, sig)
+                    stopped = time.time_ns()
+                    c = subprocess.Popen(contender(lock), stdout=subprocess.PIPE, text=True)
+                    try:
+                        start = int(c.stdout.readline())
+                        c.wait(timeout=60)
+                    finally:
+                        os.killpg(h.pid, signal.SIGKILL)
+                        h.wait()
+                    values.append((start - stopped) / 1e9)
+                value = f"median {statistics.median(values):.2f} s, max {max(values):.2f} s"
+                if who == "flockrun":
+                    self.record("lease takeover", f"TTL {ttl:g} s, {how}: {who}", value,
+                                f"≤ {target:g} s", max(values) <= target)
+                else:
+                    self.record("lease takeover", f"TTL {ttl:g} s, {how}: {who}", value)
 
     # 2b. the etcd kind beside etcdctl lock, on a one-member etcd on loopback
     def etcd(self):
@@ -472,7 +515,7 @@ def main():
     python = venv_python()
     with tempfile.TemporaryDirectory(prefix="flockrun-bench-") as tmp:
         bench = Bench(flockrun, python, args.smoke, tmp)
-        for step in (bench.uncontended, bench.handoff, bench.etcd, bench.contention,
+        for step in (bench.uncontended, bench.handoff, bench.lease_takeover, bench.etcd, bench.contention,
                      bench.writer_preference, bench.timeout_precision, bench.memory,
                      bench.status_time):
             print(f"{step.__name__}:", flush=True)

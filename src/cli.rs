@@ -37,15 +37,21 @@ counts as free), 1 when at least one is held, 66 when one cannot be inspected.\n
 JSON (--json): one document, {\"locks\": [LOCK, ...]}, where each LOCK has:\n  \
 path           absolute path\n  \
 exists         true or false\n  \
-kind           kernel, ofd, sqlite, soft, or null when absent\n  \
+kind           kernel, ofd, sqlite, soft, soft-lease, etcd, or null when\n                 \
+absent\n  \
 state          free, held or stale\n  \
 mode           exclusive, shared, read, write, or null when free\n  \
 holders        [{pid, command, user, since, flockrun, child_pid, child_command}]\n                 \
 since is a UTC time such as 2026-11-23T19:00:01Z; child_pid and\n                 \
 child_command name the COMMAND a flockrun runs\n  \
 waiters        [{pid, command, mode}]; pid is null for OFD requests\n  \
-marker         for soft locks {pid, host, start_token, verdict, note}, else null;\n                 \
-verdict is held, stale, malformed or foreign host\n  \
+marker         for soft locks {pid, host, start_token, verdict, note, mode, ttl,\n                 \
+renewed_ago}, else null; verdict is held, stale, expired,\n                 \
+malformed or foreign host; mode is the marker's contract\n                 \
+(lease, exclusive, or null for a classic marker); ttl is a\n                 \
+lease's TTL and renewed_ago the seconds since its last renewal\n  \
+(etcd LOCKs: each holder and waiter is {pid, host, command,\n                 \
+since, key, revision, lease})\n  \
 warnings       [text] what could not be seen, and why\n\n\
 Examples:\n  \
   flockrun status /run/lock/backup.lock\n  \

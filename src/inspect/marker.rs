@@ -279,13 +279,28 @@ fn parse_duration(text: &str) -> Option<f64> {
     (shaped && value.is_finite() && value > 0.0).then_some(value)
 }
 
-/// Whether a process with this pid exists (`kill(pid, 0)`; one we may not signal exists too).
+/// Whether a process with this pid is still running (`kill(pid, 0)`; one we may not signal
+/// runs too). A zombie does not count: it has exited and closed everything it had, and only
+/// waits for its parent to collect its status.
 #[must_use]
 pub fn pid_exists(pid: i32) -> bool {
-    matches!(
+    let exists = matches!(
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
         Ok(()) | Err(nix::errno::Errno::EPERM)
-    )
+    );
+    exists && !is_zombie(pid)
+}
+
+/// The state letter in `/proc/PID/stat` (after the last `)`, as the command name may hold
+/// one) is `Z` or `X`. Unreadable means "not known to be a zombie".
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    matches!(stat.get(close + 2), Some(b'Z' | b'X'))
 }
 
 /// Judges `content` as a contender on this host would.
@@ -400,6 +415,24 @@ pub fn stranded(path: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_is_not_a_running_owner() {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        // Wait for the exit but leave the child unreaped: a zombie.
+        waitid(
+            Id::Pid(nix::unistd::Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        )
+        .unwrap();
+        assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
+        assert!(!pid_exists(pid));
+        let mut child = child;
+        child.wait().unwrap();
+        assert!(pid_exists(std::process::id().try_into().unwrap()));
+    }
 
     #[test]
     fn parses_protocol_1_records() {
