@@ -221,7 +221,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__read)
-            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --conflict-exit-code --command --mode --verbose --quiet --help --version"
+            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --soft --ttl --layout --conflict-exit-code --command --mode --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -237,6 +237,14 @@ _flockrun() {
                     ;;
                 -w)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --layout)
+                    COMPREPLY=($(compgen -W "v1 v2 both" -- "${cur}"))
                     return 0
                     ;;
                 --conflict-exit-code)
@@ -323,7 +331,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__write)
-            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --conflict-exit-code --command --mode --verbose --quiet --help --version"
+            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --soft --ttl --layout --conflict-exit-code --command --mode --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -339,6 +347,14 @@ _flockrun() {
                     ;;
                 -w)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --layout)
+                    COMPREPLY=($(compgen -W "v1 v2 both" -- "${cur}"))
                     return 0
                     ;;
                 --conflict-exit-code)

@@ -63,19 +63,29 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s q -l quiet -d 
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s h -l help -d 'Print help'
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s V -l version -d 'Print version'
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -l ttl -d 'With --soft: the stale threshold in whole seconds [default: 90, py-filelock\'s]: a participant whose records stay unrenewed this long is evicted. Give every user of the lock the same one' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -l layout -d 'With --soft: the on-disk layout to take: v1 (py-filelock 3.27-3.32), v2 (4.0 and later), or both, v1 first, which keeps out Python peers of either age [default: both]' -r -f -a "v1\t''
+v2\t''
+both\t''"
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s n -l nonblock -l nb -d 'Do not wait if the lock is busy (same as --timeout 0)'
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -l soft -d 'Use py-filelock\'s `SoftReadWriteLock` (marker files and a generation log beside LOCK) instead of SQLite, for filesystems whose locks do not reach every host (NFS, SMB, FUSE). A holder renews its records every TTL/3; one that stops is evicted after the TTL'
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s v -l verbose -d 'Say on stderr how long the wait took and who held the lock meanwhile'
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s q -l quiet -d 'No message when the lock is busy or the wait timed out'
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s h -l help -d 'Print help'
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s V -l version -d 'Print version'
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -l ttl -d 'With --soft: the stale threshold in whole seconds [default: 90, py-filelock\'s]: a participant whose records stay unrenewed this long is evicted. Give every user of the lock the same one' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -l layout -d 'With --soft: the on-disk layout to take: v1 (py-filelock 3.27-3.32), v2 (4.0 and later), or both, v1 first, which keeps out Python peers of either age [default: both]' -r -f -a "v1\t''
+v2\t''
+both\t''"
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s n -l nonblock -l nb -d 'Do not wait if the lock is busy (same as --timeout 0)'
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -l soft -d 'Use py-filelock\'s `SoftReadWriteLock` (marker files and a generation log beside LOCK) instead of SQLite, for filesystems whose locks do not reach every host (NFS, SMB, FUSE). A holder renews its records every TTL/3; one that stops is evicted after the TTL'
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s v -l verbose -d 'Say on stderr how long the wait took and who held the lock meanwhile'
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s q -l quiet -d 'No message when the lock is busy or the wait timed out'
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s h -l help -d 'Print help'

@@ -144,6 +144,23 @@ pub struct ReadWriteArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
 
+    /// Use py-filelock's `SoftReadWriteLock` (marker files and a generation log beside LOCK)
+    /// instead of SQLite, for filesystems whose locks do not reach every host (NFS, SMB,
+    /// FUSE). A holder renews its records every TTL/3; one that stops is evicted after the TTL
+    #[arg(long)]
+    pub soft: bool,
+
+    /// With --soft: the stale threshold in whole seconds [default: 90, py-filelock's]: a
+    /// participant whose records stay unrenewed this long is evicted. Give every user of the
+    /// lock the same one
+    #[arg(long, value_name = "SECONDS", value_parser = parse_ttl, requires = "soft")]
+    pub ttl: Option<u32>,
+
+    /// With --soft: the on-disk layout to take: v1 (py-filelock 3.27-3.32), v2 (4.0 and
+    /// later), or both, v1 first, which keeps out Python peers of either age [default: both]
+    #[arg(long, value_name = "LAYOUT", value_enum, requires = "soft")]
+    pub layout: Option<crate::lock::SoftLayout>,
+
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -49,6 +49,27 @@ impl Verb {
     }
 }
 
+/// Which on-disk layouts of py-filelock's `SoftReadWriteLock` a soft read/write lock takes:
+/// v1 (py-filelock 3.27–3.32), v2 (4.0 and later), or both, v1 first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SoftLayout {
+    V1,
+    V2,
+    Both,
+}
+
+impl SoftLayout {
+    #[must_use]
+    pub fn has_v1(self) -> bool {
+        self != SoftLayout::V2
+    }
+
+    #[must_use]
+    pub fn has_v2(self) -> bool {
+        self != SoftLayout::V1
+    }
+}
+
 /// What the command line asks for, in no kind's terms yet.
 #[derive(Debug, Clone)]
 #[allow(clippy::struct_excessive_bools)] // one per flag
@@ -65,6 +86,8 @@ pub struct Request {
     /// `-F`: COMMAND replaces flockrun.
     pub no_fork: bool,
     pub ttl: Option<u32>,
+    /// `--layout` of a soft read/write lock.
+    pub layout: SoftLayout,
     /// `--refuse-host-local`: a kernel lock on a filesystem that keeps kernel locks to this
     /// host is an error, not a warning.
     pub refuse_host_local: bool,
@@ -93,6 +116,7 @@ impl Request {
             close: false,
             no_fork: false,
             ttl: None,
+            layout: SoftLayout::Both,
             refuse_host_local: false,
             create_mode: None,
             deadline: Deadline::forever(),
@@ -195,6 +219,12 @@ pub trait Kind: Sync {
         false
     }
 
+    /// Whether files beside LOCK (absolute) show it is this kind's, for a kind whose lock is
+    /// not the file LOCK names.
+    fn recognises_beside(&self, _lock: &Path) -> bool {
+        false
+    }
+
     /// Fills `status` in for an existing lock file of this kind.
     ///
     /// # Errors
@@ -202,7 +232,12 @@ pub trait Kind: Sync {
     fn inspect_file(&self, status: &mut LockStatus, file: &LockFile<'_>) -> Result<(), Error>;
 
     /// Fills `status` in for a LOCK path where no file exists.
-    fn inspect_missing(&self, _status: &mut LockStatus) {}
+    ///
+    /// # Errors
+    /// When what `status` needs cannot be read.
+    fn inspect_missing(&self, _status: &mut LockStatus) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for dyn Kind {

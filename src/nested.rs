@@ -27,6 +27,15 @@ pub struct HeldKey {
     pub id: FileId,
 }
 
+/// A stable 64-bit hash (FNV-1a) of a lock's name, for `HeldKey`s of locks that are no
+/// inode: stable across flockrun builds, unlike std's hasher.
+#[must_use]
+pub fn name_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// A lock found held on our behalf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldAbove {

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::exit;
 use crate::inspect::sighting::Sighting;
 use crate::kind;
-use crate::lock::{Hold, Request, Target, Verb};
+use crate::lock::{Hold, Request, SoftLayout, Target, Verb};
 use crate::mode::LockMode;
 use crate::nested::{self, HeldAbove};
 use crate::status::{self, State};
@@ -53,11 +53,26 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             &a.lock.run,
             Some(&a.lock),
         ),
-        Command::Read(a) => (Verb::Read, a.wait.deadline(), &a.run, None),
-        Command::Write(a) => (Verb::Write, a.wait.deadline(), &a.run, None),
+        Command::Read(a) | Command::Write(a) => {
+            let verb = if matches!(cli.command, Command::Read(_)) {
+                Verb::Read
+            } else {
+                Verb::Write
+            };
+            (verb, a.wait.deadline(), &a.run, None)
+        }
+    };
+    let soft_rw = match &cli.command {
+        Command::Read(a) | Command::Write(a) => Some(a),
+        _ => None,
     };
     let outcome = command_of(run).and_then(|command| {
-        let request = request_of(verb, deadline, run, lock_args, &command);
+        let mut request = request_of(verb, deadline, run, lock_args, &command);
+        if let Some(a) = soft_rw {
+            request.soft = a.soft;
+            request.ttl = a.ttl;
+            request.layout = a.layout.unwrap_or(SoftLayout::Both);
+        }
         run_locked(&request, &command, run)
     });
     match outcome {
@@ -101,6 +116,7 @@ fn request_of(
         close: flag(|a| a.close),
         no_fork: flag(|a| a.no_fork),
         ttl: lock_args.and_then(|a| a.ttl),
+        layout: SoftLayout::Both,
         refuse_host_local: flag(|a| a.refuse_host_local),
         create_mode: run.mode,
         deadline,

@@ -75,6 +75,35 @@ pub struct MarkerReport {
     pub renewed_ago: Option<Duration>,
 }
 
+/// A participant of a soft reader/writer lock, in one of its layouts.
+#[derive(Debug, Clone)]
+pub struct RwMemberReport {
+    /// `v1` or `v2`.
+    pub layout: &'static str,
+    /// `writer` or `reader`; `None` for a v2 participant that has not entered (its record
+    /// does not say which it wants).
+    pub role: Option<&'static str>,
+    pub pid: Option<i32>,
+    pub host: Option<String>,
+    /// Its claim token.
+    pub token: Option<String>,
+    /// How long ago its record was last renewed, by this host's clock against the file's
+    /// modification time.
+    pub heartbeat_ago: Option<Duration>,
+    /// `live`, `stale` (not renewed within its threshold: the next contender evicts it) or
+    /// `dead` (its process is gone from this host).
+    pub verdict: &'static str,
+}
+
+/// What a soft reader/writer lock's files say beyond holders and waiters.
+#[derive(Debug, Clone, Default)]
+pub struct RwReport {
+    /// The layouts whose files exist: `v1`, `v2`.
+    pub layouts: Vec<&'static str>,
+    /// Layout v2's latest generation.
+    pub generation: Option<u64>,
+}
+
 /// The status of one lock.
 #[derive(Debug, Clone)]
 pub struct LockStatus {
@@ -92,6 +121,11 @@ pub struct LockStatus {
     pub kernel_lines: Vec<String>,
     /// For an etcd lock: its queue, holder first (then `holders` and `waiters` are empty).
     pub etcd_queue: Vec<crate::etcd::QueueEntry>,
+    /// For a soft reader/writer lock: its participants (then `holders` and `waiters` are
+    /// empty) and what its files say.
+    pub rw_holders: Vec<RwMemberReport>,
+    pub rw_waiters: Vec<RwMemberReport>,
+    pub soft_rw: Option<RwReport>,
 }
 
 impl LockStatus {
@@ -110,6 +144,9 @@ impl LockStatus {
             warnings: Vec::new(),
             kernel_lines: Vec::new(),
             etcd_queue: Vec::new(),
+            rw_holders: Vec::new(),
+            rw_waiters: Vec::new(),
+            soft_rw: None,
         }
     }
 }
@@ -245,6 +282,7 @@ pub fn render_human(status: &LockStatus) -> String {
         }
         out.push('\n');
     }
+    render_soft_rw(&mut out, status);
     for w in &status.waiters {
         let who = w
             .pid
@@ -281,6 +319,47 @@ pub fn render_human(status: &LockStatus) -> String {
         let _ = writeln!(out, "  warning  {w}");
     }
     out
+}
+
+/// The lines of a soft reader/writer lock: its layouts, holders and waiters.
+fn render_soft_rw(out: &mut String, status: &LockStatus) {
+    if let Some(rw) = &status.soft_rw {
+        let _ = write!(out, "  layouts  {}", rw.layouts.join(", "));
+        if let Some(generation) = rw.generation {
+            let _ = write!(out, " (generation {generation})");
+        }
+        out.push('\n');
+    }
+    for (label, members) in [
+        ("holder", &status.rw_holders),
+        ("waiter", &status.rw_waiters),
+    ] {
+        for m in members {
+            let _ = writeln!(out, "  {label:<8} {}", describe_rw_member(m));
+        }
+    }
+}
+
+/// A soft reader/writer participant as a person reads it: `writer pid 4242 on host vm (v2),
+/// renewed 1.2s ago, live`.
+#[must_use]
+pub fn describe_rw_member(m: &RwMemberReport) -> String {
+    let mut text = m.role.unwrap_or("participant").to_owned();
+    match (m.pid, &m.host) {
+        (Some(pid), Some(host)) => {
+            let _ = write!(text, " pid {pid} on host {}", readable_host(host));
+        }
+        (Some(pid), None) => {
+            let _ = write!(text, " pid {pid}");
+        }
+        _ => text.push_str(" (record unreadable)"),
+    }
+    let _ = write!(text, " ({})", m.layout);
+    if let Some(ago) = m.heartbeat_ago {
+        let _ = write!(text, ", renewed {} ago", format_seconds(ago));
+    }
+    let _ = write!(text, ", {}", m.verdict);
+    text
 }
 
 /// The kernel's lock lines for the lock's inode (for `-v`).
@@ -347,6 +426,28 @@ fn lock_json(s: &LockStatus) -> String {
             waiters.push(json);
         }
     }
+    for (members, list) in [(&s.rw_holders, &mut holders), (&s.rw_waiters, &mut waiters)] {
+        for m in members {
+            list.push(format!(
+                "{{\"pid\":{},\"host\":{},\"layout\":{},\"role\":{},\"token\":{},\"heartbeat_ago\":{},\"verdict\":{}}}",
+                opt(m.pid.map(|p| p.to_string())),
+                opt(m.host.as_deref().map(json_str)),
+                json_str(m.layout),
+                opt(m.role.map(json_str)),
+                opt(m.token.as_deref().map(json_str)),
+                opt(m.heartbeat_ago.map(|d| format!("{:.3}", d.as_secs_f64()))),
+                json_str(m.verdict),
+            ));
+        }
+    }
+    let soft_rw = s.soft_rw.as_ref().map(|rw| {
+        let layouts: Vec<String> = rw.layouts.iter().map(|l| json_str(l)).collect();
+        format!(
+            "{{\"layouts\":[{}],\"generation\":{}}}",
+            layouts.join(","),
+            opt(rw.generation.map(|g| g.to_string()))
+        )
+    });
     let marker = s.marker.as_ref().map(|m| {
         format!(
             "{{\"pid\":{},\"host\":{},\"start_token\":{},\"verdict\":{},\"note\":{},\"mode\":{},\"ttl\":{},\"renewed_ago\":{}}}",
@@ -362,7 +463,7 @@ fn lock_json(s: &LockStatus) -> String {
     });
     let warnings: Vec<String> = s.warnings.iter().map(|w| json_str(w)).collect();
     format!(
-        "{{\"path\":{},\"exists\":{},\"kind\":{},\"state\":{},\"mode\":{},\"holders\":[{}],\"waiters\":[{}],\"marker\":{},\"warnings\":[{}]}}",
+        "{{\"path\":{},\"exists\":{},\"kind\":{},\"state\":{},\"mode\":{},\"holders\":[{}],\"waiters\":[{}],\"marker\":{},\"soft_rw\":{},\"warnings\":[{}]}}",
         json_str(&s.path.to_string_lossy()),
         s.exists,
         opt(s.kind.map(json_str)),
@@ -371,6 +472,7 @@ fn lock_json(s: &LockStatus) -> String {
         holders.join(","),
         waiters.join(","),
         opt(marker),
+        opt(soft_rw),
         warnings.join(",")
     )
 }

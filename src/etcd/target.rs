@@ -74,9 +74,7 @@ impl Target {
         members.sort();
         members.dedup();
         let text = format!("{}\0{}", self.name, members.join(","));
-        text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
+        crate::nested::name_hash(text.as_bytes())
     }
 
     /// The prefix under which `etcdctl lock NAME` puts its keys: `NAME/`.

@@ -20,10 +20,10 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::heartbeat::{self, Beat, Renew, Renewal};
 use super::marker_file::{self, DirectoryWatch, Unchanged};
 use super::marker_status::{self, Reader};
 use super::takeover::{self, Guard};
@@ -37,7 +37,7 @@ use crate::mounts;
 use crate::nested::HeldKey;
 use crate::open::{self, Shape};
 use crate::status::{LockStatus, State};
-use crate::supervise::{self, LostWatch};
+use crate::supervise::LostWatch;
 use crate::wait::{self, Deadline, Polling, WaitObserver};
 
 pub struct Lease;
@@ -95,13 +95,14 @@ impl Kind for Lease {
         marker_status::fill(status, file.path)
     }
 
-    fn inspect_missing(&self, status: &mut LockStatus) {
+    fn inspect_missing(&self, status: &mut LockStatus) -> Result<(), Error> {
         status
             .warnings
             .extend(marker_status::stranded_warnings(&status.path));
         if !status.warnings.is_empty() {
             status.state = State::Held;
         }
+        Ok(())
     }
 }
 
@@ -228,9 +229,23 @@ impl Lockable for LeaseTarget {
                 .metadata()
                 .map_err(|e| Error::system("fstat on the lease marker", e))?,
         );
-        let beat = Beat::start(file, path.clone(), ttl)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::system("fstat on the lease marker", e))?;
+        let second = file
+            .try_clone()
+            .map_err(|e| Error::system("duplicating the lease marker's descriptor", e))?;
+        let renewer = Renewer {
+            file,
+            path: path.clone(),
+            id: (meta.dev(), meta.ino()),
+            misses: 0,
+        };
+        let beat = Beat::start(renewer, "its marker".to_owned(), ttl, Instant::now())?;
         Ok(Box::new(HeldLease {
             beat,
+            file: second,
+            path: path.clone(),
             key: HeldKey {
                 kind: Lease.name(),
                 id,
@@ -373,166 +388,55 @@ impl Contest {
     }
 }
 
-/// The state the renewal thread shares with the holder.
-struct Beat {
+/// The lease's part of the heartbeat: LOCK must still name our marker, whose times are
+/// touched through our descriptor.
+struct Renewer {
     /// Our marker, kept open for the whole hold: renewals touch it through this descriptor,
     /// so they can only ever touch our own inode.
     file: File,
     path: PathBuf,
     id: (u64, u64),
-    /// When the marker stops counting as ours unless renewed: TTL minus the grace COMMAND
-    /// gets and a margin, after the last renewal that succeeded.
-    lose_after: Duration,
-    started: Instant,
-    /// Nanoseconds after `started` at which the last successful renewal was sent.
-    last_ok: AtomicU64,
-    lost: AtomicBool,
-    reason: Mutex<String>,
-    /// What the thread should do next; it sleeps on `wake` between renewals.
-    order: Mutex<Order>,
-    wake: Condvar,
-    interval: Duration,
+    /// Renewals in a row that found LOCK not naming our marker.
+    misses: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Order {
-    Renew,
-    Stop,
-    Release,
-    Released,
-}
-
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl Beat {
-    fn start(file: File, path: PathBuf, ttl: Duration) -> Result<Arc<Beat>, Error> {
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::system("fstat on the lease marker", e))?;
-        let grace = supervise::grace_for(ttl);
-        let margin = (ttl / 10).min(Duration::from_millis(500));
-        let beat = Arc::new(Beat {
-            file,
-            path,
-            id: (meta.dev(), meta.ino()),
-            lose_after: ttl.saturating_sub(grace + margin),
-            started: Instant::now(),
-            last_ok: AtomicU64::new(0),
-            lost: AtomicBool::new(false),
-            reason: Mutex::new(String::new()),
-            order: Mutex::new(Order::Renew),
-            wake: Condvar::new(),
-            interval: ttl / 3,
-        });
-        let thread_beat = Arc::clone(&beat);
-        wait::spawn_with_signals_blocked("lease", move || thread_beat.run())
-            .map_err(|e| Error::system("starting the lease renewal thread", e))?;
-        Ok(beat)
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Time since the last renewal that succeeded (or since the marker was made).
-    fn unrenewed_for(&self) -> Duration {
-        Duration::from_nanos(self.now().saturating_sub(self.last_ok.load(Ordering::SeqCst)))
-    }
-
-    fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst) || self.unrenewed_for() >= self.lose_after
-    }
-
-    fn lose(&self, reason: String) {
-        if self.lost.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        *locked(&self.reason) = reason;
-        // Wakes the supervisor (it waits for SIGALRM while COMMAND runs); this thread blocks
-        // every signal, so the process-directed signal reaches the main thread.
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGALRM);
-    }
-
-    fn lost_reason(&self) -> Option<String> {
-        if self.lost.load(Ordering::SeqCst) {
-            return Some(locked(&self.reason).clone());
-        }
-        (self.unrenewed_for() >= self.lose_after).then(|| {
-            format!(
-                "its marker could not be renewed for {} (the filesystem did not answer in \
-                 time), so another host may take it over",
-                crate::duration::format_seconds(self.lose_after)
-            )
-        })
-    }
-
-    /// The renewal thread: every interval, check that LOCK still names our marker and touch
-    /// it; a marker missing or replaced at two renewals in a row (one could be a peer's
+impl Renew for Renewer {
+    /// A marker missing or replaced at two renewals in a row (one could be a peer's
     /// takeover probe that puts it back) means the lease is gone.
-    fn run(&self) {
-        let mut misses = 0u32;
-        let mut next = Instant::now() + self.interval;
-        loop {
-            let order = {
-                let mut order = locked(&self.order);
-                while *order == Order::Renew && Instant::now() < next {
-                    let left = next.saturating_duration_since(Instant::now());
-                    order = self
-                        .wake
-                        .wait_timeout(order, left)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .0;
-                }
-                *order
-            };
-            match order {
-                Order::Stop | Order::Released => return,
-                Order::Release => {
-                    self.remove_marker();
-                    *locked(&self.order) = Order::Released;
-                    self.wake.notify_all();
-                    return;
-                }
-                Order::Renew => {}
+    fn renew(&mut self) -> Renewal {
+        match self.touch() {
+            Ok(true) => {
+                self.misses = 0;
+                Renewal::Renewed
             }
-            next = Instant::now() + self.interval;
-            let sent = self.now();
-            match self.renew() {
-                Ok(true) => {
-                    misses = 0;
-                    self.last_ok.store(sent, Ordering::SeqCst);
-                }
-                Ok(false) => {
-                    misses += 1;
-                    if misses >= 2 {
-                        self.lose(format!(
-                            "{} was removed or now names another file: another process took \
-                             the lease over",
-                            self.path.display()
-                        ));
-                        return;
-                    }
-                }
-                Err(e) => {
-                    if self.unrenewed_for() >= self.lose_after {
-                        self.lose(format!("its marker could not be renewed: {e}"));
-                        return;
-                    }
+            Ok(false) => {
+                self.misses += 1;
+                if self.misses >= 2 {
+                    Renewal::Lost(format!(
+                        "{} was removed or now names another file: another process took the \
+                         lease over",
+                        self.path.display()
+                    ))
+                } else {
+                    Renewal::Failed("the marker was not where it belongs".to_owned())
                 }
             }
-            if self.is_lost() {
-                self.lose(self.lost_reason().unwrap_or_default());
-                return;
-            }
+            Err(e) => heartbeat::failed(&e),
         }
     }
 
+    /// Unlinks LOCK only if it still names our marker (before the descriptor closes, so the
+    /// inode number cannot be reused by a successor's marker in between).
+    fn release(&mut self) {
+        if open::still_named_by(&self.file, &self.path) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Renewer {
     /// `Ok(false)` when LOCK no longer names our marker.
-    fn renew(&self) -> io::Result<bool> {
+    fn touch(&self) -> io::Result<bool> {
         match fs::symlink_metadata(&self.path) {
             Ok(meta) if (meta.dev(), meta.ino()) == self.id => {}
             Ok(_) => return Ok(false),
@@ -545,75 +449,19 @@ impl Beat {
         }
         Ok(true)
     }
-
-    /// Unlinks LOCK only if it still names our marker (before the descriptor closes, so the
-    /// inode number cannot be reused by a successor's marker in between).
-    fn remove_marker(&self) {
-        if open::still_named_by(&self.file, &self.path) {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-
-    /// Asks the thread to release and waits for it, within `budget`. False when the
-    /// filesystem did not answer in time.
-    fn release(&self, budget: Duration) -> bool {
-        let until = Instant::now() + budget;
-        let mut order = locked(&self.order);
-        if *order == Order::Released {
-            return true;
-        }
-        *order = Order::Release;
-        self.wake.notify_all();
-        while *order != Order::Released {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            order = self
-                .wake
-                .wait_timeout(order, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        true
-    }
-
-    fn stop(&self) {
-        let mut order = locked(&self.order);
-        if *order == Order::Renew {
-            *order = Order::Stop;
-        }
-        self.wake.notify_all();
-    }
 }
 
 /// A held lease.
 struct HeldLease {
-    beat: Arc<Beat>,
+    beat: Arc<Beat<Renewer>>,
+    /// The marker (a second descriptor on it), for the deleted-lock check.
+    file: File,
+    path: PathBuf,
     key: HeldKey,
     waited: Duration,
     /// The inotify watch the wait used: closing it waits for the kernel to reap its marks,
     /// so it is closed after the marker is gone, not inside the handoff.
     _watch: Option<DirectoryWatch>,
-}
-
-impl HeldLease {
-    /// Removes the marker unless the lease is lost (then the filesystem may not answer, and
-    /// the marker is no longer ours anyway). A warning when the filesystem did not answer.
-    fn end(&self) -> Option<String> {
-        if self.beat.is_lost() {
-            self.beat.stop();
-            return None;
-        }
-        if self.beat.release(RELEASE_BUDGET) {
-            return None;
-        }
-        Some(format!(
-            "could not remove the marker {} in time (the filesystem did not answer); the lease \
-             frees itself once unchanged for its TTL",
-            self.beat.path.display()
-        ))
-    }
 }
 
 impl Hold for HeldLease {
@@ -626,14 +474,7 @@ impl Hold for HeldLease {
     }
 
     fn loss(&self) -> Option<LostWatch> {
-        let beat = Arc::clone(&self.beat);
-        let ttl = self.beat.interval * 3;
-        let grace = supervise::grace_for(ttl);
-        Some(LostWatch {
-            is_lost: Arc::new(move || beat.is_lost()),
-            grace,
-            poll: Some((grace / 4).min(Duration::from_millis(250))),
-        })
+        Some(self.beat.watch())
     }
 
     fn lost(&self) -> Option<String> {
@@ -642,17 +483,17 @@ impl Hold for HeldLease {
 
     fn still_named(&self) -> bool {
         // Never asked of the filesystem once lost: it may be the part that hangs.
-        self.beat.is_lost() || open::still_named_by(&self.beat.file, &self.beat.path)
+        self.beat.is_lost() || open::still_named_by(&self.file, &self.path)
     }
 
     fn release(self: Box<Self>) -> Option<String> {
-        self.end()
+        self.beat.end(RELEASE_BUDGET)
     }
 }
 
 impl Drop for HeldLease {
     fn drop(&mut self) {
         // After release this finds the thread done; on an early return it releases.
-        let _ = self.end();
+        let _ = self.beat.end(RELEASE_BUDGET);
     }
 }

@@ -284,11 +284,19 @@ pub(super) struct DirectoryWatch {
 }
 
 impl DirectoryWatch {
+    /// Watches the directory of the marker at `path` for a marker going away or arriving.
     pub(super) fn new(path: &Path) -> Self {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
+        let events =
+            libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE;
+        Self::watching(&[dir], events)
+    }
+
+    /// Watches each of `dirs` that exists for `events` (inotify's `IN_*` bits).
+    pub(super) fn watching(dirs: &[&Path], events: u32) -> Self {
         // SAFETY: plain system calls; the descriptor is owned below.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if fd < 0 {
@@ -296,15 +304,17 @@ impl DirectoryWatch {
         }
         // SAFETY: fd is fresh.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let Ok(c_dir) = CString::new(dir.as_os_str().as_bytes()) else {
-            return DirectoryWatch { fd: None };
-        };
-        let events =
-            libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE;
-        // SAFETY: valid descriptor and path.
-        let watch = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_dir.as_ptr(), events) };
+        let mut watched = false;
+        for dir in dirs {
+            let Ok(c_dir) = CString::new(dir.as_os_str().as_bytes()) else {
+                continue;
+            };
+            // SAFETY: valid descriptor and path.
+            let watch = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_dir.as_ptr(), events) };
+            watched |= watch >= 0;
+        }
         DirectoryWatch {
-            fd: (watch >= 0).then_some(fd),
+            fd: watched.then_some(fd),
         }
     }
 

@@ -3,8 +3,12 @@
 //! `status` finds at a path.
 
 mod descriptor;
+mod heartbeat;
 mod marker_file;
 mod marker_status;
+mod rw_files;
+mod rw_v1;
+mod rw_v2;
 mod takeover;
 
 use std::fs;
@@ -33,6 +37,7 @@ kinds![
     sqlite::Sqlite,
     soft::Soft,
     lease::Lease,
+    soft_rw::SoftRw,
     etcd::Etcd,
 ];
 
@@ -128,8 +133,15 @@ fn inspect_file(path: &Path, forced: Option<&'static dyn Kind>) -> Result<LockSt
     let meta = match fs::symlink_metadata(&absolute) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(kind) = forced {
-                kind.inspect_missing(&mut status);
+            let beside = || {
+                KINDS
+                    .iter()
+                    .copied()
+                    .find(|k| k.recognises_beside(&absolute))
+            };
+            if let Some(kind) = forced.or_else(beside) {
+                status.kind = Some(kind.name());
+                kind.inspect_missing(&mut status)?;
             }
             return Ok(status);
         }
@@ -164,7 +176,8 @@ fn inspect_file(path: &Path, forced: Option<&'static dyn Kind>) -> Result<LockSt
 }
 
 /// Kernel locks on the inode name the kind; otherwise the content does (a soft-lock record,
-/// an SQLite header); an empty file, a directory or data is the default kind's.
+/// an SQLite header), or files beside it (a soft read/write lock's); anything else, an
+/// empty file, a directory or data, is the default kind's.
 fn detect(file: &LockFile<'_>) -> &'static dyn Kind {
     let locked_as = |class: &str| {
         file.locks
@@ -175,12 +188,16 @@ fn detect(file: &LockFile<'_>) -> &'static dyn Kind {
     if let Some(kind) = KINDS.iter().find(|k| k.proc_class().is_some_and(locked_as)) {
         return *kind;
     }
-    if !file.meta.is_file() || file.meta.len() == 0 {
-        return DEFAULT_FILE_KIND;
-    }
-    KINDS
-        .iter()
-        .copied()
-        .find(|k| k.recognises(file))
-        .unwrap_or(DEFAULT_FILE_KIND)
+    let by_content = || {
+        (file.meta.is_file() && file.meta.len() > 0)
+            .then(|| KINDS.iter().copied().find(|k| k.recognises(file)))
+            .flatten()
+    };
+    let beside = || {
+        KINDS
+            .iter()
+            .copied()
+            .find(|k| k.recognises_beside(file.path))
+    };
+    by_content().or_else(beside).unwrap_or(DEFAULT_FILE_KIND)
 }

@@ -77,11 +77,12 @@ impl Kind for Soft {
         marker_status::fill(status, file.path)
     }
 
-    fn inspect_missing(&self, status: &mut LockStatus) {
+    fn inspect_missing(&self, status: &mut LockStatus) -> Result<(), Error> {
         status.warnings.extend(marker_status::stranded_warnings(&status.path));
         if !status.warnings.is_empty() {
             status.state = State::Held;
         }
+        Ok(())
     }
 }
 
