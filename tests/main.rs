@@ -18,6 +18,7 @@ mod read_write;
 mod replaced_lock;
 mod shared_fs;
 mod soft;
+mod soft_rw;
 mod status;
 mod supervision;
 mod terminal;

@@ -129,8 +129,8 @@ impl<R: Renew> Beat<R> {
         }
         (self.unrenewed_for() >= self.lose_after).then(|| {
             format!(
-                "{} could not be renewed for {} (the filesystem did not answer in time), so \
-                 another process may take it over",
+                "{} could not be renewed for {} (the filesystem did not answer in time, or \
+                 flockrun was stopped), so another process may take it over",
                 self.what,
                 crate::duration::format_seconds(self.lose_after)
             )

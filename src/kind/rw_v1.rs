@@ -178,6 +178,8 @@ pub(super) struct Layout {
     /// A warning waiting to be shown (at most one per kind of trouble).
     pub warning: Option<String>,
     warned_state: bool,
+    /// When our marker was last written or touched.
+    renewed: Instant,
 }
 
 type R<T> = Result<T, Error>;
@@ -197,6 +199,7 @@ impl Layout {
             guard: Guard::new(threshold),
             warning: None,
             warned_state: false,
+            renewed: Instant::now(),
         }
     }
 
@@ -298,6 +301,7 @@ impl Layout {
             .map_err(|e| open::classify_create_error(&readers.path.join(&name), e))?;
         self.slot = Some(Slot::Reader(name));
         self.phase = Phase::Held;
+        self.renewed = Instant::now();
         Ok(true)
     }
 
@@ -326,6 +330,7 @@ impl Layout {
             Ok(_) => {
                 self.slot = Some(Slot::Write);
                 self.phase = Phase::Claimed;
+                self.renewed = Instant::now();
                 Ok(true)
             }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
@@ -350,7 +355,9 @@ impl Layout {
             self.phase = Phase::Outside;
             return Ok(false);
         }
-        let _ = parent.touch(&name);
+        if parent.touch(&name).unwrap_or(false) {
+            self.renewed = Instant::now();
+        }
         let readers = self.readers(parent)?;
         let mut left = false;
         for reader in Self::reader_names(&readers)? {
@@ -437,9 +444,19 @@ impl Layout {
         })
     }
 
+    /// Whether we hold the lock or, as a writer, the claim on it.
+    pub(super) fn has_claim(&self) -> bool {
+        self.phase != Phase::Outside
+    }
+
+    /// When our marker was last written or touched.
+    pub(super) fn renewed(&self) -> Instant {
+        self.renewed
+    }
+
     /// Renews our marker (its times, after checking it still carries our token).
     /// `Ok(false)` when it is gone or another's: the hold is lost.
-    pub(super) fn renew(&self) -> io::Result<bool> {
+    pub(super) fn renew(&mut self) -> io::Result<bool> {
         let Ok(Some((dir, name))) = self.marker_at() else {
             return Ok(false);
         };
@@ -447,7 +464,11 @@ impl Layout {
             .read(&name, MAX_MARKER)?
             .and_then(|r| parse_marker(&r.data))
             .is_some_and(|m| m.token == self.token);
-        Ok(ours && dir.touch(&name)?)
+        let renewed = ours && dir.touch(&name)?;
+        if renewed {
+            self.renewed = Instant::now();
+        }
+        Ok(renewed)
     }
 
     /// Removes our marker if it is still ours (by its token; 3.28 removes whatever is

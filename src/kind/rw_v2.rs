@@ -601,7 +601,7 @@ impl Participant {
     }
 
     /// Creates our holder record, which exists before our token appears in any snapshot.
-    pub(super) fn publish(&mut self) -> R<()> {
+    fn publish(&mut self) -> R<()> {
         self.log.tree.prepare()?;
         self.create_holder()
     }
@@ -622,10 +622,19 @@ impl Participant {
         Ok(())
     }
 
+    /// Whether the latest snapshot we read names us (a writer's claim, or a hold).
+    pub(super) fn entered(&self) -> bool {
+        self.entered
+    }
+
     /// One step towards holding the lock; `true` once granted. A reader enters as soon as
     /// no live writer is named; a writer enters likewise, which keeps new readers out, then
     /// waits for the named readers to leave, and its final admission is a commit of its own.
+    /// Publishes our holder record first if it is not there yet.
     pub(super) fn advance(&mut self) -> R<bool> {
+        if self.holder_id.is_none() {
+            self.publish()?;
+        }
         for _ in 0..ATTEMPTS {
             if let Some(outcome) = self.attempt()? {
                 return Ok(outcome);
@@ -845,6 +854,7 @@ impl Participant {
         if let Ok(Some(holders)) = self.log.tree.dir(HOLDERS) {
             let _ = holders.unlink(&self.token);
         }
+        self.holder_id = None;
     }
 }
 

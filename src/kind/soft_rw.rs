@@ -299,8 +299,14 @@ impl RwTarget {
         }
     }
 
-    /// Waits for layout v1, then v2; returns when the records were last renewed. `Err(None)`
-    /// when the wait ended without the lock (deadline or stop signal).
+    /// Waits until every layout is held; returns when the v1 marker was last renewed.
+    /// `Err(None)` when the wait ended without the lock (deadline or stop signal).
+    ///
+    /// With both layouts, a writer claims v1 (`LOCK.write`), then v2 (its name in the log),
+    /// and waits for readers to leave both, so new readers of either layout wait behind it.
+    /// A reader that is let into v1 but finds v2 closed to it gives v1 back before it waits.
+    /// So a reader never waits while holding anything, and writers take the two claims in
+    /// one order: no cycle of waits can form (README.md, "Soft read/write locks").
     fn wait(
         &self,
         entry: &mut Entry,
@@ -310,67 +316,80 @@ impl RwTarget {
         watch: &mut Option<DirectoryWatch>,
     ) -> Result<Instant, Option<Error>> {
         let sighting = || sight(&self.lock, self.layout);
-        let mut nap = |polling: &mut Polling, observer: &mut dyn WaitObserver| match polling
-            .next_nap(deadline, observer, &sighting)
-        {
-            Some(nap) => {
-                watch.get_or_insert_with(|| self.watch()).wait(nap);
-                Ok(())
-            }
-            None => Err(None),
-        };
-        if let Some(v1) = &mut entry.v1 {
-            loop {
-                if let Some(signal) = wait::stop_signal() {
-                    return Err(Some(Error::Interrupted { signal }));
-                }
-                let held = v1.step()?;
-                if let Some(warning) = v1.warning.take() {
-                    observer.warn(&warning);
-                }
-                if held {
-                    break;
-                }
-                if let Some(v2) = &mut entry.v2 {
-                    v2.observe();
-                }
-                nap(polling, observer)?;
-            }
-        }
-        let mut renewed = Instant::now();
-        let Some(v2) = &mut entry.v2 else {
-            return Ok(renewed);
-        };
-        let root = v2.root();
-        v2.publish().map_err(|t| trouble(&root, t))?;
+        let writer = self.mode == LockMode::Exclusive;
         loop {
             if let Some(signal) = wait::stop_signal() {
                 return Err(Some(Error::Interrupted { signal }));
             }
-            if v2.advance().map_err(|t| trouble(&root, t))? {
-                return Ok(renewed);
-            }
-            // Layout v1 is held while v2 is awaited: keep its marker alive.
-            if let Some(v1) = &entry.v1
-                && renewed.elapsed() >= self.threshold() / 3
-            {
-                match v1.renew() {
-                    Ok(true) => renewed = Instant::now(),
-                    Ok(false) => {
-                        return Err(Some(Error::LockLost {
-                            lock: self.lock.display().to_string(),
-                            reason: format!(
-                                "while waiting for layout v2, our layout v1 marker {} was \
-                                 evicted or removed",
-                                v1.describe()
-                            ),
-                            command_ran: false,
-                        }));
+            let v1_held = match &mut entry.v1 {
+                Some(v1) => {
+                    let held = v1.step()?;
+                    if let Some(warning) = v1.warning.take() {
+                        observer.warn(&warning);
                     }
-                    Err(_) => {}
+                    if held && v1.renewed().elapsed() >= self.threshold() / 3 {
+                        self.keep_v1(v1)?;
+                    }
+                    held
                 }
+                None => true,
+            };
+            let v1_claimed = entry.v1.as_ref().is_none_or(rw_v1::Layout::has_claim);
+            let v2_held = match &mut entry.v2 {
+                None => true,
+                // Granted while v1 still drains: kept fresh, not committed again.
+                Some(v2) if v2.generation.is_some() => match v2.heartbeat() {
+                    Pulse::Ok | Pulse::Transient(_) => true,
+                    Pulse::Lost => {
+                        v2.leave();
+                        false
+                    }
+                },
+                Some(v2) if v1_claimed => {
+                    let root = v2.root();
+                    v2.advance().map_err(|t| trouble(&root, t))?
+                }
+                Some(v2) => {
+                    // Not in v1 (any more): nothing of v2 may be kept while waiting there,
+                    // but its records are watched, so a dead member has aged by the time we
+                    // enter.
+                    if v2.entered() {
+                        v2.leave();
+                    }
+                    v2.observe();
+                    false
+                }
+            };
+            if v1_held && v2_held {
+                return Ok(entry.v1.as_ref().map_or_else(Instant::now, |v1| v1.renewed()));
             }
-            nap(polling, observer)?;
+            if !writer
+                && v1_held
+                && let Some(v1) = &mut entry.v1
+            {
+                v1.release();
+            }
+            match polling.next_nap(deadline, observer, &sighting) {
+                Some(nap) => watch.get_or_insert_with(|| self.watch()).wait(nap),
+                None => return Err(None),
+            }
+        }
+    }
+
+    /// Renews the v1 marker a writer holds while it waits for v2.
+    fn keep_v1(&self, v1: &mut rw_v1::Layout) -> Result<(), Option<Error>> {
+        match v1.renew() {
+            Ok(false) => Err(Some(Error::LockLost {
+                lock: self.lock.display().to_string(),
+                reason: format!(
+                    "while waiting for layout v2, our layout v1 marker {} was evicted or \
+                     removed",
+                    v1.describe()
+                ),
+                command_ran: false,
+            })),
+            // A failing filesystem: the heartbeat's clock decides once the lock is held.
+            Ok(true) | Err(_) => Ok(()),
         }
     }
 }
@@ -384,7 +403,7 @@ struct Renewer {
 impl Renew for Renewer {
     fn renew(&mut self) -> Renewal {
         let mut failed = None;
-        if let Some(v1) = &self.v1 {
+        if let Some(v1) = &mut self.v1 {
             match v1.renew() {
                 Ok(true) => {}
                 Ok(false) => {
