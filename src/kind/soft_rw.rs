@@ -361,7 +361,7 @@ impl RwTarget {
                 }
             };
             if v1_held && v2_held {
-                return Ok(entry.v1.as_ref().map_or_else(Instant::now, |v1| v1.renewed()));
+                return Ok(entry.v1.as_ref().map_or_else(Instant::now, rw_v1::Layout::renewed));
             }
             if !writer
                 && v1_held
