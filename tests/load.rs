@@ -20,11 +20,12 @@ use crate::harness::{
 };
 
 /// A py-filelock participant: `count` holds of a `kind` lock (`native`, `soft`, `read`,
-/// `write`), each running the same critical section as the occupy helper.
+/// `write`, and `srw-read`, `srw-write` for `SoftReadWriteLock`), each running the same
+/// critical section as the occupy helper.
 const PY_LOAD: &str = r#"
 import os, sys, time, filelock
 kind, path, d, count, after_kill = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
-role = "s" if kind == "read" else "x"
+role = "s" if kind in ("read", "srw-read") else "x"
 occ, log = os.path.join(d, "occupied"), os.path.join(d, "log")
 
 def now():
@@ -60,15 +61,19 @@ def outlive(owner):
         time.sleep(0.001)
     append(f"GONE {owner}\n")
 
+dwell = int(os.environ.get("OCCUPY_DWELL_MS", "0")) / 1000
+
 def occupy():
     enter = now()
     if role == "s":
-        for _ in range(2):
+        for round in range(2):
             if os.path.exists(occ):
                 owner = read_owner()
                 if not after_kill:
                     clash(f"a shared holder found pid {owner} inside")
                 outlive(owner)
+            if round == 0 and dwell:
+                time.sleep(dwell)
     else:
         while True:
             try:
@@ -87,6 +92,8 @@ def occupy():
                     pass
         counter = os.path.join(d, "counter")
         n = int((open(counter).read().strip() or "0") if os.path.exists(counter) else 0)
+        if dwell:
+            time.sleep(dwell)
         with open(counter, "w") as f:
             f.write(f"{n + 1}\n")
         os.unlink(occ)
@@ -100,6 +107,16 @@ if kind in ("native", "soft"):
             occupy()
         finally:
             lock.release()
+elif kind.startswith("srw-"):
+    # SoftReadWriteLock with the load tests' threshold of 2 s (flockrun --ttl 2).
+    rw = filelock.SoftReadWriteLock(path, heartbeat_interval=2 / 3, stale_threshold=2.0,
+                                    poll_interval=0.005, is_singleton=False)
+    for _ in range(count):
+        (rw.acquire_read if role == "s" else rw.acquire_write)()
+        try:
+            occupy()
+        finally:
+            rw.release()
 else:
     rw = filelock.ReadWriteLock(path, is_singleton=False)
     for _ in range(count):
@@ -127,6 +144,8 @@ struct Run {
     lock: String,
     exclusive_holds: usize,
     chaos: Option<Chaos>,
+    /// How long each hold stays inside (`OCCUPY_DWELL_MS`), if at all.
+    dwell_ms: Option<u32>,
 }
 
 /// How the chaos thread kills: at most `max_kills`, spaced 0 to `max_pause` apart.
@@ -156,11 +175,21 @@ impl Run {
             lock,
             exclusive_holds: 0,
             chaos,
+            dwell_ms: None,
         }
     }
 
     fn work(&self) -> PathBuf {
         self.dir.path().join("work")
+    }
+
+    /// A participant's command, with the run's dwell time in its environment.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        if let Some(ms) = self.dwell_ms {
+            command.env("OCCUPY_DWELL_MS", ms.to_string());
+        }
+        command
     }
 
     fn start(&mut self, who: &Who<'_>, holds: usize) -> Child {
@@ -186,7 +215,7 @@ impl Run {
                     helper.display(),
                     work.display()
                 ));
-                Command::new("bash").args(["-c", &script]).spawn().unwrap()
+                self.command("bash").args(["-c", &script]).spawn().unwrap()
             }
             Who::Flock1 => {
                 self.exclusive_holds += holds;
@@ -195,13 +224,13 @@ impl Run {
                     helper.display(),
                     work.display()
                 ));
-                Command::new("bash").args(["-c", &script]).spawn().unwrap()
+                self.command("bash").args(["-c", &script]).spawn().unwrap()
             }
             Who::Py(version, kind) => {
-                if *kind != "read" {
+                if !kind.ends_with("read") {
                     self.exclusive_holds += holds;
                 }
-                Command::new(python_with_filelock(version))
+                self.command(python_with_filelock(version))
                     .args(["-c", PY_LOAD, kind])
                     .arg(lock)
                     .arg(&work)
@@ -408,6 +437,56 @@ fn soft_kind_under_load_with_py_filelock() {
     ]);
 }
 
+const SOFT_WRITE: &[&str] = &["write", "--soft", "--ttl", "2"];
+/// Holds that last a moment, so that one let in too early meets one in progress.
+const DWELL_MS: u32 = 3;
+const SOFT_READ: &[&str] = &["read", "--soft", "--ttl", "2"];
+
+/// flockrun taking both layouts beside py-filelock writers and readers of one layout (two
+/// Python versions' writers would not exclude each other: their layouts do not meet).
+#[test]
+fn soft_rw_kind_under_load_with_py_filelock_3_28() {
+    let mut run = Run::new("srw.lock", false);
+    run.dwell_ms = Some(DWELL_MS);
+    run.go(&[
+        (Who::Flockrun(SOFT_WRITE, "x"), EACH),
+        (Who::Flockrun(SOFT_WRITE, "x"), EACH),
+        (Who::Flockrun(SOFT_READ, "s"), EACH),
+        (Who::Flockrun(SOFT_READ, "s"), EACH),
+        (Who::Py("3.28.0", "srw-write"), EACH),
+        (Who::Py("3.28.0", "srw-read"), EACH),
+    ]);
+}
+
+#[test]
+fn soft_rw_kind_under_load_with_py_filelock_4_2_11() {
+    let mut run = Run::new("srw.lock", false);
+    run.dwell_ms = Some(DWELL_MS);
+    run.go(&[
+        (Who::Flockrun(SOFT_WRITE, "x"), EACH),
+        (Who::Flockrun(SOFT_WRITE, "x"), EACH),
+        (Who::Flockrun(SOFT_READ, "s"), EACH),
+        (Who::Flockrun(SOFT_READ, "s"), EACH),
+        (Who::Py("4.2.11", "srw-write"), EACH),
+        (Who::Py("4.2.11", "srw-read"), EACH),
+    ]);
+}
+
+/// flockrun's writers keep out readers of both Python versions at once, and nothing
+/// deadlocks while readers of both layouts and flockrun's writers and readers contend.
+#[test]
+fn soft_rw_writers_exclude_readers_of_both_layouts_at_once_under_load() {
+    let mut run = Run::new("srw.lock", false);
+    run.dwell_ms = Some(DWELL_MS);
+    run.go(&[
+        (Who::Flockrun(SOFT_WRITE, "x"), EACH),
+        (Who::Flockrun(SOFT_WRITE, "x"), EACH),
+        (Who::Flockrun(SOFT_READ, "s"), EACH),
+        (Who::Py("3.28.0", "srw-read"), EACH),
+        (Who::Py("4.2.11", "srw-read"), EACH),
+    ]);
+}
+
 /// Chaos for one kind: flockrun loops beside a py-filelock participant where there is one.
 fn chaos(lock_name: &str, kind_args: &[&str], shared_args: &[&str], py: Option<&str>) {
     let mut run = Run::new(lock_name, true);
@@ -453,6 +532,31 @@ fn killing_flockrun_at_random_never_gives_two_holders_sqlite() {
 #[test]
 fn killing_flockrun_at_random_never_gives_two_holders_soft() {
     chaos("s.lock", &["exec", "--soft"], &[], Some("soft"));
+}
+
+/// A killed soft reader/writer holder's records stay until they age out (v1: their mtime
+/// older than the threshold; v2: at once when the dead owner is on this host), so kills are
+/// spaced out and the threshold short.
+#[test]
+fn killing_flockrun_at_random_never_gives_two_holders_soft_rw() {
+    let chaos = Chaos {
+        max_pause: Duration::from_millis(200),
+        max_kills: 12,
+    };
+    let dir = scratch();
+    let lock = dir.path().join("srw.lock").to_str().unwrap().to_owned();
+    let mut run = Run::with_lock(dir, lock, Some(chaos));
+    let kills = run.go(&[
+        (Who::Flockrun(SOFT_WRITE, "x"), 20),
+        (Who::Flockrun(SOFT_WRITE, "x"), 20),
+        (Who::Flockrun(SOFT_WRITE, "x"), 20),
+        (Who::Flockrun(SOFT_READ, "s"), 20),
+        (Who::Py("4.2.11", "srw-write"), 10),
+    ]);
+    assert!(kills > 0, "the chaos thread never killed anything");
+    eprintln!("{kills} flockrun processes killed");
+    // What the last kills left ages out within the threshold.
+    run.assert_free_afterwards(&["write", "-w", "5", "--soft", "--ttl", "2"]);
 }
 
 /// The etcd kind: a killed flockrun takes its COMMAND with it at once, while its lease keeps

@@ -10,6 +10,10 @@
 //! its flockrun) is not a clash: the helper waits for that pid to disappear, logs `GONE PID`
 //! and carries on. The test then checks that no GONE pid ever completed a hold.
 //!
+//! With `OCCUPY_DWELL_MS=N` in the environment, a holder stays inside N milliseconds (between
+//! its checks, or with `occupied` created), so that a hold that should have waited meets
+//! one in progress rather than slipping through between two short ones.
+//!
 //! With `OCCUPY_HOSTS=1` in the environment (the shared-filesystem bed, where every host has
 //! its own pids and monotonic clock), times are CLOCK_REALTIME, the one clock all hosts
 //! share; a holder is named `HOST/PID`; an owner on another host is not waited for (its
@@ -50,6 +54,16 @@ fn me() -> String {
         format!("{}/{}", host_name(), std::process::id())
     } else {
         std::process::id().to_string()
+    }
+}
+
+/// Stays inside for `OCCUPY_DWELL_MS` milliseconds, if set.
+fn dwell() {
+    if let Some(ms) = std::env::var("OCCUPY_DWELL_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
     }
 }
 
@@ -108,13 +122,16 @@ fn main() {
     let occupied = dir.join("occupied");
     let enter = now();
     if args[2] == "s" {
-        for _ in 0..2 {
+        for round in 0..2 {
             if occupied.exists() {
                 let owner = fs::read_to_string(&occupied).unwrap_or_default();
                 if !after_kill {
                     clash(dir, &format!("a shared holder found pid {owner} inside"));
                 }
                 outlive(dir, &owner);
+            }
+            if round == 0 {
+                dwell();
             }
             std::thread::yield_now();
         }
@@ -142,6 +159,7 @@ fn main() {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         std::thread::yield_now();
+        dwell();
         fs::write(&counter, format!("{}\n", n + 1)).unwrap();
         fs::remove_file(&occupied).unwrap();
         if hosts() {
