@@ -666,7 +666,7 @@ fn chaos_on_two_hosts_with_kills_and_a_host_crash_ends_with_no_overlap_and_no_lo
         "host B's lease was taken over {taken_over:?} after the crash, before its TTL"
     );
     // Then random kills on host A.
-    let kills = kill_flockruns_between_holds(12, &holds_logged);
+    let kills = kill_flockruns_between_holds("chaos.lock", 12, &holds_logged);
     for (host, child) in &mut workers {
         let status = crate::harness::wait_with_deadline_of(child, 12 * PATIENCE);
         match host {
@@ -759,9 +759,13 @@ fn a_file_server_that_is_gone_costs_the_holder_its_lease_with_79() {
     assert!(started_at(waiter) > holder_gone);
 }
 
-/// SIGKILLs `wanted` flockruns working on `chaos.lock`, mostly holders, letting a few holds
-/// pass between kills; returns how many it killed.
-fn kill_flockruns_between_holds(wanted: usize, holds_logged: &dyn Fn() -> usize) -> usize {
+/// SIGKILLs `wanted` flockruns working on `lock`, mostly holders, letting a few holds pass
+/// between kills; returns how many it killed.
+fn kill_flockruns_between_holds(
+    lock: &str,
+    wanted: usize,
+    holds_logged: &dyn Fn() -> usize,
+) -> usize {
     let mut seed = u64::from(
         SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -784,7 +788,7 @@ fn kill_flockruns_between_holds(wanted: usize, holds_logged: &dyn Fn() -> usize)
             || (holds_logged() >= before + 3).then_some(()),
         );
         // Mostly holders (a flockrun with COMMAND under it), sometimes a waiter.
-        let all = flockruns_on("chaos.lock");
+        let all = flockruns_on(lock);
         let holding: Vec<i32> = all.iter().copied().filter(|p| has_child(*p)).collect();
         let pool = if next() % 4 == 0 || holding.is_empty() {
             all
@@ -896,4 +900,239 @@ fn kernel_locks_on_the_bed_warn_that_other_hosts_do_not_see_them() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("another host"), "{text}");
+}
+
+// The soft reader/writer lock across hosts.
+
+/// `SoftReadWriteLock` attempts and holds inside a host, by py-filelock `version`.
+fn py_srw_try_in(bed: &Bed, host: Host, version: &str, mode: &str, lock: &str) -> String {
+    let out = bed
+        .command(host, python_with_filelock(version))
+        .args(["-c", crate::soft_rw::PY_SRW_TRY, mode, lock, "3", "0.3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn py_srw_hold_in(
+    bed: &Bed,
+    host: Host,
+    version: &str,
+    mode: &str,
+    lock: &str,
+    ttl: &str,
+) -> Holder {
+    let python = python_with_filelock(version);
+    let args = ["-c", crate::soft_rw::PY_SRW_HOLD, mode, lock, ttl].map(OsStr::new);
+    let mut holder = bed.hold(host, python, &args, "STARTED");
+    holder.expect_line_containing("HELD");
+    holder
+}
+
+#[test]
+fn soft_rw_locks_exclude_py_filelock_of_both_layouts_across_hosts() {
+    let bed = Bed::up(Cache::Default);
+    let flockrun_try = |host: Host, mode: &str| {
+        bed.flockrun(
+            host,
+            &[mode, "-n", "--soft", "--ttl", "3", "rw.lock", "--", "true"],
+        )
+        .output()
+        .unwrap()
+    };
+    for (here, there) in [(Host::A, Host::B), (Host::B, Host::A)] {
+        // A flockrun writer here keeps out both Pythons and flockrun there.
+        let held = hold(&bed, here, &["write", "--soft", "--ttl", "3", "rw.lock"]);
+        for version in ["3.28.0", "4.2.11"] {
+            for mode in ["read", "write"] {
+                assert_eq!(
+                    py_srw_try_in(&bed, there, version, mode, "rw.lock"),
+                    "TIMEOUT",
+                    "{version} {mode} on {there:?}"
+                );
+            }
+        }
+        let out = flockrun_try(there, "read");
+        assert_eq!(out.status.code(), Some(75));
+        assert!(
+            stderr_of(&out).contains(&format!("on host {}", here.name())),
+            "{}",
+            stderr_of(&out)
+        );
+        assert!(held.release().success());
+        // A flockrun reader here shares with readers there, not with writers.
+        let held = hold(&bed, here, &["read", "--soft", "--ttl", "3", "rw.lock"]);
+        for version in ["3.28.0", "4.2.11"] {
+            assert!(py_srw_try_in(&bed, there, version, "read", "rw.lock").starts_with("ACQUIRED"));
+            assert_eq!(
+                py_srw_try_in(&bed, there, version, "write", "rw.lock"),
+                "TIMEOUT"
+            );
+        }
+        assert!(held.release().success());
+        // A Python writer of either layout here keeps flockrun out there.
+        for version in ["3.28.0", "4.2.11"] {
+            let py = py_srw_hold_in(&bed, here, version, "write", "rw.lock", "3");
+            for mode in ["read", "write"] {
+                assert_eq!(
+                    flockrun_try(there, mode).status.code(),
+                    Some(75),
+                    "{version}"
+                );
+            }
+            drop(py);
+            assert_eq!(
+                flockrun_try(there, "write").status.code(),
+                Some(0),
+                "{version}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_soft_rw_holder_whose_host_crashed_is_evicted_within_the_threshold() {
+    const TTL: f64 = 2.0;
+    let mut bed = Bed::up(Cache::Strict);
+    for (holder, mode) in [
+        ("flockrun", "write"),
+        ("flockrun", "read"),
+        ("4.2.11", "write"),
+        ("3.28.0", "write"),
+    ] {
+        let held = match holder {
+            "flockrun" => hold(&bed, Host::A, &[mode, "--soft", "--ttl", "2", "h.lock"]),
+            version => py_srw_hold_in(&bed, Host::A, version, mode, "h.lock", "2"),
+        };
+        let waiter = bed
+            .flockrun(
+                Host::B,
+                &[
+                    "write", "-w", "60", "--soft", "--ttl", "2", "h.lock", "--", "date", "+%s.%N",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The waiter watches the live holder for a while first.
+        let watched_until = Instant::now() + Duration::from_secs(3);
+        wait_until("the waiter to watch", watched_until + PATIENCE, || {
+            (Instant::now() >= watched_until).then_some(())
+        });
+        let crashed = wall_now();
+        bed.crash(Host::A);
+        drop(held);
+        let took = started_at(waiter) - crashed;
+        eprintln!("{holder} {mode}: evicted {took:.3}s after its host crashed");
+        // The last heartbeat came at most TTL/3 before the crash.
+        assert!(
+            took > TTL * 2.0 / 3.0 - 0.1 && took < TTL + 0.5,
+            "{holder} {mode}: evicted {took:.2}s after its host crashed"
+        );
+        bed.boot(Host::A);
+    }
+}
+
+#[test]
+fn a_live_soft_rw_holder_is_not_evicted_through_attribute_caches_or_skewed_clocks() {
+    // NFS-like caches of 3 s and a threshold above 1.5 times that; host B's monotonic clock
+    // a million seconds ahead (the bed's default).
+    let bed = Bed::up(Cache::Nfs);
+    let held = hold(
+        &bed,
+        Host::A,
+        &["write", "--soft", "--ttl", "5", "live.lock"],
+    );
+    let out = bed
+        .flockrun(
+            Host::B,
+            &[
+                "write",
+                "-w",
+                "12",
+                "--soft",
+                "--ttl",
+                "5",
+                "live.lock",
+                "--",
+                "true",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
+    assert!(held.release().success());
+}
+
+#[test]
+fn chaos_of_soft_rw_readers_and_writers_on_two_hosts_ends_with_no_overlap_and_no_lost_update() {
+    const LOCK: &str = "srw-mayhem.lock";
+    let mut bed = Bed::up(Cache::Default);
+    let work = crate::harness::scratch();
+    let helper = crate::harness::occupy_helper();
+    let worker = |role: &str, holds: usize| {
+        let mode = if role == "x" { "write" } else { "read" };
+        format!(
+            "for i in $(seq {holds}); do OCCUPY_HOSTS=1 OCCUPY_DWELL_MS=2 {} {mode} --soft \
+             --ttl 2 {LOCK} -- {} {} {role} --after-kill; rc=$?; [ $rc = 0 ] || \
+             [ $rc = 137 ] || exit $rc; done",
+            crate::harness::FLOCKRUN,
+            helper.display(),
+            work.path().display()
+        )
+    };
+    let mut workers: Vec<(Host, Child)> = Vec::new();
+    for host in [Host::A, Host::B] {
+        for role in ["x", "x", "s", "s"] {
+            let child = bed
+                .command(host, "bash")
+                .args(["-c", &worker(role, 25)])
+                .spawn()
+                .unwrap();
+            workers.push((host, child));
+        }
+    }
+    let log = work.path().join("log");
+    let holds_logged = || fs::read_to_string(&log).unwrap_or_default().lines().count();
+    let kills = kill_flockruns_between_holds(LOCK, 8, &holds_logged);
+    // Then host B crashes with whatever it holds.
+    let before_crash = holds_logged();
+    bed.crash(Host::B);
+    wait_until(
+        "holds after the crash",
+        Instant::now() + 2 * PATIENCE,
+        || (holds_logged() > before_crash + 3).then_some(()),
+    );
+    for (host, child) in &mut workers {
+        let status = crate::harness::wait_with_deadline_of(child, 12 * PATIENCE);
+        match host {
+            Host::A => assert!(status.success(), "a worker on host A failed: {status}"),
+            Host::B => assert!(
+                status.success()
+                    || std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
+                "a worker on host B failed: {status}"
+            ),
+        }
+    }
+    let (holds, gone) = crate::harness::read_load_log(work.path());
+    eprintln!(
+        "{} holds, {kills} kills, {} found their predecessor gone",
+        holds.len(),
+        gone.len()
+    );
+    crate::harness::assert_no_overlap(&holds, &gone);
+    assert_no_lost_update(&holds, work.path());
+    // The lock is still usable from the surviving host.
+    let out = bed
+        .flockrun(
+            Host::A,
+            &[
+                "write", "-w", "30", "--soft", "--ttl", "2", LOCK, "--", "true",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
 }
