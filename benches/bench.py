@@ -30,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY_FILELOCK = "4.2.11"
+# The last py-filelock with SoftReadWriteLock's layout v1 that flockrun takes as its reference.
+PY_FILELOCK_V1 = "3.28.0"
 
 PY_HOLDER = r"""
 import sys, time, filelock
@@ -38,7 +40,8 @@ lock = {"native": lambda: filelock.FileLock(path),
         "soft": lambda: filelock.SoftFileLock(path),
         "lease": lambda: filelock.SoftFileLease(path, lease_duration=float(sys.argv[3])),
         "write": lambda: filelock.ReadWriteLock(path, is_singleton=False).write_lock(),
-        "read": lambda: filelock.ReadWriteLock(path, is_singleton=False).read_lock()}[kind]()
+        "read": lambda: filelock.ReadWriteLock(path, is_singleton=False).read_lock(),
+        "srw-write": lambda: filelock.SoftReadWriteLock(path, is_singleton=False).write_lock()}[kind]()
 with lock:
     print("ready", flush=True)
     sys.stdin.readline()
@@ -51,7 +54,8 @@ kind, path = sys.argv[1], sys.argv[2]
 lock = {"native": lambda: filelock.FileLock(path),
         "soft": lambda: filelock.SoftFileLock(path),
         "lease": lambda: filelock.SoftFileLease(path, lease_duration=float(sys.argv[3])),
-        "write": lambda: filelock.ReadWriteLock(path, is_singleton=False).write_lock()}[kind]()
+        "write": lambda: filelock.ReadWriteLock(path, is_singleton=False).write_lock(),
+        "srw-write": lambda: filelock.SoftReadWriteLock(path, is_singleton=False).write_lock()}[kind]()
 with lock:
     subprocess.run(["date", "+%s%N"])
 """
@@ -175,6 +179,36 @@ class Bench:
             else:
                 self.record("handoff", f"{kind}: {who}", value)
 
+    # 2b. the soft reader/writer lock: write→write handoff per layout, beside py-filelock
+    def soft_rw(self):
+        samples = self.n(30, 3)
+        fr, py4, py3 = self.flockrun, self.python, venv_python(PY_FILELOCK_V1)
+        hold_sh = ["sh", "-c", "echo ready; read x; date +%s%N"]
+        date = ["date", "+%s%N"]
+        cases = [("flockrun write --soft (both layouts)", []),
+                 ("flockrun write --soft --layout v1", ["--layout", "v1"]),
+                 ("flockrun write --soft --layout v2", ["--layout", "v2"])]
+        for i, (who, extra) in enumerate(cases):
+            lock = self.lock(f"srw{i}")
+            values = [self._handoff([fr, "write", "--soft", *extra, lock, "--", *hold_sh],
+                                    [fr, "write", "--soft", *extra, lock, "--", *date], lock) / 1e6
+                      for _ in range(samples)]
+            p50, p90 = statistics.median(values), pct(values, 90)
+            self.record("soft-rw", f"handoff w→w: {who}", f"p50 {p50:.2f} ms, p90 {p90:.2f} ms",
+                        "p50 ≤ 10 ms", p50 <= 10.0)
+        for i, (who, python) in enumerate([(f"py-filelock {PY_FILELOCK_V1} SoftReadWriteLock (v1)", py3),
+                                           (f"py-filelock {PY_FILELOCK} SoftReadWriteLock (v2)", py4)]):
+            lock = self.lock(f"srwpy{i}")
+            values = [self._handoff([python, "-c", PY_HOLDER, "srw-write", lock],
+                                    [python, "-c", PY_WAITER, "srw-write", lock], lock) / 1e6
+                      for _ in range(samples)]
+            p50, p90 = statistics.median(values), pct(values, 90)
+            self.record("soft-rw", f"handoff w→w: {who}", f"p50 {p50:.2f} ms, p90 {p90:.2f} ms")
+        for layout in ("both", "v1", "v2"):
+            waited, bound = self._writer_behind_readers(["--soft", "--layout", layout])
+            self.record("soft-rw", f"writer behind readers (layout {layout})",
+                        f"got in after {waited * 1000:.0f} ms", f"≤ {bound * 1000:.0f} ms", waited <= bound)
+
     # 2a. taking over a lease whose holder died or stopped renewing
     def lease_takeover(self):
         ttl = 2.0
@@ -292,31 +326,36 @@ class Bench:
             self.record("contention", f"flockrun {kind}: {procs}×{each}", f"{t:.2f} s, {lost} lost", "0 lost", lost == 0)
 
     # 4. a writer behind a stream of overlapping readers
-    def writer_preference(self):
-        hold, every = 0.2, 0.1
-        lock = self.lock("rw")
+    READER_HOLD, READER_EVERY = 0.2, 0.1
+
+    def _writer_behind_readers(self, options):
+        """Seconds until a writer got in behind readers arriving every READER_EVERY s, each
+        holding READER_HOLD s (so readers always overlap), and the bound it should meet."""
+        hold, every = self.READER_HOLD, self.READER_EVERY
+        lock = self.lock("rw-" + "-".join(options).replace("-", ""))
         warmup = self.n(0.5, 0.3)
         readers, writer, launched = [], None, None
         start = time.monotonic()
-        # A new reader every `every` s, each holding `hold` s: readers always overlap. The
-        # writer arrives after `warmup` and must get in although readers keep coming.
         while writer is None or writer.poll() is None:
             if time.monotonic() - start > 10:
-                self.failures.append("writer preference: the writer never got in (10 s)")
+                self.failures.append(f"writer preference {options}: the writer never got in (10 s)")
                 break
-            readers.append(subprocess.Popen([self.flockrun, "read", lock, "--", "sleep", str(hold)]))
+            readers.append(subprocess.Popen([self.flockrun, "read", *options, lock, "--", "sleep", str(hold)]))
             if writer is None and time.monotonic() - start >= warmup:
                 launched = time.time_ns()
-                writer = subprocess.Popen([self.flockrun, "write", lock, "--", "date", "+%s%N"],
+                writer = subprocess.Popen([self.flockrun, "write", *options, lock, "--", "date", "+%s%N"],
                                           stdout=subprocess.PIPE, text=True)
             time.sleep(every)
-        got_in = int(writer.stdout.readline())
+        got_in = int(writer.stdout.readline() or 0)
         writer.wait()
         for r in readers:
             r.wait()
-        waited = (got_in - launched) / 1e9
-        bound = hold + 0.05
-        self.record("writer preference", f"flockrun write behind readers holding {hold:g} s, one every {every:g} s",
+        return (got_in - launched) / 1e9, hold + 0.05
+
+    def writer_preference(self):
+        waited, bound = self._writer_behind_readers([])
+        self.record("writer preference",
+                    f"flockrun write behind readers holding {self.READER_HOLD:g} s, one every {self.READER_EVERY:g} s",
                     f"got in after {waited * 1000:.0f} ms", f"≤ {bound * 1000:.0f} ms", waited <= bound)
 
     # 5. --timeout precision
@@ -432,14 +471,14 @@ class Etcd:
         self.log.close()
 
 
-def venv_python():
-    venv = ROOT / "target" / f"bench-venv-filelock-{PY_FILELOCK}"
+def venv_python(version=PY_FILELOCK):
+    venv = ROOT / "target" / f"bench-venv-filelock-{version}"
     python = venv / "bin" / "python"
     if not (venv / ".installed").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        f"filelock=={PY_FILELOCK}"], check=True)
-        (venv / ".installed").write_text(PY_FILELOCK)
+                        f"filelock=={version}"], check=True)
+        (venv / ".installed").write_text(version)
     return str(python)
 
 
@@ -478,7 +517,7 @@ def write_report(bench, flockrun):
     versions = {
         "flockrun": sh([flockrun, "--version"]).removeprefix("flockrun "),
         "flock(1)": sh(["flock", "--version"]),
-        "py-filelock": PY_FILELOCK,
+        "py-filelock": f"{PY_FILELOCK} and {PY_FILELOCK_V1}",
         "etcd": sh(["etcd", "--version"]).splitlines()[0].removeprefix("etcd Version: "),
         "Python": platform.python_version(),
     }
@@ -515,7 +554,8 @@ def main():
     python = venv_python()
     with tempfile.TemporaryDirectory(prefix="flockrun-bench-") as tmp:
         bench = Bench(flockrun, python, args.smoke, tmp)
-        for step in (bench.uncontended, bench.handoff, bench.lease_takeover, bench.etcd, bench.contention,
+        for step in (bench.uncontended, bench.handoff, bench.soft_rw, bench.lease_takeover, bench.etcd,
+                     bench.contention,
                      bench.writer_preference, bench.timeout_precision, bench.memory,
                      bench.status_time):
             print(f"{step.__name__}:", flush=True)

@@ -318,6 +318,14 @@ impl DirectoryWatch {
         }
     }
 
+    /// Forgets the changes seen so far: those our own attempt made would otherwise wake us
+    /// at once.
+    pub(super) fn discard(&self) {
+        if let Some(fd) = &self.fd {
+            drain(fd);
+        }
+    }
+
     /// Sleeps up to `nap`, less if the directory changes or a signal arrives.
     pub(super) fn wait(&self, nap: Duration) {
         let Some(fd) = &self.fd else {
@@ -333,10 +341,14 @@ impl DirectoryWatch {
         // SAFETY: one valid pollfd; EINTR (a stop signal) simply ends the nap.
         let ready = unsafe { libc::poll(&raw mut poll, 1, ms) };
         if ready > 0 {
-            // Drain the events; their content does not matter, only that something changed.
-            let mut buf = [0u8; 4096];
-            // SAFETY: reading into a buffer of the given length from a non-blocking fd.
-            while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+            drain(fd);
         }
     }
+}
+
+/// Reads every pending event; their content does not matter, only that something changed.
+fn drain(fd: &OwnedFd) {
+    let mut buf = [0u8; 4096];
+    // SAFETY: reading into a buffer of the given length from a non-blocking fd.
+    while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
 }

@@ -370,7 +370,13 @@ impl RwTarget {
                 v1.release();
             }
             match polling.next_nap(deadline, observer, &sighting) {
-                Some(nap) => watch.get_or_insert_with(|| self.watch()).wait(nap),
+                Some(nap) => {
+                    let watch = watch.get_or_insert_with(|| self.watch());
+                    // Our own attempt changed these directories (LOCK.state, the log): only
+                    // what others change from now on should wake us.
+                    watch.discard();
+                    watch.wait(nap);
+                }
                 None => return Err(None),
             }
         }
