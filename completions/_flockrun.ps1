@@ -27,8 +27,8 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock')
             [CompletionResult]::new('try', 'try', [CompletionResultType]::ParameterValue, 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once')
-            [CompletionResult]::new('read', 'read', [CompletionResultType]::ParameterValue, 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them')
-            [CompletionResult]::new('write', 'write', [CompletionResultType]::ParameterValue, 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out')
+            [CompletionResult]::new('read', 'read', [CompletionResultType]::ParameterValue, 'Take a shared reader lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; readers run together, a writer waits for them')
+            [CompletionResult]::new('write', 'write', [CompletionResultType]::ParameterValue, 'Take the exclusive writer lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; a waiting writer keeps new readers out')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -157,8 +157,8 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
         'flockrun;help' {
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock')
             [CompletionResult]::new('try', 'try', [CompletionResultType]::ParameterValue, 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once')
-            [CompletionResult]::new('read', 'read', [CompletionResultType]::ParameterValue, 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them')
-            [CompletionResult]::new('write', 'write', [CompletionResultType]::ParameterValue, 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out')
+            [CompletionResult]::new('read', 'read', [CompletionResultType]::ParameterValue, 'Take a shared reader lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; readers run together, a writer waits for them')
+            [CompletionResult]::new('write', 'write', [CompletionResultType]::ParameterValue, 'Take the exclusive writer lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; a waiting writer keeps new readers out')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break

@@ -24,8 +24,8 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand --version 'Print version'
             cand exec 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
             cand try 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
-            cand read 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
-            cand write 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
+            cand read 'Take a shared reader lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; readers run together, a writer waits for them'
+            cand write 'Take the exclusive writer lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; a waiting writer keeps new readers out'
             cand status 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -148,8 +148,8 @@ set edit:completion:arg-completer[flockrun] = {|@words|
         &'flockrun;help'= {
             cand exec 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
             cand try 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
-            cand read 'Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; readers run together, a writer waits for them'
-            cand write 'Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run COMMAND; a waiting writer keeps new readers out'
+            cand read 'Take a shared reader lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; readers run together, a writer waits for them'
+            cand write 'Take the exclusive writer lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; a waiting writer keeps new readers out'
             cand status 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected'
             cand help 'Print this message or the help of the given subcommand(s)'
         }

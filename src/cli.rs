@@ -26,7 +26,8 @@ const READ_EXAMPLES: &str = "Examples:\n  \
 
 const WRITE_EXAMPLES: &str = "Examples:\n  \
   flockrun write data.rwlock -- ./import.sh\n  \
-  flockrun write -n -E 0 data.rwlock -- ./compact.sh   # skip if anyone reads or writes";
+  flockrun write -n -E 0 data.rwlock -- ./compact.sh   # skip if anyone reads or writes\n  \
+  flockrun write --soft /mnt/nfs/data.lock -- ./import.sh   # on a shared filesystem";
 
 const STATUS_EXAMPLES: &str = "Examples:\n  \
   flockrun status /run/lock/backup.lock\n  \
@@ -37,8 +38,8 @@ counts as free), 1 when at least one is held, 66 when one cannot be inspected.\n
 JSON (--json): one document, {\"locks\": [LOCK, ...]}, where each LOCK has:\n  \
 path           absolute path\n  \
 exists         true or false\n  \
-kind           kernel, ofd, sqlite, soft, soft-lease, etcd, or null when\n                 \
-absent\n  \
+kind           kernel, ofd, sqlite, soft, soft-lease, soft-rw, etcd, or null\n                 \
+when absent\n  \
 state          free, held or stale\n  \
 mode           exclusive, shared, read, write, or null when free\n  \
 holders        [{pid, command, user, since, flockrun, child_pid, child_command}]\n                 \
@@ -51,7 +52,9 @@ malformed or foreign host; mode is the marker's contract\n                 \
 (lease, exclusive, or null for a classic marker); ttl is a\n                 \
 lease's TTL and renewed_ago the seconds since its last renewal\n  \
 (etcd LOCKs: each holder and waiter is {pid, host, command,\n                 \
-since, key, revision, lease})\n  \
+since, key, revision, lease}; soft-rw LOCKs: {pid, host,\n                 \
+layout, role, token, heartbeat_ago, verdict})\n  \
+soft_rw        for soft-rw LOCKs {layouts, generation}, else null\n  \
 warnings       [text] what could not be seen, and why\n\n\
 Examples:\n  \
   flockrun status /run/lock/backup.lock\n  \
@@ -85,12 +88,12 @@ pub enum Command {
     /// Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once
     #[command(after_help = TRY_EXAMPLES)]
     Try(TryArgs),
-    /// Take a shared reader lock on LOCK (the SQLite read/write lock of py-filelock) and run
-    /// COMMAND; readers run together, a writer waits for them
+    /// Take a shared reader lock on LOCK (py-filelock's SQLite `ReadWriteLock`, or with --soft
+    /// its `SoftReadWriteLock`) and run COMMAND; readers run together, a writer waits for them
     #[command(after_help = READ_EXAMPLES)]
     Read(ReadWriteArgs),
-    /// Take the exclusive writer lock on LOCK (the SQLite read/write lock of py-filelock) and run
-    /// COMMAND; a waiting writer keeps new readers out
+    /// Take the exclusive writer lock on LOCK (py-filelock's SQLite `ReadWriteLock`, or with
+    /// --soft its `SoftReadWriteLock`) and run COMMAND; a waiting writer keeps new readers out
     #[command(after_help = WRITE_EXAMPLES)]
     Write(ReadWriteArgs),
     /// Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when
