@@ -369,7 +369,12 @@ fn a_hung_file_server_stops_the_holders_command_before_the_other_host_takes_over
         "ready",
     );
     let command = child_of(child_of(held.pid()));
-    assert_eq!(crate::harness::processes_running("sleep 1004").len(), 1);
+    // "ready" can come before the background sleep has exec'd: wait for it to show.
+    wait_until(
+        "the background sleep to start",
+        Instant::now() + PATIENCE,
+        || (crate::harness::processes_running("sleep 1004").len() == 1).then_some(()),
+    );
     let waiter = waiting_contender(&bed, Host::B, "h.lock", "3");
     bed.freeze(Host::A);
     let status = crate::harness::wait_with_deadline(&mut held.child);

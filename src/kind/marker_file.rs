@@ -326,6 +326,47 @@ impl DirectoryWatch {
         }
     }
 
+    /// Sleeps up to `nap`, less if a signal arrives or something changes in the watched
+    /// directories under a name `ignored` does not pass over (changes this process makes
+    /// itself, or that cannot free the lock).
+    pub(super) fn wait_unless_ignored(&self, nap: Duration, ignored: &dyn Fn(&[u8]) -> bool) {
+        let Some(fd) = &self.fd else {
+            wait::nap(nap);
+            return;
+        };
+        let until = Instant::now() + nap;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut poll = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+            // SAFETY: one valid pollfd; EINTR (a stop signal) simply ends the nap.
+            if unsafe { libc::poll(&raw mut poll, 1, ms) } <= 0 {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            let mut woken = false;
+            loop {
+                // SAFETY: reading into a buffer of the given length from a non-blocking fd.
+                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                let Ok(n) = usize::try_from(n) else { break };
+                if n == 0 {
+                    break;
+                }
+                woken |= event_names(&buf[..n]).any(|name| !ignored(name));
+            }
+            if woken {
+                return;
+            }
+        }
+    }
+
     /// Sleeps up to `nap`, less if the directory changes or a signal arrives.
     pub(super) fn wait(&self, nap: Duration) {
         let Some(fd) = &self.fd else {
@@ -344,6 +385,22 @@ impl DirectoryWatch {
             drain(fd);
         }
     }
+}
+
+/// The names in a buffer of inotify events (empty for an event on a watched directory
+/// itself).
+fn event_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    // struct inotify_event: int wd; uint32_t mask, cookie, len; char name[len].
+    const HEADER: usize = 16;
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let header = buf.get(at..at + HEADER)?;
+        let len = u32::from_ne_bytes(header[12..16].try_into().ok()?) as usize;
+        let name = buf.get(at + HEADER..at + HEADER + len)?;
+        at += HEADER + len;
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        Some(&name[..end])
+    })
 }
 
 /// Reads every pending event; their content does not matter, only that something changed.

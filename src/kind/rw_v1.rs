@@ -11,7 +11,8 @@
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read as _};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -180,6 +181,8 @@ pub(super) struct Layout {
     warned_state: bool,
     /// When our marker was last written or touched.
     renewed: Instant,
+    /// The last step found `LOCK.state` taken by someone else's transition.
+    pub state_busy: bool,
 }
 
 type R<T> = Result<T, Error>;
@@ -200,6 +203,7 @@ impl Layout {
             warning: None,
             warned_state: false,
             renewed: Instant::now(),
+            state_busy: false,
         }
     }
 
@@ -230,7 +234,9 @@ impl Layout {
         if self.phase == Phase::Held {
             return Ok(true);
         }
-        let Some(_state) = self.try_state()? else {
+        let state = self.try_state()?;
+        self.state_busy = state.is_none();
+        let Some(_state) = state else {
             return Ok(false);
         };
         let parent = self.parent()?;
@@ -262,7 +268,15 @@ impl Layout {
             return Ok(None);
         };
         let unchanged = self.state_seen.observe(marker_file::state_of(&judged));
-        let content = std::fs::read(&path).unwrap_or_default();
+        // Not following a link, and never blocking on a FIFO planted there.
+        let mut content = Vec::new();
+        if let Ok(file) = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        {
+            let _ = file.take(MAX_MARKER as u64).read_to_end(&mut content);
+        }
         let text = String::from_utf8_lossy(&content);
         let lines: Vec<&str> = text.trim().lines().collect();
         let dead_here = match lines.as_slice() {
@@ -442,6 +456,15 @@ impl Layout {
                 readers.map(|dir| (dir, name.clone()))
             }
         })
+    }
+
+    /// Whether a change to the file `name` (in LOCK's directory or `LOCK.readers`) is one
+    /// of our own steps or a transition in progress, which cannot free the lock by itself:
+    /// `LOCK.state` and its takeover files, and our readers' markers (`<token>.<our pid>`).
+    pub(super) fn is_noise(&self, name: &[u8]) -> bool {
+        let state = self.paths.state.as_encoded_bytes();
+        let ours = format!(".{}", std::process::id());
+        name.starts_with(state) || name.ends_with(ours.as_bytes())
     }
 
     /// Whether we hold the lock or, as a writer, the claim on it.

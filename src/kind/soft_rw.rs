@@ -45,6 +45,8 @@ const DEFAULT_TTL: u32 = 90;
 /// First nap between attempts and its cap, well under py-filelock's 0.25 s poll.
 const FIRST_NAP: Duration = Duration::from_millis(1);
 const MAX_NAP: Duration = Duration::from_millis(50);
+/// The nap after finding `LOCK.state` taken: a transition takes moments.
+const STATE_BUSY_NAP: Duration = Duration::from_millis(2);
 /// How long release may wait for the filesystem before leaving the records to age out.
 const RELEASE_BUDGET: Duration = Duration::from_secs(2);
 
@@ -321,6 +323,10 @@ impl RwTarget {
             if let Some(signal) = wait::stop_signal() {
                 return Err(Some(Error::Interrupted { signal }));
             }
+            // What changed before this attempt, the attempt sees for itself.
+            if let Some(watch) = watch {
+                watch.discard();
+            }
             let v1_held = match &mut entry.v1 {
                 Some(v1) => {
                     let held = v1.step()?;
@@ -370,12 +376,17 @@ impl RwTarget {
                 v1.release();
             }
             match polling.next_nap(deadline, observer, &sighting) {
-                Some(nap) => {
+                Some(mut nap) => {
                     let watch = watch.get_or_insert_with(|| self.watch());
-                    // Our own attempt changed these directories (LOCK.state, the log): only
-                    // what others change from now on should wake us.
-                    watch.discard();
-                    watch.wait(nap);
+                    let v1 = entry.v1.as_ref();
+                    // Another's transition holds LOCK.state for moments, and its end is
+                    // noise below: look again soon instead.
+                    if v1.is_some_and(|v1| v1.state_busy) {
+                        nap = nap.min(STATE_BUSY_NAP);
+                    }
+                    // Changes made during the attempt by others wake us at once; our own
+                    // (LOCK.state, our reader markers) must not, or we would spin.
+                    watch.wait_unless_ignored(nap, &|name| v1.is_some_and(|v1| v1.is_noise(name)));
                 }
                 None => return Err(None),
             }
