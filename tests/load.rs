@@ -442,10 +442,9 @@ const SOFT_WRITE: &[&str] = &["write", "--soft", "--ttl", "2"];
 const DWELL_MS: u32 = 3;
 const SOFT_READ: &[&str] = &["read", "--soft", "--ttl", "2"];
 
-/// flockrun taking both layouts beside py-filelock writers and readers of one layout (two
+/// flockrun taking both layouts beside py-filelock `version`'s writers and readers (two
 /// Python versions' writers would not exclude each other: their layouts do not meet).
-#[test]
-fn soft_rw_kind_under_load_with_py_filelock_3_28() {
+fn soft_rw_under_load_with(version: &str) {
     let mut run = Run::new("srw.lock", false);
     run.dwell_ms = Some(DWELL_MS);
     run.go(&[
@@ -453,23 +452,19 @@ fn soft_rw_kind_under_load_with_py_filelock_3_28() {
         (Who::Flockrun(SOFT_WRITE, "x"), EACH),
         (Who::Flockrun(SOFT_READ, "s"), EACH),
         (Who::Flockrun(SOFT_READ, "s"), EACH),
-        (Who::Py("3.28.0", "srw-write"), EACH),
-        (Who::Py("3.28.0", "srw-read"), EACH),
+        (Who::Py(version, "srw-write"), EACH),
+        (Who::Py(version, "srw-read"), EACH),
     ]);
 }
 
 #[test]
+fn soft_rw_kind_under_load_with_py_filelock_3_28() {
+    soft_rw_under_load_with("3.28.0");
+}
+
+#[test]
 fn soft_rw_kind_under_load_with_py_filelock_4_2_11() {
-    let mut run = Run::new("srw.lock", false);
-    run.dwell_ms = Some(DWELL_MS);
-    run.go(&[
-        (Who::Flockrun(SOFT_WRITE, "x"), EACH),
-        (Who::Flockrun(SOFT_WRITE, "x"), EACH),
-        (Who::Flockrun(SOFT_READ, "s"), EACH),
-        (Who::Flockrun(SOFT_READ, "s"), EACH),
-        (Who::Py("4.2.11", "srw-write"), EACH),
-        (Who::Py("4.2.11", "srw-read"), EACH),
-    ]);
+    soft_rw_under_load_with("4.2.11");
 }
 
 /// flockrun's writers keep out readers of both Python versions at once, and nothing

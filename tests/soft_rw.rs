@@ -252,14 +252,8 @@ fn the_default_holds_out_a_3_28_and_a_4_2_11_reader_at_once() {
     // The 3.28 reader gone, the writer holds layout v1 but still waits in v2, behind the
     // 4.2.11 reader.
     let writer_pid = writer.pid();
-    let lock_arg = lock.to_str().unwrap();
     wait_until("the writer to hold v1", Instant::now() + PATIENCE, || {
-        let out = flockrun()
-            .args(["status", "--json", lock_arg])
-            .output()
-            .unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let s = &json["locks"][0];
+        let s = status_of(&lock);
         let has =
             |key: &str, layout: &str| {
                 s[key].as_array().unwrap().iter().any(|m| {
@@ -291,12 +285,7 @@ fn a_waiting_writer_keeps_new_readers_of_both_layouts_out() {
         // held, or waiting for the reader of that layout).
         let writer_pid = writer.pid();
         wait_until("the writer's claims", Instant::now() + PATIENCE, || {
-            let out = flockrun()
-                .args(["status", "--json", lock_arg])
-                .output()
-                .unwrap();
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let s = &json["locks"][0];
+            let s = status_of(&lock);
             let claims = ["holders", "waiters"]
                 .iter()
                 .flat_map(|k| s[*k].as_array().cloned().unwrap_or_default())
@@ -438,14 +427,19 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn latest_snapshot(lock: &Path) -> String {
+/// What `status --json` says of `lock`.
+fn status_of(lock: &Path) -> serde_json::Value {
     let out = flockrun()
         .args(["status", "--json"])
         .arg(lock)
         .output()
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json["locks"][0].to_string()
+    json["locks"][0].clone()
+}
+
+fn latest_snapshot(lock: &Path) -> String {
+    status_of(lock).to_string()
 }
 
 #[test]
@@ -639,13 +633,9 @@ fn status_shows_layouts_generation_holders_and_waiters() {
     let reader = hold("read", &lock, "3", &[]);
     let py = py_srw_hold("4.2.11", "read", &lock, "3");
     let writer = start_soft_waiter(&["write", "--soft", "--ttl", "3", lock_arg, "--", "true"]);
-    let out = flockrun()
-        .args(["status", "--json", lock_arg])
-        .output()
-        .unwrap();
+    let out = flockrun().args(["status", lock_arg]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let s = &json["locks"][0];
+    let s = &status_of(&lock);
     assert_eq!(s["kind"], "soft-rw");
     assert_eq!(s["state"], "held");
     assert_eq!(s["mode"], "read");
