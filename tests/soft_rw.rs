@@ -685,3 +685,69 @@ fn status_shows_layouts_generation_holders_and_waiters() {
     let mut writer = writer;
     assert!(crate::harness::wait_with_deadline(&mut writer.child).success());
 }
+
+#[test]
+fn layout_v1_waits_for_lock_state_end_at_the_deadline_and_an_abandoned_one_is_broken() {
+    let dir = scratch();
+    // LOCK.state held by a live process of this host (this test): a transition in progress.
+    let lock = dir.path().join("busy.lock");
+    fs::write(
+        beside(&lock, ".state"),
+        format!("{}\n{}\n", std::process::id(), host_name()),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = flockrun()
+        .args(["write", "-w", "0.5", "--soft", "--layout", "v1"])
+        .arg(&lock)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        beside(&lock, ".state").exists(),
+        "a live owner's LOCK.state was broken"
+    );
+    // LOCK.state of a host that crashed in mid-step: unchanged for the threshold, broken
+    // with a warning (py-filelock 3.28 would wait on it forever).
+    let lock = dir.path().join("abandoned.lock");
+    fs::write(beside(&lock, ".state"), "4242\ngone-host\n").unwrap();
+    let start = Instant::now();
+    let out = flockrun()
+        .args([
+            "write", "-w", "10", "--soft", "--ttl", "1", "--layout", "v1",
+        ])
+        .arg(&lock)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    assert!(
+        stderr.contains("abandoned.lock.state") && stderr.contains("broken"),
+        "{stderr}"
+    );
+    assert!(!beside(&lock, ".state").exists());
+}
+
+#[test]
+fn release_removes_layout_v1_markers_only_if_they_are_still_ours() {
+    let dir = scratch();
+    let lock = dir.path().join("mine.lock");
+    // A long threshold: the holder does not renew (and so does not notice) before release.
+    let held = hold("write", &lock, "60", &["--layout", "v1"]);
+    let successor = "0123456789abcdef0123456789abcdef\n4242\nsomewhere\n";
+    fs::write(beside(&lock, ".write"), successor).unwrap();
+    assert!(held.release().success());
+    assert_eq!(
+        fs::read_to_string(beside(&lock, ".write")).unwrap(),
+        successor,
+        "release removed a marker that was not its own"
+    );
+}
