@@ -206,7 +206,14 @@ fn reap_stale_beds() {
         let pid: Option<i32> = fields.next().and_then(|p| p.parse().ok());
         let ticks: Option<u64> = fields.next().and_then(|t| t.parse().ok());
         let alive = pid.is_some_and(|pid| start_ticks(pid) == ticks);
-        if !alive {
+        // A bed whose owner has not written its name yet is being set up by a test that
+        // runs now (tests run in parallel): only one that stayed nameless for a minute is
+        // stale.
+        let being_born = pid.is_none()
+            && fs::metadata(&root)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60));
+        if !alive && !being_born {
             for host in ["A", "B"] {
                 kill_pid_file(&root.join(format!("{host}.init.pid")), Signal::SIGKILL);
                 kill_pid_file(&root.join(format!("{host}.fs.pid")), Signal::SIGCONT);

@@ -160,7 +160,12 @@ fn main() {
             .unwrap_or(0);
         std::thread::yield_now();
         dwell();
-        fs::write(&counter, format!("{}\n", n + 1)).unwrap();
+        // Written aside and renamed over, so a holder killed halfway (a flockrun killed
+        // takes its COMMAND with it) leaves the old value or the new, never an empty file
+        // that the next holder would read as 0.
+        let fresh = dir.join(format!("counter.{}", std::process::id()));
+        fs::write(&fresh, format!("{}\n", n + 1)).unwrap();
+        fs::rename(&fresh, &counter).unwrap();
         fs::remove_file(&occupied).unwrap();
         if hosts() {
             let leave = now();
