@@ -30,6 +30,7 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             [CompletionResult]::new('read', 'read', [CompletionResultType]::ParameterValue, 'Take a shared reader lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; readers run together, a writer waits for them')
             [CompletionResult]::new('write', 'write', [CompletionResultType]::ParameterValue, 'Take the exclusive writer lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; a waiting writer keeps new readers out')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected')
+            [CompletionResult]::new('flock', 'flock', [CompletionResultType]::ParameterValue, 'Take util-linux flock(1)''s command line, exit statuses and messages (what flockrun does when started through a link named flock)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -43,6 +44,7 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
             [CompletionResult]::new('--command', '--command', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
             [CompletionResult]::new('--mode', '--mode', [CompletionResultType]::ParameterName, 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]')
+            [CompletionResult]::new('--fd', '--fd', [CompletionResultType]::ParameterName, 'exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND, flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock stays with the caller''s descriptor after COMMAND ends')
             [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
             [CompletionResult]::new('--nonblock', '--nonblock', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
             [CompletionResult]::new('--nb', '--nb', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
@@ -72,6 +74,7 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
             [CompletionResult]::new('--command', '--command', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
             [CompletionResult]::new('--mode', '--mode', [CompletionResultType]::ParameterName, 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]')
+            [CompletionResult]::new('--fd', '--fd', [CompletionResultType]::ParameterName, 'exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND, flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock stays with the caller''s descriptor after COMMAND ends')
             [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s')
             [CompletionResult]::new('--shared', '--shared', [CompletionResultType]::ParameterName, 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s')
             [CompletionResult]::new('--fcntl', '--fcntl', [CompletionResultType]::ParameterName, 'Use a Linux open-file-description lock (`F_OFD_SETLK`) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK')
@@ -102,6 +105,7 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
             [CompletionResult]::new('--command', '--command', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
             [CompletionResult]::new('--mode', '--mode', [CompletionResultType]::ParameterName, 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]')
+            [CompletionResult]::new('--fd', '--fd', [CompletionResultType]::ParameterName, 'exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND, flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock stays with the caller''s descriptor after COMMAND ends')
             [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
             [CompletionResult]::new('--nonblock', '--nonblock', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
             [CompletionResult]::new('--nb', '--nb', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
@@ -127,6 +131,7 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
             [CompletionResult]::new('--command', '--command', [CompletionResultType]::ParameterName, 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)')
             [CompletionResult]::new('--mode', '--mode', [CompletionResultType]::ParameterName, 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]')
+            [CompletionResult]::new('--fd', '--fd', [CompletionResultType]::ParameterName, 'exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND, flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock stays with the caller''s descriptor after COMMAND ends')
             [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
             [CompletionResult]::new('--nonblock', '--nonblock', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
             [CompletionResult]::new('--nb', '--nb', [CompletionResultType]::ParameterName, 'Do not wait if the lock is busy (same as --timeout 0)')
@@ -154,12 +159,18 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'flockrun;flock' {
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'flockrun;help' {
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock')
             [CompletionResult]::new('try', 'try', [CompletionResultType]::ParameterValue, 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once')
             [CompletionResult]::new('read', 'read', [CompletionResultType]::ParameterValue, 'Take a shared reader lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; readers run together, a writer waits for them')
             [CompletionResult]::new('write', 'write', [CompletionResultType]::ParameterValue, 'Take the exclusive writer lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; a waiting writer keeps new readers out')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected')
+            [CompletionResult]::new('flock', 'flock', [CompletionResultType]::ParameterValue, 'Take util-linux flock(1)''s command line, exit statuses and messages (what flockrun does when started through a link named flock)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -176,6 +187,9 @@ Register-ArgumentCompleter -Native -CommandName 'flockrun' -ScriptBlock {
             break
         }
         'flockrun;help;status' {
+            break
+        }
+        'flockrun;help;flock' {
             break
         }
         'flockrun;help;help' {

@@ -19,6 +19,9 @@ _flockrun() {
             flockrun,exec)
                 cmd="flockrun__subcmd__exec"
                 ;;
+            flockrun,flock)
+                cmd="flockrun__subcmd__flock"
+                ;;
             flockrun,help)
                 cmd="flockrun__subcmd__help"
                 ;;
@@ -36,6 +39,9 @@ _flockrun() {
                 ;;
             flockrun__subcmd__help,exec)
                 cmd="flockrun__subcmd__help__subcmd__exec"
+                ;;
+            flockrun__subcmd__help,flock)
+                cmd="flockrun__subcmd__help__subcmd__flock"
                 ;;
             flockrun__subcmd__help,help)
                 cmd="flockrun__subcmd__help__subcmd__help"
@@ -59,7 +65,7 @@ _flockrun() {
 
     case "${cmd}" in
         flockrun)
-            opts="-h -V --help --version exec try read write status help"
+            opts="-h -V --help --version exec try read write status flock help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -73,7 +79,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__exec)
-            opts="-w -n -s -o -F -E -c -v -q -h -V --wait --timeout --nb --nonblock --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --help --version"
+            opts="-w -n -s -o -F -E -c -v -q -h -V --wait --timeout --nb --nonblock --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --fd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -115,6 +121,24 @@ _flockrun() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        flockrun__subcmd__flock)
+            opts="-V --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;
@@ -123,7 +147,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__help)
-            opts="exec try read write status help"
+            opts="exec try read write status flock help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -137,6 +161,20 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__help__subcmd__exec)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        flockrun__subcmd__help__subcmd__flock)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -221,7 +259,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__read)
-            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --soft --ttl --layout --conflict-exit-code --command --mode --verbose --quiet --help --version"
+            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --soft --ttl --layout --conflict-exit-code --command --mode --verbose --quiet --fd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -264,6 +302,10 @@ _flockrun() {
                     return 0
                     ;;
                 --mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -293,7 +335,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__try)
-            opts="-s -o -F -E -c -v -q -h -V --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --help --version"
+            opts="-s -o -F -E -c -v -q -h -V --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --fd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -323,6 +365,10 @@ _flockrun() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -331,7 +377,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__write)
-            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --soft --ttl --layout --conflict-exit-code --command --mode --verbose --quiet --help --version"
+            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --soft --ttl --layout --conflict-exit-code --command --mode --verbose --quiet --fd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -374,6 +420,10 @@ _flockrun() {
                     return 0
                     ;;
                 --mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -27,6 +27,7 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand read 'Take a shared reader lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; readers run together, a writer waits for them'
             cand write 'Take the exclusive writer lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; a waiting writer keeps new readers out'
             cand status 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected'
+            cand flock 'Take util-linux flock(1)''s command line, exit statuses and messages (what flockrun does when started through a link named flock)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'flockrun;exec'= {
@@ -39,6 +40,7 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
             cand --command 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
             cand --mode 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]'
+            cand --fd 'exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND, flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock stays with the caller''s descriptor after COMMAND ends'
             cand -n 'Do not wait if the lock is busy (same as --timeout 0)'
             cand --nonblock 'Do not wait if the lock is busy (same as --timeout 0)'
             cand --nb 'Do not wait if the lock is busy (same as --timeout 0)'
@@ -67,6 +69,7 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
             cand --command 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
             cand --mode 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]'
+            cand --fd 'exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND, flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock stays with the caller''s descriptor after COMMAND ends'
             cand -s 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
             cand --shared 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
             cand --fcntl 'Use a Linux open-file-description lock (`F_OFD_SETLK`) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK'
@@ -96,6 +99,7 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
             cand --command 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
             cand --mode 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]'
+            cand --fd 'exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND, flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock stays with the caller''s descriptor after COMMAND ends'
             cand -n 'Do not wait if the lock is busy (same as --timeout 0)'
             cand --nonblock 'Do not wait if the lock is busy (same as --timeout 0)'
             cand --nb 'Do not wait if the lock is busy (same as --timeout 0)'
@@ -120,6 +124,7 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
             cand --command 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
             cand --mode 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]'
+            cand --fd 'exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND, flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock stays with the caller''s descriptor after COMMAND ends'
             cand -n 'Do not wait if the lock is busy (same as --timeout 0)'
             cand --nonblock 'Do not wait if the lock is busy (same as --timeout 0)'
             cand --nb 'Do not wait if the lock is busy (same as --timeout 0)'
@@ -145,12 +150,17 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'flockrun;flock'= {
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'flockrun;help'= {
             cand exec 'Wait for an exclusive lock on LOCK, run COMMAND, then release the lock'
             cand try 'Run COMMAND under the lock only if LOCK is free; if it is busy, exit 75 at once'
             cand read 'Take a shared reader lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; readers run together, a writer waits for them'
             cand write 'Take the exclusive writer lock on LOCK (py-filelock''s SQLite `ReadWriteLock`, or with --soft its `SoftReadWriteLock`) and run COMMAND; a waiting writer keeps new readers out'
             cand status 'Show whether each LOCK is held, by whom and since when, and who waits; exit 0 when all are free, 1 when any is held, 66 when one cannot be inspected'
+            cand flock 'Take util-linux flock(1)''s command line, exit statuses and messages (what flockrun does when started through a link named flock)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'flockrun;help;exec'= {
@@ -162,6 +172,8 @@ set edit:completion:arg-completer[flockrun] = {|@words|
         &'flockrun;help;write'= {
         }
         &'flockrun;help;status'= {
+        }
+        &'flockrun;help;flock'= {
         }
         &'flockrun;help;help'= {
         }

@@ -60,6 +60,30 @@ Examples:\n  \
   flockrun status /run/lock/backup.lock\n  \
   flockrun status --json cache.lock data.rwlock | jq '.locks[].holders'";
 
+const FLOCK_ABOUT: &str = "Take util-linux flock(1)'s command line, exit statuses and \
+messages, so that scripts written for flock(1) run unchanged. This is what flockrun does when \
+it is started through a link named flock (ln -s flockrun /usr/local/bin/flock); `flockrun \
+flock ARGS` is the same without the link. flock -h lists flock(1)'s options.";
+
+const FLOCK_DETAILS: &str = "Usage, as flock(1):\n  \
+  flock [options] FILE|DIR COMMAND [ARG]...\n  \
+  flock [options] FILE|DIR -c STRING\n  \
+  flock [options] NUMBER\n  \
+  flock [options] --fd NUMBER COMMAND [ARG]...\n  \
+  flock [options] --fd NUMBER -c STRING\n\n\
+Options: -s/--shared, -x/-e/--exclusive, -u/--unlock, -n/--nb/--nonblocking, \
+-w/--timeout/--wait SECONDS, -E/--conflict-exit-code N, -o/--close, -c/--command STRING, \
+-F/--no-fork, --fcntl, --start OFFSET, --length N (a byte range, implies --fcntl), --fd N, \
+--verbose, -h/--help, -V/--version. Options end at the first word that is not one; a long \
+option may be shortened while it stays unambiguous (--nonblock).\n\n\
+Exit status, as flock(1): COMMAND's; 1 (or -E N) when the lock is busy or the wait timed \
+out, silently unless --verbose; 64 usage error; 65 the lock call failed (a descriptor that \
+is not open) or LOCK cannot be a lock (a FIFO); 66 LOCK cannot be opened; 69 COMMAND cannot \
+be executed; 71 system error; 73 LOCK cannot be created; 128+N killed by signal N.\n\n\
+Where it is stricter than flock(1): a symbolic link or a FIFO at LOCK is refused, a lock \
+file deleted while waiting is waited for again, signals reach COMMAND, and a descriptor \
+that is not a file or that was deleted is refused (README.md lists every difference).";
+
 const TRY_EXAMPLES: &str = "Examples:\n  \
   */5 * * * * flockrun try /run/lock/backup.lock -- backup.sh\n  \
   flockrun try -q -E 0 job.lock -- ./job.sh   # busy is not an error";
@@ -100,6 +124,28 @@ pub enum Command {
     /// all are free, 1 when any is held, 66 when one cannot be inspected
     #[command(after_help = STATUS_EXAMPLES, after_long_help = STATUS_DETAILS)]
     Status(StatusArgs),
+    /// Take util-linux flock(1)'s command line, exit statuses and messages (what flockrun
+    /// does when started through a link named flock)
+    #[command(
+        disable_help_flag = true,
+        long_about = FLOCK_ABOUT,
+        after_long_help = FLOCK_DETAILS
+    )]
+    Flock(FlockArgs),
+}
+
+/// `flockrun flock`: everything after it is flock(1)'s command line.
+#[derive(Debug, Args)]
+pub struct FlockArgs {
+    /// flock(1)'s options, then FILE|DIR COMMAND [ARG]..., FILE|DIR -c STRING, a descriptor
+    /// NUMBER, or --fd NUMBER COMMAND [ARG]...
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..
+    )]
+    pub args: Vec<OsString>,
 }
 
 /// `flockrun status`.
@@ -262,18 +308,25 @@ pub struct RunArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
+    /// exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a
+    /// shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND,
+    /// flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock
+    /// stays with the caller's descriptor after COMMAND ends
+    #[arg(long, value_name = "N", value_parser = parse_fd)]
+    pub fd: Option<i32>,
+
     /// The lock file (created if missing; a directory can be locked too), or
     /// etcd://HOST:PORT[,HOST:PORT...]/NAME for a lock shared across machines through etcd
     /// (exec and try)
-    #[arg(value_name = "LOCK")]
-    pub lock: PathBuf,
+    #[arg(value_name = "LOCK", required_unless_present = "fd")]
+    pub lock: Option<PathBuf>,
 
     /// The command to run and its arguments, passed on byte for byte
     #[arg(
         value_name = "COMMAND",
         trailing_var_arg = true,
         allow_hyphen_values = true,
-        required_unless_present = "shell_command"
+        required_unless_present_any = ["shell_command", "fd"]
     )]
     pub command: Vec<OsString>,
 }
@@ -293,6 +346,24 @@ impl WaitArgs {
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
     crate::duration::parse_seconds(text)
+}
+
+fn parse_fd(text: &str) -> Result<i32, String> {
+    text.parse::<i32>()
+        .ok()
+        .filter(|n| *n >= 0 && !text.starts_with('+'))
+        .ok_or_else(|| "expected a descriptor number such as 9".to_owned())
+}
+
+impl RunArgs {
+    /// With `--fd` there is no LOCK: a word clap took for LOCK is COMMAND's first.
+    pub fn settle_fd_mode(&mut self) {
+        if self.fd.is_some()
+            && let Some(first) = self.lock.take()
+        {
+            self.command.insert(0, first.into_os_string());
+        }
+    }
 }
 
 fn parse_ttl(text: &str) -> Result<u32, String> {

@@ -37,6 +37,8 @@ pub enum Error {
     Interrupted { signal: i32 },
     /// LOCK exists but cannot serve as a lock of this kind (FIFO, socket, character device…).
     NotALock { path: PathBuf, reason: String },
+    /// `--fd N` names a descriptor that is not open.
+    BadDescriptor { fd: i32, source: io::Error },
     /// LOCK cannot be opened: permission, symlink refused, missing directory…
     Open {
         path: PathBuf,
@@ -125,29 +127,15 @@ impl fmt::Display for Error {
                 )
             }
             Error::NotALock { path, reason } => write!(f, "{}: {reason}", path.display()),
-            Error::Open { path, hint, source } => {
-                write!(
-                    f,
-                    "cannot open lock {}: {}",
-                    path.display(),
-                    os_message(source)
-                )?;
-                if !hint.is_empty() {
-                    write!(f, "; {hint}")?;
-                }
-                Ok(())
-            }
+            Error::BadDescriptor { fd, source } => write!(
+                f,
+                "descriptor {fd} cannot be locked: {}; open the lock file on it first \
+                 (exec {fd}>LOCK in a shell)",
+                os_message(source)
+            ),
+            Error::Open { path, hint, source } => fmt_cannot(f, "open", path, hint, source),
             Error::CannotCreate { path, hint, source } => {
-                write!(
-                    f,
-                    "cannot create lock {}: {}",
-                    path.display(),
-                    os_message(source)
-                )?;
-                if !hint.is_empty() {
-                    write!(f, "; {hint}")?;
-                }
-                Ok(())
+                fmt_cannot(f, "create", path, hint, source)
             }
             Error::LockFailed { path, source } => {
                 write!(f, "cannot lock {}: {}", path.display(), os_message(source))?;
@@ -185,6 +173,26 @@ impl fmt::Display for Error {
             Error::Internal(e) => write!(f, "internal error (please report it): {e:#}"),
         }
     }
+}
+
+/// "cannot open (or create) lock PATH: WHY; HINT".
+fn fmt_cannot(
+    f: &mut fmt::Formatter<'_>,
+    what: &str,
+    path: &std::path::Path,
+    hint: &str,
+    source: &io::Error,
+) -> fmt::Result {
+    write!(
+        f,
+        "cannot {what} lock {}: {}",
+        path.display(),
+        os_message(source)
+    )?;
+    if !hint.is_empty() {
+        write!(f, "; {hint}")?;
+    }
+    Ok(())
 }
 
 impl Error {

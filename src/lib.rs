@@ -11,13 +11,16 @@
 //!   yields a hold;
 //! * [`kind`]: one file per kind (kernel, ofd, sqlite, soft, etcd, the last on top of the
 //!   cluster client in [`etcd`]) and the choice among them;
-//! * [`run`]: the one road from a command line through a hold to an exit status.
+//! * [`road`]: the one road from a request through a hold and COMMAND back to a status;
+//! * [`run`] (flockrun's own command line) and [`flock`] (util-linux flock(1)'s): arguments
+//!   in, exit status out, each in its own words.
 
 pub mod cli;
 pub mod duration;
 pub mod error;
 pub mod etcd;
 pub mod exit;
+pub mod flock;
 pub mod identity;
 pub mod inspect;
 pub mod kind;
@@ -26,6 +29,7 @@ pub mod mode;
 pub mod mounts;
 pub mod nested;
 pub mod open;
+pub mod road;
 pub mod run;
 pub mod status;
 pub mod supervise;

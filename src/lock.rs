@@ -91,6 +91,12 @@ pub struct Request {
     /// `--refuse-host-local`: a kernel lock on a filesystem that keeps kernel locks to this
     /// host is an error, not a warning.
     pub refuse_host_local: bool,
+    /// `--fd N`: lock the descriptor N this process inherited instead of opening LOCK.
+    pub fd: Option<std::os::fd::RawFd>,
+    /// `--start`/`--length` of the flock front end: a byte range (an OFD lock).
+    pub range: Option<ByteRange>,
+    /// `-u` of the flock front end: remove a lock instead of taking one.
+    pub unlock: bool,
     /// `--mode`: permission bits of a lock file flockrun creates.
     pub create_mode: Option<u32>,
     pub deadline: Deadline,
@@ -118,6 +124,9 @@ impl Request {
             ttl: None,
             layout: SoftLayout::Both,
             refuse_host_local: false,
+            fd: None,
+            range: None,
+            unlock: false,
             create_mode: None,
             deadline: Deadline::forever(),
             command: String::new(),
@@ -157,6 +166,39 @@ impl Request {
                 "--ttl applies to etcd:// locks and to soft leases (--soft --ttl), and {} \
                  would be another kind of lock file: add --soft for a lease",
                 self.lock.display()
+            ),
+        })
+    }
+}
+
+/// A byte range of a file: `length` bytes from `start`, or to the end of the file however
+/// long it grows when `length` is 0 (as `fcntl(2)` counts it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ByteRange {
+    pub start: u64,
+    pub length: u64,
+}
+
+impl Request {
+    /// The usage error for `--fd`, `-u` or a byte range with a kind that has no descriptor
+    /// to lock in place.
+    ///
+    /// # Errors
+    /// When one of them was given.
+    pub fn refuse_descriptor_options(&self, kind: &str) -> Result<(), Error> {
+        let given = if self.fd.is_some() {
+            "--fd"
+        } else if self.unlock {
+            "--unlock"
+        } else if self.range.is_some() {
+            "--start and --length"
+        } else {
+            return Ok(());
+        };
+        Err(Error::Usage {
+            message: format!(
+                "{given} applies to exec and try with the kernel (flock) and --fcntl kinds, \
+                 not to a {kind} lock"
             ),
         })
     }

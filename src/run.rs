@@ -20,15 +20,15 @@ use crate::inspect::sighting::Sighting;
 use crate::kind;
 use crate::lock::{Hold, Request, SoftLayout, Target, Verb};
 use crate::mode::LockMode;
-use crate::nested::{self, HeldAbove};
+use crate::road::{Voice, run_locked, say_as};
 use crate::status::{self, State};
-use crate::supervise::{self, Launch};
-use crate::wait::{self, Deadline, WaitObserver};
+use crate::supervise;
+use crate::wait::{Deadline, WaitObserver};
 
 /// Runs flockrun with `args` (including the program name) and returns its exit status.
 #[must_use]
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let mut cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version.
@@ -44,8 +44,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             return exit::USAGE;
         }
     };
+    match &mut cli.command {
+        Command::Exec(a) => a.lock.run.settle_fd_mode(),
+        Command::Try(a) => a.lock.run.settle_fd_mode(),
+        Command::Read(a) | Command::Write(a) => a.run.settle_fd_mode(),
+        Command::Status(_) => {}
+        Command::Flock(a) => {
+            return crate::flock::run(std::iter::once("flock".into()).chain(a.args.drain(..)));
+        }
+    }
     let (verb, deadline, run, lock_args) = match &cli.command {
         Command::Status(args) => return run_status(args),
+        Command::Flock(_) => unreachable!("handled above"),
         Command::Exec(a) => (Verb::Exec, a.wait.deadline(), &a.lock.run, Some(&a.lock)),
         Command::Try(a) => (
             Verb::Try,
@@ -66,15 +76,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Read(a) | Command::Write(a) => Some(a),
         _ => None,
     };
-    let outcome = command_of(run).and_then(|command| {
-        let mut request = request_of(verb, deadline, run, lock_args, &command);
-        if let Some(a) = soft_rw {
-            request.soft = a.soft;
-            request.ttl = a.ttl;
-            request.layout = a.layout.unwrap_or(SoftLayout::Both);
-        }
-        run_locked(&request, &command, run)
-    });
+    let command = command_of(run);
+    let mut request = request_of(verb, deadline, run, lock_args, command.as_ref());
+    if let Some(a) = soft_rw {
+        request.soft = a.soft;
+        request.ttl = a.ttl;
+        request.layout = a.layout.unwrap_or(SoftLayout::Both);
+    }
+    let mut reporter = Reporter::new(run.verbose, run.quiet);
+    let outcome = run_locked(&request, command.as_ref(), &mut reporter);
     match outcome {
         Ok(status) => status,
         Err(e) => {
@@ -94,7 +104,7 @@ fn request_of(
     deadline: Deadline,
     run: &RunArgs,
     lock_args: Option<&KernelLockArgs>,
-    command: &supervise::Command,
+    command: Option<&supervise::Command>,
 ) -> Request {
     let flag = |f: fn(&KernelLockArgs) -> bool| lock_args.is_some_and(f);
     let shared = match verb {
@@ -109,7 +119,7 @@ fn request_of(
     };
     Request {
         verb,
-        lock: run.lock.clone(),
+        lock: run.lock.clone().unwrap_or_default(),
         mode,
         fcntl: flag(|a| a.fcntl),
         soft: flag(|a| a.soft),
@@ -118,13 +128,14 @@ fn request_of(
         ttl: lock_args.and_then(|a| a.ttl),
         layout: SoftLayout::Both,
         refuse_host_local: flag(|a| a.refuse_host_local),
+        fd: run.fd,
+        range: None,
+        unlock: false,
         create_mode: run.mode,
         deadline,
-        command: std::iter::once(&command.program)
-            .chain(&command.args)
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: command
+            .map(supervise::Command::describe)
+            .unwrap_or_default(),
     }
 }
 
@@ -180,7 +191,7 @@ pub fn exit_status(error: &Error, conflict: u8) -> i32 {
             i32::from(conflict)
         }
         Error::Interrupted { signal } => exit::from_signal(*signal),
-        Error::NotALock { .. } => exit::DATA,
+        Error::NotALock { .. } | Error::BadDescriptor { .. } => exit::DATA,
         Error::Open { .. } => exit::NO_INPUT,
         Error::CannotCreate { .. } => exit::CANT_CREATE,
         Error::Spawn { source, .. } => match source.kind() {
@@ -197,141 +208,15 @@ pub fn exit_status(error: &Error, conflict: u8) -> i32 {
 }
 
 fn say(message: &str) {
-    let _ = writeln!(io::stderr().lock(), "flockrun: {message}");
+    say_as("flockrun", message);
 }
 
-/// The one road for every kind: resolve the target, run COMMAND under an ancestor's hold if
-/// there is one, else take the lock, run COMMAND under it (stopping COMMAND if the hold is
-/// lost), and release.
-fn run_locked(
-    request: &Request,
-    command: &supervise::Command,
-    run: &RunArgs,
-) -> Result<i32, Error> {
-    let target = kind::target(request)?;
-    wait::install_stop_handlers().map_err(|e| Error::system("installing signal handlers", e))?;
-    let inherited_held = std::env::var_os(nested::HELD_VAR);
-    if let Some(key) = target.lockable.held_key()
-        && let Some(above) = nested::held_above(
-            key,
-            inherited_held.as_deref(),
-            target.lockable.inherited_mode(key),
-        )
-    {
-        return run_under_ancestor(&target, command, above, inherited_held, run.verbose);
-    }
-
-    let mut reporter = Reporter::new(&target.shown, run.verbose, run.quiet);
-    let hold = target.lockable.take(&target.deadline, &mut reporter)?;
-    reporter.acquired(&target, hold.as_ref());
-
-    let me = nix::unistd::getpid().as_raw();
-    let mut env = lock_env(&target, None);
-    env.extend(hold.env());
-    env.push((
-        nested::HELD_VAR.into(),
-        nested::held_var_with(inherited_held.as_deref(), hold.key(), target.mode, me),
-    ));
-    let inherit_fd = if target.close {
-        None
-    } else {
-        hold.descriptor()
-    };
-    let launch = Launch {
-        command,
-        inherit_fd,
-        // COMMAND must never run on without the lock: when it does not hold the lock
-        // itself, it dies with flockrun.
-        die_with_flockrun: inherit_fd.is_none(),
-        env,
-        lost: hold.loss(),
-    };
-    if target.no_fork {
-        // The hold stays open across exec: COMMAND inherits the descriptor (clap and the
-        // kinds allow -F only where a descriptor carries the lock).
-        return Err(supervise::exec_in_place(&launch));
-    }
-    let status = supervise::run(&launch);
-    let lost = hold.lost();
-    if !hold.still_named() {
-        // Nothing can undo that now, but whoever reads the log should know.
-        say(&format!(
-            "warning: {} was deleted or replaced while the lock was held; processes that \
-             opened it since then locked another file and did not wait",
-            target.lock.to_string_lossy()
-        ));
-    }
-    if let Some(warning) = hold.release() {
-        say(&format!("warning: {warning}"));
-    }
-    match lost {
-        Some(reason) => Err(Error::LockLost {
-            lock: target.lock.to_string_lossy().into_owned(),
-            reason,
-            command_ran: !matches!(status, Ok(exit::LOCK_LOST)),
-        }),
-        None => status,
-    }
-}
-
-/// An ancestor flockrun holds the lock already: waiting would wait for ourselves. COMMAND
-/// runs at once if the held mode covers the one asked for; otherwise the request would
-/// deadlock and is refused.
-fn run_under_ancestor(
-    target: &Target,
-    command: &supervise::Command,
-    above: HeldAbove,
-    inherited_held: Option<OsString>,
-    verbose: bool,
-) -> Result<i32, Error> {
-    let held = (target.mode_names)(above.mode);
-    if !above.mode.covers(target.mode) {
-        return Err(Error::WouldDeadlock {
-            path: target.lock.clone().into(),
-            held,
-            wanted: target.mode_name(),
-            holder_pid: above.pid,
-        });
-    }
-    if verbose {
-        say(&format!(
-            "{} is already held with a {held} lock by ancestor pid {}; running COMMAND under it",
-            target.shown, above.pid
-        ));
-    }
-    let launch = Launch {
-        command,
-        inherit_fd: None,
-        die_with_flockrun: false,
-        env: lock_env(target, inherited_held),
-        lost: None,
-    };
-    if target.no_fork {
-        Err(supervise::exec_in_place(&launch))
-    } else {
-        supervise::run(&launch)
-    }
-}
-
-fn command_of(run: &RunArgs) -> Result<supervise::Command, Error> {
+/// COMMAND, if one was given (clap requires one unless `--fd` is).
+fn command_of(run: &RunArgs) -> Option<supervise::Command> {
     match &run.shell_command {
-        Some(script) => Ok(supervise::Command::shell(script.clone())),
-        None => supervise::Command::from_argv(run.command.clone())
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("clap let an empty COMMAND through"))),
+        Some(script) => Some(supervise::Command::shell(script.clone())),
+        None => supervise::Command::from_argv(run.command.clone()),
     }
-}
-
-/// `FLOCKRUN_LOCK`, `FLOCKRUN_KIND`, `FLOCKRUN_MODE`, and the inherited `FLOCKRUN_HELD`.
-fn lock_env(target: &Target, held: Option<OsString>) -> Vec<(OsString, OsString)> {
-    let mut env = vec![
-        ("FLOCKRUN_LOCK".into(), target.lock.clone()),
-        ("FLOCKRUN_KIND".into(), target.kind.into()),
-        ("FLOCKRUN_MODE".into(), target.mode_name().into()),
-    ];
-    if let Some(held) = held {
-        env.push((nested::HELD_VAR.into(), held));
-    }
-    env
 }
 
 /// Shows a wait to the person running flockrun: with `-v` a summary once the lock is won;
@@ -349,9 +234,9 @@ struct Reporter {
 const LIVE_LINE_AFTER: Duration = Duration::from_secs(1);
 
 impl Reporter {
-    fn new(shown: &str, verbose: bool, quiet: bool) -> Self {
+    fn new(verbose: bool, quiet: bool) -> Self {
         Reporter {
-            path: shown.to_owned(),
+            path: String::new(),
             verbose,
             quiet,
             live: !quiet && io::stderr().is_terminal(),
@@ -359,8 +244,22 @@ impl Reporter {
             line_shown: false,
         }
     }
+}
 
-    fn acquired(&self, target: &Target, hold: &dyn Hold) {
+impl Voice for Reporter {
+    fn name(&self) -> &'static str {
+        "flockrun"
+    }
+
+    fn flockrun_additions(&self) -> bool {
+        true
+    }
+
+    fn verbose(&self) -> bool {
+        self.verbose
+    }
+
+    fn acquired(&mut self, target: &Target, hold: &dyn Hold) {
         if !self.verbose {
             return;
         }
@@ -380,6 +279,10 @@ impl Reporter {
 }
 
 impl WaitObserver for Reporter {
+    fn set_lock(&mut self, shown: &str) {
+        shown.clone_into(&mut self.path);
+    }
+
     fn wants_holders(&self) -> bool {
         self.verbose
     }

@@ -55,6 +55,16 @@ impl Command {
         }
     }
 
+    /// The command line as a person reads it.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// An argv; `None` when it is empty.
     #[must_use]
     pub fn from_argv(mut argv: Vec<OsString>) -> Option<Self> {
@@ -76,6 +86,9 @@ pub struct Launch<'a> {
     /// The locked descriptor COMMAND inherits, if any (`None` with `--close`, and when an
     /// ancestor holds the lock).
     pub inherit_fd: Option<RawFd>,
+    /// A descriptor COMMAND must not inherit although it is not close-on-exec (`--close`
+    /// with `--fd`: the caller's descriptor).
+    pub close_fd: Option<RawFd>,
     /// Kill COMMAND if flockrun dies: for a lock COMMAND does not hold itself, so it never
     /// runs on unprotected.
     pub die_with_flockrun: bool,
@@ -188,10 +201,16 @@ fn prepare(launch: &Launch<'_>) -> process::Command {
     cmd.args(&launch.command.args);
     cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
     let inherit = launch.inherit_fd;
+    let close = launch.close_fd;
     let ignored = ignored_signals();
-    // SAFETY: only async-signal-safe calls (rt_sigaction, fcntl, pthread_sigmask).
+    // SAFETY: only async-signal-safe calls (rt_sigaction, fcntl, pthread_sigmask, close).
     unsafe {
-        cmd.pre_exec(move || reset_in_child(ignored, inherit));
+        cmd.pre_exec(move || {
+            if let Some(fd) = close {
+                libc::close(fd);
+            }
+            reset_in_child(ignored, inherit)
+        });
     }
     cmd
 }

@@ -93,6 +93,8 @@ impl Deadline {
 
 /// Hooks for showing a wait to a person. All methods have do-nothing defaults.
 pub trait WaitObserver {
+    /// The lock the wait is for, as messages show it.
+    fn set_lock(&mut self, _shown: &str) {}
     /// Whether `blocked` wants to know who holds the lock (costs a scan of `/proc`).
     fn wants_holders(&self) -> bool {
         false

@@ -1,11 +1,13 @@
 //! The road the kernel and ofd kinds share: their lock belongs to an open file description,
 //! so COMMAND can inherit it. Open LOCK, try once, wait in the kernel if allowed, and make
 //! sure the inode won is still the one the path names before calling it held. The two kinds
-//! differ only in the lock call and in how `/proc/locks` names their locks.
+//! differ only in the lock call and in how `/proc/locks` names their locks. With `--fd`, the
+//! descriptor is the caller's, locked in place.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::inspect::descriptors;
 use crate::inspect::sighting::{FileId, Sighting};
-use crate::lock::{self, Hold, LockFile, Lockable, Request, Target};
+use crate::lock::{self, ByteRange, Hold, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
 use crate::mounts::{self, KernelLock};
 use crate::nested::HeldKey;
@@ -32,32 +34,52 @@ pub(super) trait DescriptorLock: Sync {
     /// What the descriptor must allow for a lock in `mode`.
     fn access(&self, mode: LockMode) -> Access;
     /// One attempt; `Ok(false)` when someone else holds a conflicting lock.
-    fn try_lock(&self, file: &File, mode: LockMode) -> io::Result<bool>;
+    fn try_lock(&self, fd: BorrowedFd<'_>, mode: LockMode, range: ByteRange) -> io::Result<bool>;
     /// Blocks until the lock is granted; `Interrupted` when a signal handler ran.
-    fn lock_blocking(&self, file: &File, mode: LockMode) -> io::Result<()>;
+    fn lock_blocking(&self, fd: BorrowedFd<'_>, mode: LockMode, range: ByteRange)
+    -> io::Result<()>;
+    /// Removes the lock this open file description holds (the flock front end's `-u`).
+    fn unlock(&self, fd: BorrowedFd<'_>, range: ByteRange) -> io::Result<()>;
 }
 
-/// The target for either descriptor kind.
+/// The target for either descriptor kind: LOCK, or with `--fd` a descriptor this process
+/// inherited.
 pub(super) fn target(
     lock: &'static dyn DescriptorLock,
     request: &Request,
 ) -> Result<Target, Error> {
     request.refuse_ttl()?;
-    let path = request.lock_file()?;
+    let (source, named, shown) = if let Some(fd) = request.fd {
+        // What COMMAND is told LOCK is: the file the descriptor leads to, if /proc says.
+        let named = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_or_else(
+            |_| format!("descriptor {fd}").into(),
+            PathBuf::into_os_string,
+        );
+        (Source::Fd(fd), named, format!("descriptor {fd}"))
+    } else {
+        let path = request.lock_file()?;
+        let named = path.clone().into_os_string();
+        let source = Source::Path {
+            path,
+            given: request.lock.clone(),
+        };
+        (source, named, request.lock.display().to_string())
+    };
     Ok(Target {
         kind: lock.name(),
         mode: request.mode,
         mode_names: LockMode::name,
-        lock: path.clone().into_os_string(),
-        shown: request.lock.display().to_string(),
+        lock: named,
+        shown,
         deadline: request.deadline,
         close: request.close,
         no_fork: request.no_fork,
         lockable: Box::new(DescriptorTarget {
             lock,
-            path,
-            given: request.lock.clone(),
+            source,
             mode: request.mode,
+            unlock: request.unlock,
+            range: request.range.unwrap_or_default(),
             create_mode: request.create_mode,
             refuse_host_local: request.refuse_host_local,
         }),
@@ -93,20 +115,37 @@ pub(super) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: 
     }
 }
 
+/// Where the lock's open file description comes from.
+enum Source {
+    /// LOCK, opened (and created if need be) by flockrun.
+    Path {
+        /// Absolute.
+        path: PathBuf,
+        /// As given, for the nesting check.
+        given: PathBuf,
+    },
+    /// A descriptor this process inherited (`--fd`): its open file description belongs to
+    /// the caller too, so the lock stays with the caller after flockrun exits.
+    Fd(RawFd),
+}
+
 struct DescriptorTarget {
     lock: &'static dyn DescriptorLock,
-    /// Absolute.
-    path: PathBuf,
-    /// As given, for the nesting check.
-    given: PathBuf,
+    source: Source,
     mode: LockMode,
+    unlock: bool,
+    range: ByteRange,
     create_mode: Option<u32>,
     refuse_host_local: bool,
 }
 
 impl Lockable for DescriptorTarget {
     fn held_key(&self) -> Option<HeldKey> {
-        let meta = std::fs::symlink_metadata(&self.given).ok()?;
+        let meta = match &self.source {
+            Source::Path { given, .. } => std::fs::symlink_metadata(given).ok()?,
+            // The descriptor itself is the lock: nothing to find above.
+            Source::Fd(_) => return None,
+        };
         Some(HeldKey {
             kind: self.lock.name(),
             id: FileId::of(&meta),
@@ -125,14 +164,185 @@ impl Lockable for DescriptorTarget {
         deadline: &Deadline,
         observer: &mut dyn WaitObserver,
     ) -> Result<Box<dyn Hold>, Error> {
-        let mut access = self.lock.access(self.mode);
-        let mut mount_checked = false;
-        let (file, id) = lock::retry_while_replaced(&self.path, || {
-            self.round(deadline, &mut access, &mut mount_checked, observer)
-        })?;
+        match &self.source {
+            Source::Path { path, .. } => {
+                let mut access = self.lock.access(self.mode);
+                let mut mount_checked = false;
+                let (file, id) = lock::retry_while_replaced(path, || {
+                    self.round(path, deadline, &mut access, &mut mount_checked, observer)
+                })?;
+                Ok(Box::new(HeldDescriptor {
+                    held: Held::Opened {
+                        file,
+                        path: path.clone(),
+                    },
+                    key: HeldKey {
+                        kind: self.lock.name(),
+                        id,
+                    },
+                    waited: deadline.elapsed(),
+                }))
+            }
+            Source::Fd(fd) => self.take_inherited(*fd, deadline, observer),
+        }
+    }
+}
+
+impl DescriptorTarget {
+    /// One round: open, take the lock, then check the won inode is still the one the path
+    /// names.
+    fn round(
+        &self,
+        path: &Path,
+        deadline: &Deadline,
+        access: &mut Access,
+        mount_checked: &mut bool,
+        observer: &mut dyn WaitObserver,
+    ) -> Result<Option<(File, FileId)>, Error> {
+        let file = open::open_lock_file(path, *access, self.create_mode, Shape::AnyLockable)?;
+        if !std::mem::replace(mount_checked, true) {
+            self.check_mount(path, &file, observer)?;
+        }
+        let id = FileId::of(
+            &file
+                .metadata()
+                .map_err(|e| Error::system("fstat on the lock file", e))?,
+        );
+        match self.lock_fd(file.as_fd(), id, path, deadline, observer) {
+            Ok(()) => {}
+            // NFSv4 emulates flock(2) with POSIX locks, and an exclusive one needs a writable
+            // descriptor: it answers EBADF (or EIO on older kernels) on a read-only one.
+            // Reopen read-write once, as util-linux flock(1) does.
+            Err(Error::LockFailed { source, .. })
+                if *access == Access::Read
+                    && self.mode == LockMode::Exclusive
+                    && matches!(source.raw_os_error(), Some(libc::EBADF | libc::EIO)) =>
+            {
+                *access = Access::ReadWrite;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        // The path may have been deleted or replaced while we waited; then the lock we won
+        // guards an orphan inode and a newcomer may hold the real one.
+        Ok(open::still_named_by(&file, path).then_some((file, id)))
+    }
+
+    /// Locks (or unlocks) `fd`: one attempt, then a wait in the kernel if the deadline
+    /// allows. `shown` names the lock in errors.
+    fn lock_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        id: FileId,
+        shown: &Path,
+        deadline: &Deadline,
+        observer: &mut dyn WaitObserver,
+    ) -> Result<(), Error> {
+        if self.unlock {
+            return self
+                .lock
+                .unlock(fd, self.range)
+                .map_err(|e| lock_error(shown, e));
+        }
+        let class = self.lock.proc_class();
+        let won = self
+            .lock
+            .try_lock(fd, self.mode, self.range)
+            .map_err(|e| lock_error(shown, e))?;
+        if won {
+            return Ok(());
+        }
+        if deadline.is_immediate() {
+            let sighting = descriptors::sight(id, class);
+            return Err(wait::not_acquired(shown, deadline, sighting));
+        }
+        let sighting = if observer.wants_holders() {
+            descriptors::sight(id, class)
+        } else {
+            Sighting::default()
+        };
+        observer.blocked(&sighting);
+        let tick_every = observer.tick_every();
+        let waited = {
+            let mut tick = |waited| observer.tick(waited, &|| descriptors::sight(id, class));
+            let mut attempt = || self.lock.lock_blocking(fd, self.mode, self.range);
+            wait::wait_in_kernel(deadline, tick_every, &mut tick, &mut attempt)
+        };
+        observer.finished();
+        match waited {
+            Ok(()) => Ok(()),
+            Err(WaitEnd::TimedOut) => {
+                let sighting = descriptors::sight(id, class);
+                Err(wait::not_acquired(shown, deadline, sighting))
+            }
+            Err(WaitEnd::Stopped(signal)) => Err(Error::Interrupted { signal }),
+            Err(WaitEnd::Failed(e)) => Err(lock_error(shown, e)),
+        }
+    }
+
+    /// `--fd N`: lock the open file description N leads to, in place. It must be open, a
+    /// file that can be locked and that is still named somewhere: a lock on a FIFO or on a
+    /// deleted file would guard nothing anyone else can find.
+    fn take_inherited(
+        &self,
+        raw: RawFd,
+        deadline: &Deadline,
+        observer: &mut dyn WaitObserver,
+    ) -> Result<Box<dyn Hold>, Error> {
+        let shown = PathBuf::from(format!("descriptor {raw}"));
+        let refuse = |reason: String| Error::NotALock {
+            path: shown.clone(),
+            reason,
+        };
+        if raw < 0 {
+            return Err(Error::BadDescriptor {
+                fd: raw,
+                source: io::Error::from_raw_os_error(libc::EBADF),
+            });
+        }
+        // SAFETY: the descriptor is only borrowed for the calls below, never closed; fstat
+        // on a number that is not open answers EBADF, which is checked first.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let stat = match nix::sys::stat::fstat(fd) {
+            Ok(stat) => stat,
+            Err(e @ nix::errno::Errno::EBADF) => {
+                return Err(Error::BadDescriptor {
+                    fd: raw,
+                    source: e.into(),
+                });
+            }
+            Err(e) => return Err(Error::system("fstat on the descriptor", e)),
+        };
+        let file_type = stat.st_mode & libc::S_IFMT;
+        if !matches!(file_type, libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK) {
+            return Err(refuse(
+                "is not a regular file or a directory (a FIFO, a socket or a device): a lock \
+                 on it would not keep anyone out who opens a lock file; open a lock file on it"
+                    .to_owned(),
+            ));
+        }
+        let deleted = || {
+            refuse(
+                "leads to a file that was deleted: nobody else can open it, so a lock on it \
+                 keeps nobody out; open the lock file again"
+                    .to_owned(),
+            )
+        };
+        if stat.st_nlink == 0 {
+            return Err(deleted());
+        }
+        let id = FileId {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        };
+        self.lock_fd(fd, id, &shown, deadline, observer)?;
+        // Deleted while we waited: the lock would guard nothing; give it back.
+        if !self.unlock && nix::sys::stat::fstat(fd).is_ok_and(|s| s.st_nlink == 0) {
+            let _ = self.lock.unlock(fd, self.range);
+            return Err(deleted());
+        }
         Ok(Box::new(HeldDescriptor {
-            file,
-            path: self.path.clone(),
+            held: Held::Inherited(raw),
             key: HeldKey {
                 kind: self.lock.name(),
                 id,
@@ -143,79 +353,14 @@ impl Lockable for DescriptorTarget {
 }
 
 impl DescriptorTarget {
-    /// One round: open, try once, wait in the kernel if allowed, then check the won inode is
-    /// still the one the path names.
-    fn round(
-        &self,
-        deadline: &Deadline,
-        access: &mut Access,
-        mount_checked: &mut bool,
-        observer: &mut dyn WaitObserver,
-    ) -> Result<Option<(File, FileId)>, Error> {
-        let path = &self.path;
-        let file = open::open_lock_file(path, *access, self.create_mode, Shape::AnyLockable)?;
-        if !std::mem::replace(mount_checked, true) {
-            self.check_mount(&file, observer)?;
-        }
-        let id = FileId::of(
-            &file
-                .metadata()
-                .map_err(|e| Error::system("fstat on the lock file", e))?,
-        );
-        let class = self.lock.proc_class();
-        let won = match self.lock.try_lock(&file, self.mode) {
-            Ok(won) => won,
-            // NFSv4 emulates flock(2) with POSIX locks, and an exclusive one needs a writable
-            // descriptor: it answers EBADF (or EIO on older kernels) on a read-only one.
-            // Reopen read-write once, as util-linux flock(1) does.
-            Err(e)
-                if *access == Access::Read
-                    && self.mode == LockMode::Exclusive
-                    && matches!(e.raw_os_error(), Some(libc::EBADF | libc::EIO)) =>
-            {
-                *access = Access::ReadWrite;
-                return Ok(None);
-            }
-            Err(e) => return Err(lock_error(path, e)),
-        };
-        if !won {
-            if deadline.is_immediate() {
-                let sighting = descriptors::sight(id, class);
-                return Err(wait::not_acquired(path, deadline, sighting));
-            }
-            let sighting = if observer.wants_holders() {
-                descriptors::sight(id, class)
-            } else {
-                Sighting::default()
-            };
-            observer.blocked(&sighting);
-            let tick_every = observer.tick_every();
-            let waited = {
-                let mut tick = |waited| observer.tick(waited, &|| descriptors::sight(id, class));
-                let mut attempt = || self.lock.lock_blocking(&file, self.mode);
-                wait::wait_in_kernel(deadline, tick_every, &mut tick, &mut attempt)
-            };
-            observer.finished();
-            match waited {
-                Ok(()) => {}
-                Err(WaitEnd::TimedOut) => {
-                    let sighting = descriptors::sight(id, class);
-                    return Err(wait::not_acquired(path, deadline, sighting));
-                }
-                Err(WaitEnd::Stopped(signal)) => return Err(Error::Interrupted { signal }),
-                Err(WaitEnd::Failed(e)) => return Err(lock_error(path, e)),
-            }
-        }
-        // The path may have been deleted or replaced while we waited; then the lock we won
-        // guards an orphan inode and a newcomer may hold the real one.
-        Ok(open::still_named_by(&file, path).then_some((file, id)))
-    }
-}
-
-impl DescriptorTarget {
     /// Warns (or with `--refuse-host-local` refuses) when the kernel keeps this lock to this
     /// host while other hosts share the file.
-    fn check_mount(&self, file: &File, observer: &mut dyn WaitObserver) -> Result<(), Error> {
+    fn check_mount(
+        &self,
+        path: &Path,
+        file: &File,
+        observer: &mut dyn WaitObserver,
+    ) -> Result<(), Error> {
         let Some(local) = mounts::host_local_locks(file, self.lock.family()) else {
             return Ok(());
         };
@@ -228,7 +373,7 @@ impl DescriptorTarget {
         );
         if self.refuse_host_local {
             return Err(Error::NotALock {
-                path: self.path.clone(),
+                path: path.to_owned(),
                 reason: format!(
                     "{what}; refused (--refuse-host-local). Use --soft --ttl SECONDS (a soft \
                      lease) for a lock every host sees"
@@ -238,7 +383,7 @@ impl DescriptorTarget {
         observer.warn(&format!(
             "{}: {what}. Use --soft --ttl SECONDS (a soft lease) for a lock every host sees, \
              or --refuse-host-local (FLOCKRUN_REFUSE_HOST_LOCAL=1) to make this an error",
-            self.path.display()
+            path.display()
         ));
         Ok(())
     }
@@ -251,11 +396,17 @@ fn lock_error(path: &Path, e: io::Error) -> Error {
     }
 }
 
-/// A held descriptor lock: the locked open file description. Dropping it closes the
-/// descriptor, which releases the lock unless COMMAND inherited it and still runs.
+/// The locked open file description a hold keeps.
+enum Held {
+    /// Opened by flockrun: closing it releases the lock unless COMMAND inherited it.
+    Opened { file: File, path: PathBuf },
+    /// The caller's (`--fd`): never closed or unlocked here, the lock stays with the caller.
+    Inherited(RawFd),
+}
+
+/// A held descriptor lock.
 struct HeldDescriptor {
-    file: File,
-    path: PathBuf,
+    held: Held,
     key: HeldKey,
     waited: Duration,
 }
@@ -270,10 +421,16 @@ impl Hold for HeldDescriptor {
     }
 
     fn descriptor(&self) -> Option<RawFd> {
-        Some(self.file.as_raw_fd())
+        Some(match &self.held {
+            Held::Opened { file, .. } => file.as_raw_fd(),
+            Held::Inherited(fd) => *fd,
+        })
     }
 
     fn still_named(&self) -> bool {
-        open::still_named_by(&self.file, &self.path)
+        match &self.held {
+            Held::Opened { file, path } => open::still_named_by(file, path),
+            Held::Inherited(_) => true,
+        }
     }
 }

@@ -30,6 +30,7 @@ impl Kind for Etcd {
     }
 
     fn target(&self, request: &Request) -> Result<Target, Error> {
+        request.refuse_descriptor_options("etcd")?;
         let usage = |message: String| Error::Usage { message };
         let text = utf8(request.lock.as_os_str())?;
         if request.verb.is_read_write() {

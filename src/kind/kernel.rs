@@ -2,16 +2,17 @@
 //! `FileLock` take. The lock belongs to the open file description, so it survives `fork` and
 //! `execve` (a child given the descriptor holds it too) and is released when the last
 //! descriptor to it closes. The default kind of `exec` and `try`, and what `status` takes an
-//! unlocked file without telling content for.
+//! unlocked file without telling content for. (Called directly rather than through fs4, whose
+//! calls want a `File`: with `--fd` the descriptor is only borrowed from the caller.)
 
-use std::fs::File;
+#![allow(unsafe_code)]
+
 use std::io;
-
-use fs4::{FileExt, TryLockError};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use super::descriptor::{self, DescriptorLock};
 use crate::error::Error;
-use crate::lock::{Claim, Kind, LockFile, Request, Target};
+use crate::lock::{ByteRange, Claim, Kind, LockFile, Request, Target};
 use crate::mode::LockMode;
 use crate::mounts::KernelLock;
 use crate::open::Access;
@@ -42,8 +43,23 @@ impl Kind for Kernel {
     }
 }
 
-// Called as `FileExt::…(file)`: since Rust 1.89 `File` has inherent methods of the same
-// names, which would otherwise win.
+fn operation(mode: LockMode) -> libc::c_int {
+    match mode {
+        LockMode::Exclusive => libc::LOCK_EX,
+        LockMode::Shared => libc::LOCK_SH,
+    }
+}
+
+/// `flock(2)` on a descriptor.
+fn flock(fd: BorrowedFd<'_>, operation: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid descriptor for the duration of the call; flock takes no pointers.
+    if unsafe { libc::flock(fd.as_raw_fd(), operation) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 impl DescriptorLock for Kernel {
     fn name(&self) -> &'static str {
         Kind::name(self)
@@ -63,23 +79,25 @@ impl DescriptorLock for Kernel {
         Access::Read
     }
 
-    fn try_lock(&self, file: &File, mode: LockMode) -> io::Result<bool> {
-        let attempt = match mode {
-            LockMode::Exclusive => FileExt::try_lock(file),
-            LockMode::Shared => FileExt::try_lock_shared(file),
-        };
-        match attempt {
+    fn try_lock(&self, fd: BorrowedFd<'_>, mode: LockMode, _range: ByteRange) -> io::Result<bool> {
+        match flock(fd, operation(mode) | libc::LOCK_NB) {
             Ok(()) => Ok(true),
-            Err(TryLockError::WouldBlock) => Ok(false),
-            Err(TryLockError::Error(e)) => Err(e),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
-    /// fs4 does not retry `EINTR`, which is exactly what the timeout needs.
-    fn lock_blocking(&self, file: &File, mode: LockMode) -> io::Result<()> {
-        match mode {
-            LockMode::Exclusive => FileExt::lock(file),
-            LockMode::Shared => FileExt::lock_shared(file),
-        }
+    /// Not retried on `EINTR`, which is exactly what the timeout needs.
+    fn lock_blocking(
+        &self,
+        fd: BorrowedFd<'_>,
+        mode: LockMode,
+        _range: ByteRange,
+    ) -> io::Result<()> {
+        flock(fd, operation(mode))
+    }
+
+    fn unlock(&self, fd: BorrowedFd<'_>, _range: ByteRange) -> io::Result<()> {
+        flock(fd, libc::LOCK_UN)
     }
 }

@@ -61,6 +61,7 @@ impl Kind for Lease {
     }
 
     fn target(&self, request: &Request) -> Result<Target, Error> {
+        request.refuse_descriptor_options("soft lease")?;
         let path = request.lock_file()?;
         let ttl = request.ttl.unwrap_or(30);
         Ok(Target {

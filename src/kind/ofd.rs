@@ -2,17 +2,17 @@
 //! the lock util-linux `flock --fcntl` takes. Unlike classic POSIX locks it belongs to the
 //! open file description, so closing some other descriptor of the file does not drop it and
 //! a child that inherits the descriptor holds it. It conflicts with POSIX and other OFD
-//! locks, not with flock(2).
+//! locks, not with flock(2). The flock front end's `--start`/`--length` lock a byte range.
 
-use std::fs::File;
 use std::io;
+use std::os::fd::BorrowedFd;
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 
 use super::descriptor::{self, DescriptorLock};
 use crate::error::Error;
-use crate::lock::{Claim, Kind, LockFile, Request, Target};
+use crate::lock::{ByteRange, Claim, Kind, LockFile, Request, Target};
 use crate::mode::LockMode;
 use crate::mounts::KernelLock;
 use crate::open::Access;
@@ -26,7 +26,7 @@ impl Kind for Ofd {
     }
 
     fn claims(&self, request: &Request) -> Option<Claim> {
-        request.fcntl.then_some(Claim::ByOption)
+        (request.fcntl || request.range.is_some()).then_some(Claim::ByOption)
     }
 
     fn target(&self, request: &Request) -> Result<Target, Error> {
@@ -43,21 +43,25 @@ impl Kind for Ofd {
     }
 }
 
-fn whole_file(mode: LockMode) -> libc::flock {
-    let kind = match mode {
-        LockMode::Exclusive => libc::F_WRLCK,
-        LockMode::Shared => libc::F_RDLCK,
-    };
+/// The request for `range` (all of it when the range is the default: start 0, length 0
+/// meaning to the end however long the file grows).
+fn request(kind: libc::c_int, range: ByteRange) -> libc::flock {
     libc::flock {
-        #[allow(clippy::cast_possible_truncation)] // F_WRLCK and F_RDLCK are 0 and 1
+        #[allow(clippy::cast_possible_truncation)] // F_RDLCK, F_WRLCK, F_UNLCK are 0, 1, 2
         l_type: kind as libc::c_short,
         #[allow(clippy::cast_possible_truncation)]
         l_whence: libc::SEEK_SET as libc::c_short,
-        // start 0, length 0: the whole file, however long it grows.
-        l_start: 0,
-        l_len: 0,
+        l_start: libc::off_t::try_from(range.start).unwrap_or(libc::off_t::MAX),
+        l_len: libc::off_t::try_from(range.length).unwrap_or(libc::off_t::MAX),
         // Must be 0 for OFD requests.
         l_pid: 0,
+    }
+}
+
+fn lock_type(mode: LockMode) -> libc::c_int {
+    match mode {
+        LockMode::Exclusive => libc::F_WRLCK,
+        LockMode::Shared => libc::F_RDLCK,
     }
 }
 
@@ -82,16 +86,27 @@ impl DescriptorLock for Ofd {
         }
     }
 
-    fn try_lock(&self, file: &File, mode: LockMode) -> io::Result<bool> {
-        match fcntl(file, FcntlArg::F_OFD_SETLK(&whole_file(mode))) {
+    fn try_lock(&self, fd: BorrowedFd<'_>, mode: LockMode, range: ByteRange) -> io::Result<bool> {
+        match fcntl(fd, FcntlArg::F_OFD_SETLK(&request(lock_type(mode), range))) {
             Ok(_) => Ok(true),
             Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
 
-    fn lock_blocking(&self, file: &File, mode: LockMode) -> io::Result<()> {
-        fcntl(file, FcntlArg::F_OFD_SETLKW(&whole_file(mode)))
+    fn lock_blocking(
+        &self,
+        fd: BorrowedFd<'_>,
+        mode: LockMode,
+        range: ByteRange,
+    ) -> io::Result<()> {
+        fcntl(fd, FcntlArg::F_OFD_SETLKW(&request(lock_type(mode), range)))
+            .map(drop)
+            .map_err(io::Error::from)
+    }
+
+    fn unlock(&self, fd: BorrowedFd<'_>, range: ByteRange) -> io::Result<()> {
+        fcntl(fd, FcntlArg::F_OFD_SETLK(&request(libc::F_UNLCK, range)))
             .map(drop)
             .map_err(io::Error::from)
     }

@@ -40,6 +40,7 @@ impl Kind for Soft {
     }
 
     fn target(&self, request: &Request) -> Result<Target, Error> {
+        request.refuse_descriptor_options("soft")?;
         request.refuse_ttl()?;
         let path = request.lock_file()?;
         Ok(Target {

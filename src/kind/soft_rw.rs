@@ -60,6 +60,7 @@ impl Kind for SoftRw {
     }
 
     fn target(&self, request: &Request) -> Result<Target, Error> {
+        request.refuse_descriptor_options("soft read/write")?;
         if request.create_mode.is_some() {
             return Err(Error::Usage {
                 message: "--mode does not apply to a soft read/write lock: its records are \

@@ -47,6 +47,7 @@ impl Kind for Sqlite {
     }
 
     fn target(&self, request: &Request) -> Result<Target, Error> {
+        request.refuse_descriptor_options("read/write")?;
         let path = request.lock_file()?;
         Ok(Target {
             kind: self.name(),

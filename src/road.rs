@@ -1,0 +1,196 @@
+//! The one road from LOCK to a held lock and back, for every kind and both command lines
+//! (flockrun's own and the flock(1) front end's): resolve the target, run COMMAND under an
+//! ancestor's hold if there is one, else take the lock, run COMMAND under it (stopping
+//! COMMAND if the hold is lost), warn if LOCK was deleted meanwhile, release. Who speaks on
+//! the way, and in which words, is the caller's `Voice`.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+
+use crate::error::Error;
+use crate::exit;
+use crate::kind;
+use crate::lock::{Hold, Request, Target};
+use crate::nested::{self, HeldAbove};
+use crate::supervise::{self, Launch};
+use crate::wait::{self, WaitObserver};
+
+/// A message on stderr, after `name: `; a failing write never changes the status.
+pub fn say_as(name: &str, message: &str) {
+    let _ = writeln!(io::stderr().lock(), "{name}: {message}");
+}
+
+/// Who speaks on the road and what it adds to it: flockrun's own voice (in `run`), or the
+/// flock(1) front end's (`crate::flock`).
+pub trait Voice: WaitObserver {
+    /// The word before every message: `flockrun` or `flock`.
+    fn name(&self) -> &'static str;
+    /// Whether flockrun's own additions apply: an ancestor's hold recognised (nested use),
+    /// and the `FLOCKRUN_*` variables for COMMAND. flock(1) has neither.
+    fn flockrun_additions(&self) -> bool;
+    fn verbose(&self) -> bool;
+    /// The lock was taken.
+    fn acquired(&mut self, target: &Target, hold: &dyn Hold);
+    /// COMMAND is about to start.
+    fn launching(&mut self, _command: &supervise::Command) {}
+}
+
+/// Takes the lock `request` names and runs `command` under it (or, without one, leaves the
+/// lock with the caller's descriptor: `--fd`); returns COMMAND's exit status.
+///
+/// # Errors
+/// Whatever kept the lock from being taken, COMMAND from running, or the hold from lasting.
+pub fn run_locked(
+    request: &Request,
+    command: Option<&supervise::Command>,
+    voice: &mut dyn Voice,
+) -> Result<i32, Error> {
+    let target = kind::target(request)?;
+    wait::install_stop_handlers().map_err(|e| Error::system("installing signal handlers", e))?;
+    voice.set_lock(&target.shown);
+    let additions = voice.flockrun_additions();
+    let inherited_held = additions
+        .then(|| std::env::var_os(nested::HELD_VAR))
+        .flatten();
+    if additions
+        && let Some(key) = target.lockable.held_key()
+        && let Some(above) = nested::held_above(
+            key,
+            inherited_held.as_deref(),
+            target.lockable.inherited_mode(key),
+        )
+    {
+        return match command {
+            Some(command) => {
+                run_under_ancestor(&target, command, above, inherited_held, voice.verbose())
+            }
+            None => Ok(0),
+        };
+    }
+
+    let hold = target.lockable.take(&target.deadline, voice)?;
+    voice.acquired(&target, hold.as_ref());
+    let Some(command) = command else {
+        // `--fd N` without COMMAND: the lock stays with the caller's descriptor.
+        return Ok(0);
+    };
+
+    let mut env = Vec::new();
+    if additions {
+        let me = nix::unistd::getpid().as_raw();
+        env = lock_env(&target, None);
+        env.extend(hold.env());
+        env.push((
+            nested::HELD_VAR.into(),
+            nested::held_var_with(inherited_held.as_deref(), hold.key(), target.mode, me),
+        ));
+    }
+    let inherit_fd = if target.close {
+        None
+    } else {
+        hold.descriptor()
+    };
+    voice.launching(command);
+    let launch = Launch {
+        command,
+        inherit_fd,
+        // `--close` with `--fd`: the caller's descriptor is not CLOEXEC, so COMMAND would
+        // inherit it unless it is closed on the way.
+        close_fd: if target.close && request.fd.is_some() {
+            hold.descriptor()
+        } else {
+            None
+        },
+        // COMMAND must never run on without the lock: when it does not hold the lock
+        // itself, it dies with flockrun.
+        die_with_flockrun: inherit_fd.is_none(),
+        env,
+        lost: hold.loss(),
+    };
+    if target.no_fork {
+        // The hold stays open across exec: COMMAND inherits the descriptor (clap and the
+        // kinds allow -F only where a descriptor carries the lock).
+        return Err(supervise::exec_in_place(&launch));
+    }
+    let status = supervise::run(&launch);
+    let lost = hold.lost();
+    if !hold.still_named() {
+        // Nothing can undo that now, but whoever reads the log should know.
+        say_as(
+            voice.name(),
+            &format!(
+                "warning: {} was deleted or replaced while the lock was held; processes that \
+                 opened it since then locked another file and did not wait",
+                target.lock.to_string_lossy()
+            ),
+        );
+    }
+    if let Some(warning) = hold.release() {
+        say_as(voice.name(), &format!("warning: {warning}"));
+    }
+    match lost {
+        Some(reason) => Err(Error::LockLost {
+            lock: target.lock.to_string_lossy().into_owned(),
+            reason,
+            command_ran: !matches!(status, Ok(exit::LOCK_LOST)),
+        }),
+        None => status,
+    }
+}
+
+/// An ancestor flockrun holds the lock already: waiting would wait for ourselves. COMMAND
+/// runs at once if the held mode covers the one asked for; otherwise the request would
+/// deadlock and is refused.
+fn run_under_ancestor(
+    target: &Target,
+    command: &supervise::Command,
+    above: HeldAbove,
+    inherited_held: Option<OsString>,
+    verbose: bool,
+) -> Result<i32, Error> {
+    let held = (target.mode_names)(above.mode);
+    if !above.mode.covers(target.mode) {
+        return Err(Error::WouldDeadlock {
+            path: target.lock.clone().into(),
+            held,
+            wanted: target.mode_name(),
+            holder_pid: above.pid,
+        });
+    }
+    if verbose {
+        say_as(
+            "flockrun",
+            &format!(
+                "{} is already held with a {held} lock by ancestor pid {}; running COMMAND \
+                 under it",
+                target.shown, above.pid
+            ),
+        );
+    }
+    let launch = Launch {
+        command,
+        inherit_fd: None,
+        close_fd: None,
+        die_with_flockrun: false,
+        env: lock_env(target, inherited_held),
+        lost: None,
+    };
+    if target.no_fork {
+        Err(supervise::exec_in_place(&launch))
+    } else {
+        supervise::run(&launch)
+    }
+}
+
+/// `FLOCKRUN_LOCK`, `FLOCKRUN_KIND`, `FLOCKRUN_MODE`, and the inherited `FLOCKRUN_HELD`.
+fn lock_env(target: &Target, held: Option<OsString>) -> Vec<(OsString, OsString)> {
+    let mut env = vec![
+        ("FLOCKRUN_LOCK".into(), target.lock.clone()),
+        ("FLOCKRUN_KIND".into(), target.kind.into()),
+        ("FLOCKRUN_MODE".into(), target.mode_name().into()),
+    ];
+    if let Some(held) = held {
+        env.push((nested::HELD_VAR.into(), held));
+    }
+    env
+}
