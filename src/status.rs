@@ -95,6 +95,15 @@ pub struct RwMemberReport {
     pub verdict: &'static str,
 }
 
+/// A lock held on a byte range of the file.
+#[derive(Debug, Clone)]
+pub struct RangeReport {
+    pub mode: &'static str,
+    pub start: u64,
+    /// The last byte; `None` when the range runs to the end of the file.
+    pub end: Option<u64>,
+}
+
 /// What a soft reader/writer lock's files say beyond holders and waiters.
 #[derive(Debug, Clone, Default)]
 pub struct RwReport {
@@ -121,6 +130,8 @@ pub struct LockStatus {
     pub kernel_lines: Vec<String>,
     /// For an etcd lock: its queue, holder first (then `holders` and `waiters` are empty).
     pub etcd_queue: Vec<crate::etcd::QueueEntry>,
+    /// Locks held on part of the file only (OFD byte ranges).
+    pub ranges: Vec<RangeReport>,
     /// For a soft reader/writer lock: its participants (then `holders` and `waiters` are
     /// empty) and what its files say.
     pub rw_holders: Vec<RwMemberReport>,
@@ -144,6 +155,7 @@ impl LockStatus {
             warnings: Vec::new(),
             kernel_lines: Vec::new(),
             etcd_queue: Vec::new(),
+            ranges: Vec::new(),
             rw_holders: Vec::new(),
             rw_waiters: Vec::new(),
             soft_rw: None,
@@ -175,6 +187,15 @@ pub fn fill_from_sighting(
         })
         .collect();
     status.warnings.clone_from(&sighting.warnings);
+    status.ranges = sighting
+        .held_ranges
+        .iter()
+        .map(|&(mode, start, end)| RangeReport {
+            mode: mode_name(mode),
+            start,
+            end,
+        })
+        .collect();
     let shown: Vec<i32> = status
         .holders
         .iter()
@@ -281,6 +302,12 @@ pub fn render_human(status: &LockStatus) -> String {
             );
         }
         out.push('\n');
+    }
+    for r in &status.ranges {
+        let end = r
+            .end
+            .map_or_else(|| "end of file".to_owned(), |e| e.to_string());
+        let _ = writeln!(out, "  range    bytes {} to {end}, {}", r.start, r.mode);
     }
     render_soft_rw(&mut out, status);
     for w in &status.waiters {
@@ -440,6 +467,18 @@ fn lock_json(s: &LockStatus) -> String {
             ));
         }
     }
+    let ranges: Vec<String> = s
+        .ranges
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"start\":{},\"end\":{},\"mode\":{}}}",
+                r.start,
+                opt(r.end.map(|e| e.to_string())),
+                json_str(r.mode)
+            )
+        })
+        .collect();
     let soft_rw = s.soft_rw.as_ref().map(|rw| {
         let layouts: Vec<String> = rw.layouts.iter().map(|l| json_str(l)).collect();
         format!(
@@ -463,7 +502,7 @@ fn lock_json(s: &LockStatus) -> String {
     });
     let warnings: Vec<String> = s.warnings.iter().map(|w| json_str(w)).collect();
     format!(
-        "{{\"path\":{},\"exists\":{},\"kind\":{},\"state\":{},\"mode\":{},\"holders\":[{}],\"waiters\":[{}],\"marker\":{},\"soft_rw\":{},\"warnings\":[{}]}}",
+        "{{\"path\":{},\"exists\":{},\"kind\":{},\"state\":{},\"mode\":{},\"holders\":[{}],\"waiters\":[{}],\"marker\":{},\"soft_rw\":{},\"ranges\":[{}],\"warnings\":[{}]}}",
         json_str(&s.path.to_string_lossy()),
         s.exists,
         opt(s.kind.map(json_str)),
@@ -473,6 +512,7 @@ fn lock_json(s: &LockStatus) -> String {
         waiters.join(","),
         opt(marker),
         opt(soft_rw),
+        ranges.join(","),
         warnings.join(",")
     )
 }

@@ -8,6 +8,7 @@ mod etcd;
 mod exclusion;
 mod exit_status;
 mod faults;
+mod flock_compat;
 mod generated;
 mod hostile_input;
 mod interop;

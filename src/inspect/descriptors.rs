@@ -38,6 +38,9 @@ pub fn sight_in(locks: &KernelLocks, id: FileId, class: &str) -> Sighting {
             if sighting.held_mode != Some(LockMode::Exclusive) {
                 sighting.held_mode = Some(mode);
             }
+            if line.start != 0 || line.end.is_some() {
+                sighting.held_ranges.push((mode, line.start, line.end));
+            }
             if line.pid > 0 && !sighting.recorded_pids.contains(&line.pid) {
                 sighting.recorded_pids.push(line.pid);
             }

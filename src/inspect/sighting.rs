@@ -52,6 +52,9 @@ pub struct Sighting {
     pub recorded_pids: Vec<i32>,
     /// The strongest mode `/proc/locks` shows held, whether or not a holder is visible.
     pub held_mode: Option<LockMode>,
+    /// Held locks on part of the file only (OFD byte ranges): mode, first byte, last byte
+    /// (`None`: to the end of the file).
+    pub held_ranges: Vec<(LockMode, u64, Option<u64>)>,
     /// Things that could not be seen, and why.
     pub warnings: Vec<String>,
     /// A description of the holder when it is not a visible process (a soft marker from
