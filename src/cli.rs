@@ -331,6 +331,60 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
+impl Cli {
+    /// The plainest and most frequent command line, `exec|try LOCK -- COMMAND [ARG]...` with
+    /// no option, taken apart without clap: building even one subcommand's definition costs
+    /// more than the rest of an uncontended run. What it returns is what clap's parse of the
+    /// same words gives (a test checks that); `None` for anything else.
+    #[must_use]
+    pub fn plain_exec_or_try(args: &[OsString]) -> Option<Cli> {
+        let [_, verb, lock, dashes, command @ ..] = args else {
+            return None;
+        };
+        let lock_bytes = std::os::unix::ffi::OsStrExt::as_bytes(lock.as_os_str());
+        if dashes != "--"
+            || command.is_empty()
+            || lock_bytes.is_empty()
+            || lock_bytes[0] == b'-'
+            // clap reads this variable for --refuse-host-local; let it.
+            || std::env::var_os("FLOCKRUN_REFUSE_HOST_LOCAL").is_some()
+        {
+            return None;
+        }
+        let lock = KernelLockArgs {
+            shared: false,
+            fcntl: false,
+            soft: false,
+            close: false,
+            no_fork: false,
+            ttl: None,
+            refuse_host_local: false,
+            run: RunArgs {
+                conflict_exit_code: CONFLICT_DEFAULT,
+                shell_command: None,
+                mode: None,
+                verbose: false,
+                quiet: false,
+                fd: None,
+                lock: Some(PathBuf::from(lock)),
+                command: command.to_vec(),
+            },
+        };
+        let command = match verb.to_str()? {
+            "exec" => Command::Exec(ExecArgs {
+                wait: WaitArgs {
+                    timeout: None,
+                    nonblock: false,
+                },
+                lock,
+            }),
+            "try" => Command::Try(TryArgs { lock }),
+            _ => return None,
+        };
+        Some(Cli { command })
+    }
+}
+
 impl WaitArgs {
     /// The deadline these options ask for.
     #[must_use]
@@ -395,6 +449,40 @@ mod tests {
     #[test]
     fn definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_plain_command_line_parses_as_clap_parses_it() {
+        let words = |list: &[&str]| -> Vec<OsString> { list.iter().map(OsString::from).collect() };
+        for plain in [
+            &["flockrun", "exec", "a.lock", "--", "true"][..],
+            &[
+                "flockrun",
+                "try",
+                "/run/lock/x",
+                "--",
+                "sh",
+                "-c",
+                "echo -n hi",
+                "--",
+            ],
+            &["flockrun", "exec", "help", "--", "-v"],
+        ] {
+            let args = words(plain);
+            let fast = Cli::plain_exec_or_try(&args).expect("plain");
+            let full = Cli::try_parse_from(&args).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{full:?}"), "{plain:?}");
+        }
+        for other in [
+            &["flockrun", "exec", "-n", "a.lock", "--", "true"][..],
+            &["flockrun", "exec", "a.lock", "true"],
+            &["flockrun", "exec", "a.lock", "--"],
+            &["flockrun", "exec", "-", "--", "true"],
+            &["flockrun", "read", "a.lock", "--", "true"],
+            &["flockrun", "exec", "", "--", "true"],
+        ] {
+            assert!(Cli::plain_exec_or_try(&words(other)).is_none(), "{other:?}");
+        }
     }
 
     #[test]

@@ -329,6 +329,15 @@ pub trait Lockable {
         None
     }
 
+    /// Whether to try the lock once before asking `inherited_mode`, which for the
+    /// descriptor kinds scans this process's descriptors: a lock taken at the first try
+    /// cannot be held by an ancestor in a conflicting mode, so an uncontended lock never
+    /// pays for the scan. Kinds whose attempt is costly (etcd grants a lease) or leaves
+    /// something behind keep the default.
+    fn look_first(&self) -> bool {
+        false
+    }
+
     /// Takes the lock before `deadline`, telling `observer` about the wait.
     ///
     /// # Errors

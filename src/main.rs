@@ -1,7 +1,22 @@
 //! `flockrun`: arguments in, exit status out. Everything else lives in the library. Started
 //! through a link named `flock`, it is util-linux flock(1)'s front end.
+//!
+//! The entry point is the C library's `main`, not std's: std's start-up reads
+//! `/proc/self/maps` and sets up a signal stack to report stack overflows, which is a good
+//! share of the start-up time of a program that runs once per cron job or script step. Its
+//! other duty, ignoring SIGPIPE so that a write to a closed pipe fails rather than kills,
+//! is done here.
+#![no_main]
+#![allow(unsafe_code)]
 
-fn main() {
+/// The program: called by the C library with the arguments std reads on its own.
+#[unsafe(no_mangle)]
+pub extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    // SAFETY: setting a signal disposition; nothing else runs yet.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let status = match args.first() {
         Some(argv0) if flockrun::flock::invoked_as_flock(argv0) => flockrun::flock::run(args),

@@ -36,17 +36,23 @@ pub enum Shape {
 const VANISHED_RETRIES: usize = 1000;
 
 /// Opens `path` for locking, creating it with `create_mode` (default `0o666 & ~umask`) when
-/// it is missing. Regular files, directories and block devices are accepted.
+/// it is missing. Regular files, directories and block devices are accepted. Returns the
+/// open file and its attributes.
 ///
 /// Flags and why:
 /// * `O_NOFOLLOW`: a symlink at the lock path could point the lock (or the file creation)
 ///   anywhere; it is refused.
-/// * `O_NONBLOCK`: opening a FIFO without a writer would otherwise hang; cleared afterwards.
+/// * `O_NONBLOCK`: opening a FIFO without a writer would otherwise hang. It has no effect on
+///   the regular files and directories that pass the checks, so it stays set (COMMAND,
+///   which inherits the descriptor, would not notice it either); on a block device it is
+///   cleared.
 /// * `O_CLOEXEC`: the supervisor decides explicitly which child, if any, inherits it.
 /// * `O_NOCTTY`: a terminal at the path must not become our controlling terminal.
-/// * `O_CREAT|O_EXCL` first, then a plain open on `EEXIST`: this tells whether we created
-///   the file (only then is `--mode` applied) and dodges `EACCES` from `O_CREAT` on another
-///   user's file in a sticky directory (`fs.protected_regular`).
+/// * A file that is there is opened as it is; a missing one with `O_CREAT|O_EXCL`, which
+///   tells whether we created it (only then is `--mode` applied) and so never meets
+///   `EACCES` from `O_CREAT` on another user's file in a sticky directory
+///   (`fs.protected_regular`). If the file comes or goes between the look and the open,
+///   the other way is tried.
 /// * never `O_TRUNC`: the file may be someone's data, or a peer's lock content.
 ///
 /// # Errors
@@ -57,8 +63,9 @@ pub fn open_lock_file(
     access: Access,
     create_mode: Option<u32>,
     shape: Shape,
-) -> Result<File, Error> {
-    refuse_special(path, fs::symlink_metadata(path).ok().as_ref(), shape)?;
+) -> Result<(File, fs::Metadata), Error> {
+    let seen = fs::symlink_metadata(path).ok();
+    refuse_special(path, seen.as_ref(), shape)?;
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Open {
         path: path.to_owned(),
         hint: "the path contains a NUL byte".to_owned(),
@@ -73,31 +80,36 @@ pub fn open_lock_file(
             Access::ReadWrite => libc::O_RDWR,
         };
     let mut result = None;
+    let mut exists = seen.is_some();
     for _ in 0..VANISHED_RETRIES {
-        match raw_open(&c_path, base | libc::O_CREAT | libc::O_EXCL, create_mode) {
-            Ok(file) => {
-                if let Some(mode) = create_mode {
-                    // Only for a file we just created: the exact bits asked for, umask or
-                    // not, as py-filelock does for an explicit mode.
-                    file.set_permissions(fs::Permissions::from_mode(mode))
-                        .map_err(|e| Error::system("setting the lock file mode", e))?;
+        if exists {
+            match raw_open(&c_path, base, None) {
+                Ok(file) => {
+                    result = Some(file);
+                    break;
                 }
-                result = Some(file);
-                break;
+                // Deleted since: create it.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => exists = false,
+                // A file lease is being broken (possible only with O_NONBLOCK): try again.
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+                Err(e) => return Err(classify_open_error(path, access, e)),
             }
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(classify_create_error(path, e)),
-        }
-        match raw_open(&c_path, base, None) {
-            Ok(file) => {
-                result = Some(file);
-                break;
+        } else {
+            match raw_open(&c_path, base | libc::O_CREAT | libc::O_EXCL, create_mode) {
+                Ok(file) => {
+                    if let Some(mode) = create_mode {
+                        // Only for a file we just created: the exact bits asked for, umask
+                        // or not, as py-filelock does for an explicit mode.
+                        file.set_permissions(fs::Permissions::from_mode(mode))
+                            .map_err(|e| Error::system("setting the lock file mode", e))?;
+                    }
+                    result = Some(file);
+                    break;
+                }
+                // Created by someone else since: open theirs.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => exists = true,
+                Err(e) => return Err(classify_create_error(path, e)),
             }
-            // Deleted between the two opens: create it again.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            // A file lease is being broken (possible only with O_NONBLOCK): try again.
-            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
-            Err(e) => return Err(classify_open_error(path, access, e)),
         }
     }
     let file = result.ok_or_else(|| Error::Open {
@@ -110,8 +122,10 @@ pub fn open_lock_file(
         .map_err(|e| Error::system("fstat on the lock file", e))?;
     // It may have been swapped for something else since the lstat above.
     refuse_special(path, Some(&meta), shape)?;
-    clear_nonblock(&file)?;
-    Ok(file)
+    if meta.file_type().is_block_device() {
+        clear_nonblock(&file)?;
+    }
+    Ok((file, meta))
 }
 
 fn raw_open(c_path: &CString, flags: libc::c_int, create_mode: Option<u32>) -> io::Result<File> {

@@ -13,7 +13,7 @@ use crate::kind;
 use crate::lock::{Hold, Request, Target};
 use crate::nested::{self, HeldAbove};
 use crate::supervise::{self, Launch};
-use crate::wait::{self, WaitObserver};
+use crate::wait::{self, Deadline, WaitObserver};
 
 /// A message on stderr, after `name: `; a failing write never changes the status.
 pub fn say_as(name: &str, message: &str) {
@@ -52,14 +52,27 @@ pub fn run_locked(
     let inherited_held = additions
         .then(|| std::env::var_os(nested::HELD_VAR))
         .flatten();
-    if additions
-        && let Some(key) = target.lockable.held_key()
-        && let Some(above) = nested::held_above(
-            key,
-            inherited_held.as_deref(),
-            target.lockable.inherited_mode(key),
-        )
-    {
+    // Whether an ancestor holds the lock already, from FLOCKRUN_HELD or, if `scan`, from a
+    // descriptor this process inherited.
+    let above = |scan: bool| -> Option<HeldAbove> {
+        let key = target.lockable.held_key()?;
+        let inherited = scan.then(|| target.lockable.inherited_mode(key)).flatten();
+        nested::held_above(key, inherited_held.as_deref(), inherited)
+    };
+    let mut hold = None;
+    let mut ancestor = None;
+    if additions && target.lockable.look_first() {
+        // A lock won at the first try needs no look for an ancestor's hold (nor a
+        // description of who holds it); only a busy one does.
+        match target.lockable.take(&Deadline::probe(), voice) {
+            Ok(won) => hold = Some(won),
+            Err(Error::Busy { .. }) => ancestor = above(true),
+            Err(e) => return Err(e),
+        }
+    } else if additions {
+        ancestor = above(true);
+    }
+    if let Some(above) = ancestor {
         return match command {
             Some(command) => {
                 run_under_ancestor(&target, command, above, inherited_held, voice.verbose())
@@ -67,8 +80,10 @@ pub fn run_locked(
             None => Ok(0),
         };
     }
-
-    let hold = target.lockable.take(&target.deadline, voice)?;
+    let hold = match hold {
+        Some(hold) => hold,
+        None => target.lockable.take(&target.deadline, voice)?,
+    };
     voice.acquired(&target, hold.as_ref());
     let Some(command) = command else {
         // `--fd N` without COMMAND: the lock stays with the caller's descriptor.

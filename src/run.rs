@@ -28,7 +28,12 @@ use crate::wait::{Deadline, WaitObserver};
 /// Runs flockrun with `args` (including the program name) and returns its exit status.
 #[must_use]
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let mut cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let parsed = match Cli::plain_exec_or_try(&args).or_else(|| parse_exec_or_try(&args)) {
+        Some(cli) => Ok(cli),
+        None => Cli::try_parse_from(&args),
+    };
+    let mut cli = match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version.
@@ -96,6 +101,37 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             status
         }
     }
+}
+
+/// `exec` and `try`, the commands scripts run over and over, parsed with their own
+/// definition alone: building the whole command line (every subcommand, every option)
+/// costs more than the parse itself. `None` for anything else, and for anything the lone
+/// definition does not accept (`--help`, `--version`, errors): the full parse then runs and
+/// says what it says.
+fn parse_exec_or_try(args: &[OsString]) -> Option<Cli> {
+    use clap::{Args, FromArgMatches};
+    let sub = args.get(1)?.to_str()?;
+    let rest = || args[1..].iter();
+    let command = match sub {
+        "exec" => Command::Exec(
+            crate::cli::ExecArgs::from_arg_matches_mut(
+                &mut crate::cli::ExecArgs::augment_args(clap::Command::new("exec"))
+                    .try_get_matches_from(rest())
+                    .ok()?,
+            )
+            .ok()?,
+        ),
+        "try" => Command::Try(
+            crate::cli::TryArgs::from_arg_matches_mut(
+                &mut crate::cli::TryArgs::augment_args(clap::Command::new("try"))
+                    .try_get_matches_from(rest())
+                    .ok()?,
+            )
+            .ok()?,
+        ),
+        _ => return None,
+    };
+    Some(Cli { command })
 }
 
 /// The command line in no kind's terms.

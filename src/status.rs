@@ -467,39 +467,9 @@ fn lock_json(s: &LockStatus) -> String {
             ));
         }
     }
-    let ranges: Vec<String> = s
-        .ranges
-        .iter()
-        .map(|r| {
-            format!(
-                "{{\"start\":{},\"end\":{},\"mode\":{}}}",
-                r.start,
-                opt(r.end.map(|e| e.to_string())),
-                json_str(r.mode)
-            )
-        })
-        .collect();
-    let soft_rw = s.soft_rw.as_ref().map(|rw| {
-        let layouts: Vec<String> = rw.layouts.iter().map(|l| json_str(l)).collect();
-        format!(
-            "{{\"layouts\":[{}],\"generation\":{}}}",
-            layouts.join(","),
-            opt(rw.generation.map(|g| g.to_string()))
-        )
-    });
-    let marker = s.marker.as_ref().map(|m| {
-        format!(
-            "{{\"pid\":{},\"host\":{},\"start_token\":{},\"verdict\":{},\"note\":{},\"mode\":{},\"ttl\":{},\"renewed_ago\":{}}}",
-            opt(m.pid.map(|p| p.to_string())),
-            opt(m.host.as_deref().map(json_str)),
-            opt(m.start_token.as_deref().map(json_str)),
-            json_str(m.verdict),
-            opt(m.note.as_deref().map(json_str)),
-            opt(m.mode.as_deref().map(json_str)),
-            opt(m.ttl.map(|t| format!("{t:?}"))),
-            opt(m.renewed_ago.map(|d| format!("{:.3}", d.as_secs_f64()))),
-        )
-    });
+    let ranges = ranges_json(s);
+    let soft_rw = soft_rw_json(s);
+    let marker = marker_json(s);
     let warnings: Vec<String> = s.warnings.iter().map(|w| json_str(w)).collect();
     format!(
         "{{\"path\":{},\"exists\":{},\"kind\":{},\"state\":{},\"mode\":{},\"holders\":[{}],\"waiters\":[{}],\"marker\":{},\"soft_rw\":{},\"ranges\":[{}],\"warnings\":[{}]}}",
@@ -515,6 +485,50 @@ fn lock_json(s: &LockStatus) -> String {
         ranges.join(","),
         warnings.join(",")
     )
+}
+
+/// The `ranges` of a lock: `{start, end, mode}` each.
+fn ranges_json(s: &LockStatus) -> Vec<String> {
+    s.ranges
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"start\":{},\"end\":{},\"mode\":{}}}",
+                r.start,
+                opt(r.end.map(|e| e.to_string())),
+                json_str(r.mode)
+            )
+        })
+        .collect()
+}
+
+/// The `soft_rw` object of a soft reader/writer lock, `None` for other kinds.
+fn soft_rw_json(s: &LockStatus) -> Option<String> {
+    s.soft_rw.as_ref().map(|rw| {
+        let layouts: Vec<String> = rw.layouts.iter().map(|l| json_str(l)).collect();
+        format!(
+            "{{\"layouts\":[{}],\"generation\":{}}}",
+            layouts.join(","),
+            opt(rw.generation.map(|g| g.to_string()))
+        )
+    })
+}
+
+/// The `marker` object of a soft lock, `None` for other kinds.
+fn marker_json(s: &LockStatus) -> Option<String> {
+    s.marker.as_ref().map(|m| {
+        format!(
+            "{{\"pid\":{},\"host\":{},\"start_token\":{},\"verdict\":{},\"note\":{},\"mode\":{},\"ttl\":{},\"renewed_ago\":{}}}",
+            opt(m.pid.map(|p| p.to_string())),
+            opt(m.host.as_deref().map(json_str)),
+            opt(m.start_token.as_deref().map(json_str)),
+            json_str(m.verdict),
+            opt(m.note.as_deref().map(json_str)),
+            opt(m.mode.as_deref().map(json_str)),
+            opt(m.ttl.map(|t| format!("{t:?}"))),
+            opt(m.renewed_ago.map(|d| format!("{:.3}", d.as_secs_f64()))),
+        )
+    })
 }
 
 fn opt(value: Option<String>) -> String {

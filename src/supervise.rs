@@ -7,12 +7,13 @@
 //! terminal already sent to COMMAND's process group is not delivered twice.
 #![allow(unsafe_code)]
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -169,6 +170,15 @@ fn spawn_and_wait(launch: &Launch<'_>, watched: &SigSet) -> Result<i32, Error> {
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
+    if !launch.die_with_flockrun {
+        match spawn_directly(launch) {
+            Ok(pid) => return forward_until_exit(pid, watched, launch.lost.as_ref()),
+            // A script without `#!`: the C library's posix_spawnp does not hand it to
+            // /bin/sh as execvp does (and as flock(1) does); the fork road below will.
+            Err(Error::Spawn { source, .. }) if source.raw_os_error() == Some(libc::ENOEXEC) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let parent = getpid().as_raw();
     let mut cmd = prepare(launch);
     let die_with_parent = launch.die_with_flockrun;
@@ -194,6 +204,205 @@ fn spawn_and_wait(launch: &Launch<'_>, watched: &SigSet) -> Result<i32, Error> {
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| Error::Internal(e.into()))?);
     forward_until_exit(pid, watched, launch.lost.as_ref())
 }
+
+/// The kernel's `struct sigaction` (generic layout, x86-64 and arm64 alike), for resetting
+/// dispositions with the raw system call: the C library's `sigaction` refuses to touch the
+/// two signals it reserves for itself (32 and 33), and those can arrive ignored too.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+impl KernelSigaction {
+    const DEFAULT: KernelSigaction = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+}
+
+/// What the child of `spawn_directly` needs, all prepared by the parent: until it execs,
+/// the child shares the parent's memory and may not allocate or take locks.
+struct ChildPlan {
+    /// The paths to try in turn (COMMAND's program looked up along PATH, as execvp does).
+    candidates: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// The lock descriptor to hand on (its close-on-exec flag cleared), or -1.
+    inherit_fd: RawFd,
+    /// A descriptor to close, or -1.
+    close_fd: RawFd,
+    /// Why exec failed; stays 0 when it worked (then the child is COMMAND).
+    error: AtomicI32,
+}
+
+/// The child of `spawn_directly`: raw system calls only (the C library's wrappers may
+/// take locks or touch state the parent owns). Every signal back to its default action,
+/// the mask cleared, descriptors arranged, then exec along the candidates.
+extern "C" fn exec_child(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: the parent passes a ChildPlan that outlives this child (CLONE_VFORK keeps the
+    // parent waiting until the child has exec'd or exited).
+    let plan = unsafe { &*plan.cast::<ChildPlan>() };
+    let default = KernelSigaction::DEFAULT;
+    let empty: u64 = 0;
+    // SAFETY: system calls on valid pointers to data on this stack or in the plan.
+    unsafe {
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &raw const default,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &raw const empty,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
+        if plan.inherit_fd >= 0 {
+            libc::syscall(libc::SYS_fcntl, plan.inherit_fd, libc::F_SETFD, 0);
+        }
+        if plan.close_fd >= 0 {
+            libc::syscall(libc::SYS_close, plan.close_fd);
+        }
+        // As execvp: a path that is not there goes on to the next; one that is there but
+        // may not be run is remembered; anything else ends the search.
+        let mut failure = libc::ENOENT;
+        for path in &plan.candidates {
+            libc::syscall(
+                libc::SYS_execve,
+                path.as_ptr(),
+                plan.argv.as_ptr(),
+                plan.envp.as_ptr(),
+            );
+            let errno = *libc::__errno_location();
+            match errno {
+                libc::ENOENT | libc::ENOTDIR | libc::ENODEV | libc::ESTALE | libc::ETIMEDOUT => {}
+                libc::EACCES => failure = libc::EACCES,
+                _ => {
+                    failure = errno;
+                    break;
+                }
+            }
+        }
+        plan.error.store(failure, Ordering::SeqCst);
+        libc::syscall(libc::SYS_exit, 127);
+    }
+    127
+}
+
+/// Starts COMMAND with a `vfork`-style clone (`CLONE_VM | CLONE_VFORK`), as the C
+/// library's `posix_spawn` does, but with a child that does exactly what COMMAND needs:
+/// every signal disposition back to default (`posix_spawn` leaves the C library's two
+/// internal signals ignored across exec) and nothing blocked, the lock descriptor handed
+/// on or another closed. No copy of flockrun's page tables, and no pipe to learn whether
+/// exec worked: the child shares the parent's memory until it execs, and writes the
+/// failure there. A COMMAND that must die with flockrun needs `prctl` in the child and
+/// takes the fork road instead.
+fn spawn_directly(launch: &Launch<'_>) -> Result<Pid, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let spawn_failed = |e: io::Error| spawn_error(launch, e);
+    let c_string = |bytes: &[u8]| {
+        CString::new(bytes).map_err(|_| spawn_failed(io::Error::from_raw_os_error(libc::EINVAL)))
+    };
+    let program = launch.command.program.as_bytes();
+    let mut words = vec![c_string(program)?];
+    for arg in &launch.command.args {
+        words.push(c_string(arg.as_bytes())?);
+    }
+    let candidates = if program.contains(&b'/') {
+        vec![c_string(program)?]
+    } else {
+        // PATH as execvp reads it; an empty entry is the current directory.
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+        path.as_bytes()
+            .split(|&b| b == b':')
+            .map(|dir| {
+                let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+                c_string(&[dir, b"/", program].concat())
+            })
+            .collect::<Result<_, _>>()?
+    };
+    // The environment as it is, with the launch's variables in place of any of the same
+    // name: pointers to the strings that are there, no copy of them.
+    let extra: Vec<CString> = launch
+        .env
+        .iter()
+        .map(|(k, v)| c_string(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<Result<_, _>>()?;
+    let mut envp: Vec<*const libc::c_char> = extra.iter().map(|e| e.as_ptr()).collect();
+    // SAFETY: environ is a NULL-terminated array of C strings; this thread is the only one
+    // (kinds that start threads have COMMAND die with flockrun, and take the fork road).
+    unsafe {
+        let mut entry = libc::environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            let name = text.split(|&b| b == b'=').next().unwrap_or_default();
+            if !launch.env.iter().any(|(k, _)| k.as_bytes() == name) {
+                envp.push((*entry).cast_const());
+            }
+            entry = entry.add(1);
+        }
+    }
+    envp.push(std::ptr::null());
+    let mut argv: Vec<*const libc::c_char> = words.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let plan = ChildPlan {
+        candidates,
+        argv,
+        envp,
+        inherit_fd: launch.inherit_fd.unwrap_or(-1),
+        close_fd: launch.close_fd.unwrap_or(-1),
+        error: AtomicI32::new(0),
+    };
+    let mut stack = vec![0u8; CHILD_STACK];
+    // No signal handler may run in the child while it shares our memory: all blocked
+    // around the clone (the child sets its own mask before exec).
+    let mut previous = SigSet::empty();
+    sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&SigSet::all()),
+        Some(&mut previous),
+    )
+    .map_err(|e| Error::system("blocking signals", e))?;
+    // SAFETY: the stack is ours and large enough for exec_child, which runs on its top
+    // (it grows down); the plan lives until after the clone returns, and with CLONE_VFORK
+    // that is after the child has exec'd or exited.
+    let pid = unsafe {
+        libc::clone(
+            exec_child,
+            stack.as_mut_ptr().add(CHILD_STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw const plan).cast_mut().cast(),
+        )
+    };
+    let clone_error = io::Error::last_os_error();
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+    drop(stack);
+    if pid < 0 {
+        return Err(Error::system("starting COMMAND", clone_error));
+    }
+    let failure = plan.error.load(Ordering::SeqCst);
+    if failure != 0 {
+        // The child ended without exec: collect it, and say why.
+        let _ = waitpid(Pid::from_raw(pid), None);
+        return Err(spawn_failed(io::Error::from_raw_os_error(failure)));
+    }
+    Ok(Pid::from_raw(pid))
+}
+
+/// The child's stack: `exec_child` needs little, but a page fault in it must not overrun.
+const CHILD_STACK: usize = 64 * 1024;
 
 /// The std command with environment and child-side reset; shared by fork and no-fork.
 fn prepare(launch: &Launch<'_>) -> process::Command {
@@ -234,20 +443,7 @@ fn ignored_signals() -> u64 {
 /// are reset *before* the mask is cleared, so a signal pending at that moment acts as it
 /// would on COMMAND. Then the lock descriptor, opened `O_CLOEXEC`, is handed on if wanted.
 fn reset_in_child(ignored: u64, inherit: Option<RawFd>) -> io::Result<()> {
-    /// The kernel's `struct sigaction` (generic layout, x86-64 and arm64 alike).
-    #[repr(C)]
-    struct KernelSigaction {
-        handler: libc::sighandler_t,
-        flags: libc::c_ulong,
-        restorer: usize,
-        mask: u64,
-    }
-    let default = KernelSigaction {
-        handler: libc::SIG_DFL,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    };
+    let default = KernelSigaction::DEFAULT;
     for sig in 1..=64 {
         if ignored & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP {
             // The raw system call, because the C library's sigaction refuses to touch the

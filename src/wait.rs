@@ -51,6 +51,8 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(10);
 pub struct Deadline {
     started: Instant,
     limit: Option<Duration>,
+    /// A first look that nobody is told about: a busy lock is not described (see `probe`).
+    quiet: bool,
 }
 
 impl Deadline {
@@ -60,6 +62,7 @@ impl Deadline {
         Deadline {
             started: Instant::now(),
             limit: None,
+            quiet: false,
         }
     }
 
@@ -69,6 +72,18 @@ impl Deadline {
         Deadline {
             started: Instant::now(),
             limit: Some(limit),
+            quiet: false,
+        }
+    }
+
+    /// One attempt whose failure is not reported to anyone, so a busy lock is not described
+    /// (finding its holders costs a scan of `/proc`): the first look of a caller that will
+    /// decide for itself what to do about a busy lock.
+    #[must_use]
+    pub fn probe() -> Self {
+        Deadline {
+            quiet: true,
+            ..Deadline::after(Duration::ZERO)
         }
     }
 
@@ -76,6 +91,12 @@ impl Deadline {
     #[must_use]
     pub fn is_immediate(&self) -> bool {
         self.limit == Some(Duration::ZERO)
+    }
+
+    /// True for a `probe`: a busy lock need not be described.
+    #[must_use]
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
     }
 
     /// Time since the deadline was set.
@@ -127,6 +148,12 @@ pub fn not_acquired(lock: &std::path::Path, deadline: &Deadline, sighting: Sight
         return Error::Interrupted { signal };
     }
     let sighting = Box::new(sighting);
+    if deadline.quiet {
+        return Error::Busy {
+            path: lock.to_owned(),
+            sighting: Box::default(),
+        };
+    }
     if deadline.is_immediate() {
         Error::Busy {
             path: lock.to_owned(),

@@ -211,17 +211,17 @@ fn busy_is_75_or_the_conflict_code_and_names_the_holder() {
 fn descriptors_exhausted_is_71() {
     let dir = scratch();
     let lock = dir.path().join("l");
-    // Four descriptors: the dynamic loader and the lock file get one each in turn, then
-    // starting COMMAND needs a pipe and finds none.
+    // Three descriptors: stdin, stdout and stderr take them all, and the lock file finds
+    // none. (Starting COMMAND needs no descriptor of its own.)
     flockrun_in_shell(&format!(
-        "ulimit -n 4; exec {} exec {} true",
+        "ulimit -n 3; exec {} exec {} true",
         crate::harness::FLOCKRUN,
         lock.display()
     ))
     .assert()
     .code(71)
     .stderr(predicate::str::contains(
-        "flockrun: starting COMMAND failed: Too many open files",
+        "flockrun: opening the lock file failed: Too many open files",
     ));
     // Nothing was left locked.
     flockrun()

@@ -78,35 +78,35 @@ fn the_front_end_answers_as_flock_1_does() {
     fs::write(d.join("not-exec"), "#!/bin/sh\n").unwrap();
     for script in [
         // Running a command under the lock, in every form.
-        r#"$FLOCK l echo hello"#,
-        r#"$FLOCK -s l -c 'echo shared; exit 3'"#,
-        r#"$FLOCK -x l sh -c 'exit 7'"#,
-        r#"$FLOCK -e -n -w 2 -E 9 l true"#,
-        r#"$FLOCK --shared --nonblocking --conflict-exit-code 5 l echo long"#,
-        r#"$FLOCK --nonblock --excl --wai 1 l echo prefixes"#,
-        r#"$FLOCK --nb --timeout=0.5 l echo equals"#,
-        r#"$FLOCK -n -- l echo dashdash"#,
-        r#"$FLOCK l echo -n --verbose 'options after LOCK belong to the command'"#,
-        r#"$FLOCK adir echo a directory"#,
-        r#"$FLOCK --verbose l echo verbose"#,
-        r#"$FLOCK --verbose -s l -c 'echo shell'"#,
-        r#"$FLOCK -F l sh -c 'echo no fork'"#,
-        r#"$FLOCK -o l sh -c 'ls /proc/self/fd | wc -l'"#,
+        r"$FLOCK l echo hello",
+        r"$FLOCK -s l -c 'echo shared; exit 3'",
+        r"$FLOCK -x l sh -c 'exit 7'",
+        r"$FLOCK -e -n -w 2 -E 9 l true",
+        r"$FLOCK --shared --nonblocking --conflict-exit-code 5 l echo long",
+        r"$FLOCK --nonblock --excl --wai 1 l echo prefixes",
+        r"$FLOCK --nb --timeout=0.5 l echo equals",
+        r"$FLOCK -n -- l echo dashdash",
+        r"$FLOCK l echo -n --verbose 'options after LOCK belong to the command'",
+        r"$FLOCK adir echo a directory",
+        r"$FLOCK --verbose l echo verbose",
+        r"$FLOCK --verbose -s l -c 'echo shell'",
+        r"$FLOCK -F l sh -c 'echo no fork'",
+        r"$FLOCK -o l sh -c 'ls /proc/self/fd | wc -l'",
         // Failures that are not usage errors: same status, same words.
-        r#"$FLOCK nodir/l true"#,
-        r#"$FLOCK l ./does-not-exist"#,
-        r#"$FLOCK l ./not-exec"#,
-        r#"$FLOCK l adir"#,
-        r#"$FLOCK 42"#,
-        r#"$FLOCK -u 42"#,
-        r#"$FLOCK -F -o l true"#,
-        r#"$FLOCK l -c one two"#,
-        r#"$FLOCK -w -1 l true"#,
+        r"$FLOCK nodir/l true",
+        r"$FLOCK l ./does-not-exist",
+        r"$FLOCK l ./not-exec",
+        r"$FLOCK l adir",
+        r"$FLOCK 42",
+        r"$FLOCK -u 42",
+        r"$FLOCK -F -o l true",
+        r"$FLOCK l -c one two",
+        r"$FLOCK -w -1 l true",
         // Descriptor forms.
         r#"exec 9>fd.lock; $FLOCK -n --verbose 9; echo "in shell $?"; $FLOCK -n fd.lock true; echo "other $?""#,
-        r#"exec 9>fd.lock; $FLOCK 9; $FLOCK -u 9; $FLOCK -n fd.lock echo free again"#,
-        r#"exec 9>fd.lock; $FLOCK -s 9; $FLOCK -s -n fd.lock echo shared too"#,
-        r#"exec 4<>fd.lock; $FLOCK -n -E 123 4; echo $?; [ -e 4 ] && echo created a file named 4"#,
+        r"exec 9>fd.lock; $FLOCK 9; $FLOCK -u 9; $FLOCK -n fd.lock echo free again",
+        r"exec 9>fd.lock; $FLOCK -s 9; $FLOCK -s -n fd.lock echo shared too",
+        r"exec 4<>fd.lock; $FLOCK -n -E 123 4; echo $?; [ -e 4 ] && echo created a file named 4",
     ] {
         same(d, script);
     }
@@ -128,14 +128,14 @@ fn busy_and_timeout_are_silent_conflicts_unless_verbose() {
         "ready",
     );
     for script in [
-        r#"$FLOCK -n l echo never"#,
-        r#"$FLOCK -n -E 42 l echo never"#,
-        r#"$FLOCK -n --verbose l echo never"#,
-        r#"$FLOCK -w 0.2 l echo never"#,
-        r#"$FLOCK -w 0.2 --verbose -E 3 l echo never"#,
-        r#"$FLOCK -w 0 l echo never"#,
-        r#"$FLOCK -s -n l echo never"#,
-        r#"exec 9>l; $FLOCK -n 9; echo $?"#,
+        r"$FLOCK -n l echo never",
+        r"$FLOCK -n -E 42 l echo never",
+        r"$FLOCK -n --verbose l echo never",
+        r"$FLOCK -w 0.2 l echo never",
+        r"$FLOCK -w 0.2 --verbose -E 3 l echo never",
+        r"$FLOCK -w 0 l echo never",
+        r"$FLOCK -s -n l echo never",
+        r"exec 9>l; $FLOCK -n 9; echo $?",
     ] {
         same(d, script);
     }
@@ -164,7 +164,7 @@ fn busy_and_timeout_are_silent_conflicts_unless_verbose() {
         ],
         "ready",
     );
-    for script in [r#"$FLOCK -s -n l echo shared"#, r#"$FLOCK -n l echo never"#] {
+    for script in [r"$FLOCK -s -n l echo shared", r"$FLOCK -n l echo never"] {
         same(d, script);
     }
     drop(held);
@@ -467,7 +467,7 @@ fn upstream_flock_test() {
             "-c",
             &format!("echo 'API: {api}(2)'; echo 'Locking'; sleep 3; echo 'Unlocking'"),
         ]);
-        let mut general = general.stdout(Stdio::piped()).spawn().unwrap();
+        let general = general.stdout(Stdio::piped()).spawn().unwrap();
         let pid = general.id();
         // Ready once the general lock's COMMAND runs (the upstream test waits for a child).
         wait_until("the general lock", Instant::now() + PATIENCE, || {

@@ -14,8 +14,22 @@ use std::time::Duration;
 pub fn read_proc(path: &str) -> io::Result<String> {
     use std::io::Read;
     let mut file = fs::File::open(path)?;
-    let mut buf = Vec::with_capacity(4096);
-    file.read_to_end(&mut buf)?;
+    // Plain reads until end of file: `read_to_end` would first ask the size (0 for /proc)
+    // and the position, two system calls for nothing.
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

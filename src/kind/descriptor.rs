@@ -5,6 +5,7 @@
 //! descriptor is the caller's, locked in place.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -82,6 +83,7 @@ pub(super) fn target(
             range: request.range.unwrap_or_default(),
             create_mode: request.create_mode,
             refuse_host_local: request.refuse_host_local,
+            mount_checked: Cell::new(false),
         }),
     })
 }
@@ -137,6 +139,8 @@ struct DescriptorTarget {
     range: ByteRange,
     create_mode: Option<u32>,
     refuse_host_local: bool,
+    /// The filesystem was looked at (and warned about) already: once per run.
+    mount_checked: Cell<bool>,
 }
 
 impl Lockable for DescriptorTarget {
@@ -159,6 +163,10 @@ impl Lockable for DescriptorTarget {
             .flatten()
     }
 
+    fn look_first(&self) -> bool {
+        true
+    }
+
     fn take(
         &self,
         deadline: &Deadline,
@@ -167,9 +175,8 @@ impl Lockable for DescriptorTarget {
         match &self.source {
             Source::Path { path, .. } => {
                 let mut access = self.lock.access(self.mode);
-                let mut mount_checked = false;
                 let (file, id) = lock::retry_while_replaced(path, || {
-                    self.round(path, deadline, &mut access, &mut mount_checked, observer)
+                    self.round(path, deadline, &mut access, observer)
                 })?;
                 Ok(Box::new(HeldDescriptor {
                     held: Held::Opened {
@@ -196,18 +203,14 @@ impl DescriptorTarget {
         path: &Path,
         deadline: &Deadline,
         access: &mut Access,
-        mount_checked: &mut bool,
         observer: &mut dyn WaitObserver,
     ) -> Result<Option<(File, FileId)>, Error> {
-        let file = open::open_lock_file(path, *access, self.create_mode, Shape::AnyLockable)?;
-        if !std::mem::replace(mount_checked, true) {
+        let (file, meta) =
+            open::open_lock_file(path, *access, self.create_mode, Shape::AnyLockable)?;
+        if !self.mount_checked.replace(true) {
             self.check_mount(path, &file, observer)?;
         }
-        let id = FileId::of(
-            &file
-                .metadata()
-                .map_err(|e| Error::system("fstat on the lock file", e))?,
-        );
+        let id = FileId::of(&meta);
         match self.lock_fd(file.as_fd(), id, path, deadline, observer) {
             Ok(()) => {}
             // NFSv4 emulates flock(2) with POSIX locks, and an exclusive one needs a writable
@@ -253,7 +256,11 @@ impl DescriptorTarget {
             return Ok(());
         }
         if deadline.is_immediate() {
-            let sighting = descriptors::sight(id, class);
+            let sighting = if deadline.is_quiet() {
+                Sighting::default()
+            } else {
+                descriptors::sight(id, class)
+            };
             return Err(wait::not_acquired(shown, deadline, sighting));
         }
         let sighting = if observer.wants_holders() {

@@ -177,7 +177,7 @@ fn acquire(
     create_mode: Option<u32>,
     observer: &mut dyn WaitObserver,
 ) -> Result<Option<(Transaction, FileId)>, Error> {
-    let file = open::open_lock_file(path, Access::ReadWrite, create_mode, Shape::Regular)?;
+    let (file, _) = open::open_lock_file(path, Access::ReadWrite, create_mode, Shape::Regular)?;
     let meta = file
         .metadata()
         .map_err(|e| Error::system("fstat on the lock file", e))?;
