@@ -10,6 +10,7 @@
 //! and start time name this process or one of its ancestors, alive.
 
 use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::inspect::process::ProcessInfo;
 use crate::inspect::sighting::FileId;
@@ -42,6 +43,44 @@ pub struct HeldAbove {
     pub mode: LockMode,
     /// The flockrun (or other process) that took it, as best known.
     pub pid: i32,
+}
+
+/// How far (in seconds) the start time an entry records may lie after the start time
+/// `/proc/PID/stat` shows for the same process: the entry's is read from the clock when
+/// `main` begins, a few milliseconds after the kernel's, more on a loaded machine.
+const START_SLACK_SECONDS: u64 = 2;
+
+/// `CLOCK_BOOTTIME` in nanoseconds when `main` began, 0 if `note_process_start` was not called.
+static STARTED_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Notes when this process started, so that the `FLOCKRUN_HELD` entry it writes later needs
+/// no read of `/proc/self/stat` on the uncontended path. Called first thing in `main`.
+pub fn note_process_start() {
+    if let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        let ns = u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(now.tv_nsec()).unwrap_or(0);
+        STARTED_NS.store(ns, Ordering::Relaxed);
+    }
+}
+
+/// The start time of process `pid` in clock ticks since boot, as `/proc/PID/stat` counts: for
+/// this process, from the clock reading `note_process_start` took (the same clock, which a
+/// time namespace shifts for both alike), otherwise from `/proc`.
+fn start_ticks_of(pid: i32) -> u64 {
+    let noted = STARTED_NS.load(Ordering::Relaxed);
+    if noted != 0 && pid == nix::unistd::getpid().as_raw() {
+        if let Some(per_second) = crate::inspect::process::ticks_per_second() {
+            return noted / (1_000_000_000 / per_second.min(1_000_000_000));
+        }
+    }
+    ProcessInfo::identity(pid).map_or(0, |(_, started)| started)
+}
+
+/// Whether an entry's recorded start time names the process that `/proc` says started at
+/// `actual` ticks: the same, or up to `START_SLACK_SECONDS` later (see above).
+fn same_start(recorded: u64, actual: u64) -> bool {
+    let slack = crate::inspect::process::ticks_per_second().unwrap_or(100) * START_SLACK_SECONDS;
+    actual <= recorded + 1 && recorded - actual.min(recorded) <= slack
 }
 
 /// One `FLOCKRUN_HELD` entry: `kind:mode:dev:ino:pid:start_ticks`.
@@ -90,7 +129,7 @@ pub fn held_var_with(
     mode: LockMode,
     pid: i32,
 ) -> OsString {
-    let start = ProcessInfo::identity(pid).map_or(0, |(_, started)| started);
+    let start = start_ticks_of(pid);
     let entry = format!(
         "{}:{}:{}:{}:{pid}:{start}",
         key.kind,
@@ -142,7 +181,11 @@ fn held_by_living_ancestor(entries: &[Entry]) -> Option<HeldAbove> {
     entries
         .iter()
         .rev()
-        .find(|e| lineage.contains(&(e.pid, e.start_ticks)))
+        .find(|e| {
+            lineage
+                .iter()
+                .any(|&(pid, started)| pid == e.pid && same_start(e.start_ticks, started))
+        })
         .map(|e| HeldAbove {
             mode: e.mode,
             pid: e.pid,
@@ -178,6 +221,29 @@ mod tests {
         assert_eq!(entries[1].mode, LockMode::Shared);
         assert!(parse_entries("").is_empty());
         assert!(parse_entries("kernel:sideways:1:2:3:4").is_empty());
+    }
+
+    #[test]
+    fn start_times_match_within_the_slack_only() {
+        let tck = crate::inspect::process::ticks_per_second().unwrap_or(100);
+        assert!(same_start(5000, 5000));
+        assert!(same_start(5001, 5000 + 1));
+        assert!(same_start(5000 + 2 * tck, 5000));
+        assert!(!same_start(5000 + 2 * tck + 1, 5000));
+        assert!(!same_start(5000, 5002));
+        assert!(!same_start(3, 500));
+    }
+
+    #[test]
+    fn noted_start_agrees_with_proc() {
+        note_process_start();
+        let me = nix::unistd::getpid().as_raw();
+        let (_, actual) = ProcessInfo::identity(me).unwrap();
+        let noted = start_ticks_of(me);
+        assert!(same_start(noted, actual), "noted {noted}, /proc {actual}");
+        // Another process's start comes from /proc.
+        let parent = nix::unistd::getppid().as_raw();
+        assert_eq!(start_ticks_of(parent), ProcessInfo::identity(parent).unwrap().1);
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl ProcessInfo {
 }
 
 /// Clock ticks per second, the unit of start times in `/proc/PID/stat`.
-fn ticks_per_second() -> Option<u64> {
+pub(crate) fn ticks_per_second() -> Option<u64> {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
