@@ -29,7 +29,13 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     for sub in cmd.get_subcommands() {
         let name = format!("flockrun-{}", sub.get_name());
         let sub = sub.clone().name(&*Box::leak(name.clone().into_boxed_str()));
-        let page = man_page(sub, &["exit-status.roff", "see-also.roff"]);
+        // The flock(1) front end answers with flock(1)'s statuses, not flockrun's.
+        let statuses = if name == "flockrun-flock" {
+            "flock-exit-status.roff"
+        } else {
+            "exit-status.roff"
+        };
+        let page = man_page(sub, &[statuses, "see-also.roff"]);
         files.push((root.join(format!("man/{name}.1")), page));
     }
     for (shell, file) in [
