@@ -68,10 +68,11 @@ pub fn note_process_start() {
 /// time namespace shifts for both alike), otherwise from `/proc`.
 fn start_ticks_of(pid: i32) -> u64 {
     let noted = STARTED_NS.load(Ordering::Relaxed);
-    if noted != 0 && pid == nix::unistd::getpid().as_raw() {
-        if let Some(per_second) = crate::inspect::process::ticks_per_second() {
-            return noted / (1_000_000_000 / per_second.min(1_000_000_000));
-        }
+    if noted != 0
+        && pid == nix::unistd::getpid().as_raw()
+        && let Some(per_second) = crate::inspect::process::ticks_per_second()
+    {
+        return noted / (1_000_000_000 / per_second.min(1_000_000_000));
     }
     ProcessInfo::identity(pid).map_or(0, |(_, started)| started)
 }
@@ -243,7 +244,10 @@ mod tests {
         assert!(same_start(noted, actual), "noted {noted}, /proc {actual}");
         // Another process's start comes from /proc.
         let parent = nix::unistd::getppid().as_raw();
-        assert_eq!(start_ticks_of(parent), ProcessInfo::identity(parent).unwrap().1);
+        assert_eq!(
+            start_ticks_of(parent),
+            ProcessInfo::identity(parent).unwrap().1
+        );
     }
 
     #[test]
