@@ -395,6 +395,15 @@ pub trait Hold {
     fn release(self: Box<Self>) -> Option<String> {
         None
     }
+
+    /// Releases the lock and says whether LOCK still named its file up to then (see
+    /// `still_named`) and what `release` warns of. A kind that can tell whether its file was
+    /// still named after letting go does so, so that a waiter is not kept waiting for the check.
+    #[must_use]
+    fn release_named(self: Box<Self>) -> (bool, Option<String>) {
+        let named = self.still_named();
+        (named, self.release())
+    }
 }
 
 /// How many times a won lock may turn out to be on a stale inode before giving up; each

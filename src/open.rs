@@ -11,6 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::Error;
+use crate::inspect::sighting::FileId;
 
 /// What the descriptor must allow. flock(2) works on a read-only descriptor (so a user who
 /// can only read the file, or a running script, can still be locked, as with flock(1)); an
@@ -286,4 +287,12 @@ pub fn still_named_by(file: &File, path: &Path) -> bool {
         return false;
     };
     held.nlink() > 0 && held.dev() == named.dev() && held.ino() == named.ino()
+}
+
+/// `still_named_by` for a file this process keeps open and whose identity `id` it knows:
+/// one lookup of `path`. While a descriptor keeps the inode alive its number cannot be
+/// reused, so `path` naming that identity means the inode is still linked there.
+#[must_use]
+pub fn names(path: &Path, id: FileId) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|named| FileId::of(&named) == id)
 }

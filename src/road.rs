@@ -129,7 +129,8 @@ pub fn run_locked(
     }
     let status = supervise::run(&launch);
     let lost = hold.lost();
-    if !hold.still_named() {
+    let (named, warning) = hold.release_named();
+    if !named {
         // Nothing can undo that now, but whoever reads the log should know.
         say_as(
             voice.name(),
@@ -140,7 +141,7 @@ pub fn run_locked(
             ),
         );
     }
-    if let Some(warning) = hold.release() {
+    if let Some(warning) = warning {
         say_as(voice.name(), &format!("warning: {warning}"));
     }
     match lost {

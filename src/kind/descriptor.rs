@@ -228,7 +228,7 @@ impl DescriptorTarget {
         }
         // The path may have been deleted or replaced while we waited; then the lock we won
         // guards an orphan inode and a newcomer may hold the real one.
-        Ok(open::still_named_by(&file, path).then_some((file, id)))
+        Ok(open::names(path, id).then_some((file, id)))
     }
 
     /// Locks (or unlocks) `fd`: one attempt, then a wait in the kernel if the deadline
@@ -439,5 +439,25 @@ impl Hold for HeldDescriptor {
             Held::Opened { file, path } => open::still_named_by(file, path),
             Held::Inherited(_) => true,
         }
+    }
+
+    fn release_named(self: Box<Self>) -> (bool, Option<String>) {
+        let Held::Opened { file, path } = self.held else {
+            return (true, None);
+        };
+        // The link count before closing, the name after: closing is what hands the lock to
+        // the next waiter, and the path lookup need not delay it. An inode still linked when
+        // it was closed cannot have been freed and its number reused by the time of the
+        // lookup, so an equal identity then is this file.
+        let linked = file
+            .metadata()
+            .ok()
+            .filter(|held| std::os::unix::fs::MetadataExt::nlink(held) > 0)
+            .map(|held| FileId::of(&held));
+        drop(file);
+        let named = linked.is_some_and(|held| {
+            std::fs::symlink_metadata(&path).is_ok_and(|now| FileId::of(&now) == held)
+        });
+        (named, None)
     }
 }
