@@ -297,7 +297,9 @@ pub fn wait_in_kernel(
     tick: &mut dyn FnMut(Duration),
     attempt: &mut dyn FnMut() -> io::Result<()>,
 ) -> Result<(), WaitEnd> {
-    let timer = ThreadTimer::create().map_err(WaitEnd::Failed)?;
+    // Created on first need: a wait with no deadline and no ticks (the common blocking
+    // `exec`) needs no timer, and its wake-up should not have to delete one.
+    let mut timer: Option<ThreadTimer> = None;
     let mut next_tick = tick_every;
     loop {
         if let Some(sig) = stop_signal() {
@@ -308,14 +310,26 @@ pub fn wait_in_kernel(
             return Err(WaitEnd::TimedOut);
         }
         let until_tick = next_tick.map(|at| at.saturating_sub(deadline.elapsed()));
-        match (remaining, until_tick) {
-            (Some(r), Some(t)) => timer.arm(r.min(t)),
-            (Some(d), None) | (None, Some(d)) => timer.arm(d),
-            (None, None) => timer.disarm(),
+        let wake_in = match (remaining, until_tick) {
+            (Some(r), Some(t)) => Some(r.min(t)),
+            (Some(d), None) | (None, Some(d)) => Some(d),
+            (None, None) => None,
+        };
+        match (wake_in, &timer) {
+            (Some(d), Some(timer)) => timer.arm(d),
+            (Some(d), None) => {
+                let created = ThreadTimer::create().map_err(WaitEnd::Failed)?;
+                created.arm(d);
+                timer = Some(created);
+            }
+            (None, Some(timer)) => timer.disarm(),
+            (None, None) => {}
         }
         match attempt() {
             Ok(()) => {
-                timer.disarm();
+                if let Some(timer) = &timer {
+                    timer.disarm();
+                }
                 return Ok(());
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
