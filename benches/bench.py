@@ -151,7 +151,7 @@ class Bench:
         return start - end
 
     def handoff(self):
-        samples = self.n(60, 3)
+        samples = self.n(100, 3)
         fr, py = self.flockrun, self.python
         hold_sh = ["sh", "-c", "echo ready; read x; date +%s%N"]
         date = ["date", "+%s%N"]
@@ -519,8 +519,8 @@ UNCONTENDED_NOTE = [
     "## Uncontended exec: before and after issue 18",
     "",
     "Before (flockrun 0.1.0 as of the issue-17 run, a shell loop of 500 runs, the same VM):",
-    "`flockrun exec LOCK -- true` took 1.16–1.21× of `flock LOCK true`, about 661 k",
-    "instructions per run (callgrind), with a scan of `/proc/self/fd` (a `statx` per",
+    "`flockrun exec LOCK -- true` took 1.16–1.21× of `flock LOCK true`; callgrind counted",
+    "635 k instructions in flockrun's own process per run, perf 190 page faults. It did a scan of `/proc/self/fd` (a `statx` per",
     "descriptor) before the first try, reads of `/proc/self/stat` and `/proc/self/status`",
     "after it, five `statx` of the lock, clap's parse of the whole command tree, std's",
     "runtime start-up (a read of `/proc/self/maps`, a signal stack) and std's fork with a",
@@ -528,14 +528,19 @@ UNCONTENDED_NOTE = [
     "",
     "After: the table above, measured by `benches/repeat.c` (posix_spawn in a loop, so no",
     "shell fork per run blurs the difference) in 7 interleaved rounds, the best round of each.",
-    "About 168 k instructions per run. An uncontended run makes no `/proc` read of its own",
+    "Now 84 k instructions (a third of them glibc's static start-up, as in the C floor) and",
+    "101 page faults per run (the C floor: 89). An uncontended run makes no `/proc` read of its own",
     "(glibc's static start-up reads the `/proc/self/exe` link, as it does in the C floor), no",
     "descriptor scan; nesting and holder lookups happen only when the first try finds the",
-    "lock busy. COMMAND starts through a vfork-style clone. What is left between flockrun",
-    "and the floor is mostly page faults of a 5 MB static binary (about 130 against the",
-    "floor's 91) and the child resetting every signal disposition before exec.",
+    "lock busy. COMMAND starts through a vfork-style clone on a stack that is not zeroed",
+    "(zeroing its 64 KiB had been 44 % of the instructions left). The binary is built",
+    "position-dependent, which saves the start-up self-relocation of a static PIE (about",
+    "5,900 relocations and 24 page faults). What is left between flockrun and the floor is",
+    "the page faults of a 5 MB binary and the child resetting every signal disposition",
+    "before exec.",
     "",
-    "The ratios move by a few hundredths from one run to the next on this 2-core VM.",
+    "The ratios move by up to a tenth from one run to the next on this 2-core VM (the same",
+    "binaries; the C floor's own ratio to flock(1) went from 0.69 to 0.81 in three runs).",
     "",
 ]
 
