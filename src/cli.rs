@@ -168,7 +168,11 @@ pub struct StatusArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
-    /// The locks to inspect: lock files, or etcd://HOST:PORT[,HOST:PORT...]/NAME
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    /// The locks to inspect: lock files, or etcd://HOST:PORT[,HOST:PORT...]/NAME (etcds://
+    /// for TLS)
     #[arg(value_name = "LOCK", required = true)]
     pub locks: Vec<PathBuf>,
 }
@@ -276,7 +280,74 @@ pub struct KernelLockArgs {
     pub refuse_host_local: bool,
 
     #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// How to reach an etcd cluster, named as etcdctl names them; the `ETCDCTL_*` variables
+/// fill in what is not given.
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "etcd options (etcd:// and etcds:// locks)")]
+pub struct EtcdArgs {
+    #[arg(
+        long,
+        value_name = "FILE",
+        help = "TLS: the CA bundle (PEM) that signs the members' \
+          certificates [default: ETCDCTL_CACERT, else the system's CAs]"
+    )]
+    pub cacert: Option<PathBuf>,
+
+    #[arg(
+        long,
+        value_name = "FILE",
+        help = "TLS: the client certificate (PEM) for a cluster \
+          that requires one, with --key [default: ETCDCTL_CERT]"
+    )]
+    pub cert: Option<PathBuf>,
+
+    #[arg(
+        long,
+        value_name = "FILE",
+        help = "TLS: the client certificate's private key (PEM) \
+          [default: ETCDCTL_KEY]"
+    )]
+    pub key: Option<PathBuf>,
+
+    #[arg(
+        long,
+        value_name = "NAME[:PASSWORD]",
+        help = "The user to authenticate as, for a \
+          cluster with authentication [default: ETCDCTL_USER]. NAME:PASSWORD works as with \
+          etcdctl, but shows the password in the process list: prefer --password-file or \
+          ETCDCTL_PASSWORD"
+    )]
+    pub user: Option<String>,
+
+    #[arg(
+        long,
+        value_name = "FILE",
+        help = "The user's password: the first line of FILE \
+          [default: ETCDCTL_PASSWORD]"
+    )]
+    pub password_file: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    /// In the library's terms.
+    #[must_use]
+    pub fn access(&self) -> crate::etcd::Access {
+        crate::etcd::Access {
+            tls: crate::etcd::TlsFiles {
+                cacert: self.cacert.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+            },
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+        }
+    }
 }
 
 /// Options every locking command has, and LOCK and COMMAND.
@@ -315,10 +386,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = parse_fd)]
     pub fd: Option<i32>,
 
-    /// The lock file (created if missing; a directory can be locked too), or
-    /// etcd://HOST:PORT[,HOST:PORT...]/NAME for a lock shared across machines through etcd
-    /// (exec and try)
-    #[arg(value_name = "LOCK", required_unless_present = "fd")]
+    #[arg(
+        value_name = "LOCK",
+        required_unless_present = "fd",
+        help = "The lock file (created if missing; a directory can be locked too), or \
+          etcd://HOST:PORT[,HOST:PORT...]/NAME for a lock shared across machines through etcd \
+          (exec and try; etcds:// over TLS; etcd:///NAME takes the members from \
+          ETCDCTL_ENDPOINTS)"
+    )]
     pub lock: Option<PathBuf>,
 
     /// The command to run and its arguments, passed on byte for byte
@@ -359,6 +434,7 @@ impl Cli {
             no_fork: false,
             ttl: None,
             refuse_host_local: false,
+            etcd: EtcdArgs::default(),
             run: RunArgs {
                 conflict_exit_code: CONFLICT_DEFAULT,
                 shell_command: None,

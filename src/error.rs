@@ -69,6 +69,14 @@ pub enum Error {
     EtcdUnreachable { lock: String, problems: Vec<String> },
     /// etcd answered, but with an error or something that is not an etcd reply.
     EtcdRefused { lock: String, message: String },
+    /// A file an etcd option names (`--cacert`, `--cert`, `--key`, `--password-file`) cannot
+    /// be read (`unreadable`, 66) or does not hold what it should (65).
+    EtcdFile {
+        option: &'static str,
+        path: PathBuf,
+        problem: String,
+        unreadable: bool,
+    },
     /// The lock stopped being ours (an etcd lease that could not be renewed); COMMAND, if it
     /// ran, was stopped.
     LockLost {
@@ -167,9 +175,10 @@ impl fmt::Display for Error {
             }
             Error::System { what, source } => write!(f, "{what} failed: {}", os_message(source)),
             Error::Usage { message } => f.write_str(message),
-            Error::EtcdUnreachable { .. } | Error::EtcdRefused { .. } | Error::LockLost { .. } => {
-                self.fmt_etcd(f)
-            }
+            Error::EtcdUnreachable { .. }
+            | Error::EtcdRefused { .. }
+            | Error::EtcdFile { .. }
+            | Error::LockLost { .. } => self.fmt_etcd(f),
             Error::Internal(e) => write!(f, "internal error (please report it): {e:#}"),
         }
     }
@@ -216,12 +225,18 @@ impl Error {
                 {
                     write!(
                         f,
-                        "; this cluster requires authentication, which flockrun does not \
-                         support: use a cluster (or an etcd gateway) without it"
+                        "; this cluster requires authentication: give --user NAME with \
+                         --password-file FILE (or set ETCDCTL_USER and ETCDCTL_PASSWORD)"
                     )?;
                 }
                 Ok(())
             }
+            Error::EtcdFile {
+                option,
+                path,
+                problem,
+                ..
+            } => write!(f, "{option} {}: {problem}", path.display()),
             Error::LockLost {
                 lock,
                 reason,

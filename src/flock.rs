@@ -642,6 +642,7 @@ fn report(error: &Error, inv: &Invocation) -> i32 {
         Error::WouldDeadlock { .. }
         | Error::EtcdUnreachable { .. }
         | Error::EtcdRefused { .. }
+        | Error::EtcdFile { .. }
         | Error::LockLost { .. }
         | Error::Internal(_) => {
             say_as(NAME, &error.to_string());

@@ -102,6 +102,9 @@ pub struct Request {
     pub deadline: Deadline,
     /// COMMAND as a person reads it, for kinds that record who holds them.
     pub command: String,
+    /// `--cacert`, `--cert`, `--key`, `--user`, `--password-file`: how to reach an etcd
+    /// cluster.
+    pub etcd: crate::etcd::Access,
 }
 
 impl Request {
@@ -130,6 +133,7 @@ impl Request {
             create_mode: None,
             deadline: Deadline::forever(),
             command: String::new(),
+            etcd: crate::etcd::Access::default(),
         }
     }
 
@@ -241,7 +245,11 @@ pub trait Kind: Sync {
 
     /// For `status`: the whole report when LOCK's form names this kind (`etcd://…`), else
     /// `None`.
-    fn inspect_named(&self, _lock: &std::ffi::OsStr) -> Option<Result<LockStatus, Error>> {
+    fn inspect_named(
+        &self,
+        _lock: &std::ffi::OsStr,
+        _etcd: &crate::etcd::Access,
+    ) -> Option<Result<LockStatus, Error>> {
         None
     }
 

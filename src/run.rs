@@ -172,16 +172,18 @@ fn request_of(
         command: command
             .map(supervise::Command::describe)
             .unwrap_or_default(),
+        etcd: lock_args.map(|a| a.etcd.access()).unwrap_or_default(),
     }
 }
 
 /// `flockrun status`: 0 when every LOCK is free (or stale), 1 when any is held, 66 when any
 /// cannot be inspected.
 fn run_status(args: &StatusArgs) -> i32 {
+    let etcd = args.etcd.access();
     let mut reports = Vec::new();
     let mut failed: Option<i32> = None;
     for path in &args.locks {
-        match kind::inspect(path, args.kind) {
+        match kind::inspect(path, args.kind, &etcd) {
             Ok(report) => reports.push(report),
             Err(e) => {
                 // The first failure decides the status: 66 for a lock file that cannot be
@@ -227,8 +229,11 @@ pub fn exit_status(error: &Error, conflict: u8) -> i32 {
             i32::from(conflict)
         }
         Error::Interrupted { signal } => exit::from_signal(*signal),
-        Error::NotALock { .. } | Error::BadDescriptor { .. } => exit::DATA,
-        Error::Open { .. } => exit::NO_INPUT,
+        Error::Open { .. }
+        | Error::EtcdFile {
+            unreadable: true, ..
+        } => exit::NO_INPUT,
+        Error::NotALock { .. } | Error::BadDescriptor { .. } | Error::EtcdFile { .. } => exit::DATA,
         Error::CannotCreate { .. } => exit::CANT_CREATE,
         Error::Spawn { source, .. } => match source.kind() {
             io::ErrorKind::NotFound => exit::NOT_FOUND,

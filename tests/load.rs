@@ -557,23 +557,44 @@ fn killing_flockrun_at_random_never_gives_two_holders_soft_rw() {
 /// The etcd kind: a killed flockrun takes its COMMAND with it at once, while its lease keeps
 /// the lock for up to the TTL, so no kill can let two holders in. Each kill stalls the queue
 /// until that lease expires, hence fewer, sparser kills than for the local kinds.
-#[test]
-fn killing_flockrun_at_random_never_gives_two_holders_etcd() {
-    let cluster = crate::etcd::Cluster::start(1);
-    let lock = cluster.lock("chaos");
+fn chaos_etcd(cluster: &crate::etcd::Cluster, name: &str) {
+    let lock = cluster.lock(name);
     let chaos = Chaos {
         max_pause: Duration::from_millis(400),
         max_kills: 8,
     };
     let mut run = Run::with_lock(scratch(), lock, Some(chaos));
-    let args: &[&str] = &["exec", "--ttl", "1"];
+    let tls = cluster.tls_args();
+    let mut args: Vec<&str> = vec!["exec", "--ttl", "1"];
+    args.extend(tls.iter().map(String::as_str));
     let kills = run.go(&[
-        (Who::Flockrun(args, "x"), 15),
-        (Who::Flockrun(args, "x"), 15),
-        (Who::Flockrun(args, "x"), 15),
+        (Who::Flockrun(&args, "x"), 15),
+        (Who::Flockrun(&args, "x"), 15),
+        (Who::Flockrun(&args, "x"), 15),
     ]);
     assert!(kills > 0, "the chaos thread never killed anything");
     eprintln!("{kills} flockrun processes killed");
     // Leases of killed flockruns may still be running out: wait for them, briefly.
-    run.assert_free_afterwards(&["exec", "-w", "10"]);
+    let mut single: Vec<&str> = vec!["exec", "-w", "10"];
+    single.extend(tls.iter().map(String::as_str));
+    run.assert_free_afterwards(&single);
+}
+
+#[test]
+fn killing_flockrun_at_random_never_gives_two_holders_etcd() {
+    chaos_etcd(&crate::etcd::Cluster::start(1), "chaos");
+}
+
+/// The same on a 3-member cluster that speaks only TLS with client certificates.
+#[test]
+fn killing_flockrun_at_random_never_gives_two_holders_etcd_over_tls() {
+    let pki = crate::pki::Pki::new();
+    let cluster = crate::etcd::Cluster::start_with(
+        3,
+        &crate::etcd::Setup {
+            tls: Some((&pki, &pki.member)),
+            ..crate::etcd::Setup::default()
+        },
+    );
+    chaos_etcd(&cluster, "chaos-tls");
 }

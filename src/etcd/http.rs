@@ -1,16 +1,25 @@
-//! etcd's JSON gateway (`POST /v3/...`, grpc-gateway) spoken over plain HTTP/1.1 on a std
-//! `TcpStream`: one request at a time, rotating over the cluster's members when one does not
-//! answer. No async runtime and no gRPC stack: flockrun makes a handful of calls per lock.
+//! etcd's JSON gateway (`POST /v3/...`, grpc-gateway) spoken over HTTP/1.1 on a std
+//! `TcpStream`, in TLS (rustls) for an `etcds://` cluster: one request at a time, rotating
+//! over the cluster's members when one does not answer, with the authentication token when
+//! the cluster wants one. No async runtime and no gRPC stack: flockrun makes a handful of
+//! calls per lock.
 //!
 //! Every read and write runs in short slices (`SLICE`), so a stop signal, a lost lease or a
 //! deadline is noticed within one slice even when a member hangs without closing the socket.
+//! The TLS handshake runs in the same slices.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use serde_json::{Value, json};
+
+use super::access::{Cluster, locked_token};
+use super::tls::{self, Refusal, Stage};
 
 /// One cluster member as given in LOCK.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +59,8 @@ pub enum CallError {
     /// A member answered with an error that asking another member will not fix, or with
     /// something that is not an etcd reply.
     Refused(String),
+    /// The cluster wants a (new) token; `call` handles it when it has credentials.
+    Unauthenticated(String),
 }
 
 /// A grpc-gateway error reply: `{"error": "...", "code": N, "message": "..."}`.
@@ -57,9 +68,15 @@ pub enum CallError {
 enum Failure {
     /// Worth asking another member: a connection problem, no leader, a timeout.
     Transient(String),
+    /// The member hung up on the TLS connection before answering, as it does when it
+    /// rejects the client certificate (see `tls::Refusal::HungUp`). Asked of every member in
+    /// turn like a transient failure; settled when all of them do it.
+    HungUp(String),
     /// The deadline passed before the reply was complete.
     Late,
     Permanent(String),
+    /// The token is missing, expired or stale: authenticate (again) and repeat the call.
+    Unauthenticated(String),
     Aborted,
 }
 
@@ -71,6 +88,7 @@ fn transient_code(code: i64) -> bool {
 
 /// The members of one cluster and a connection to the last one that answered.
 pub struct Transport {
+    cluster: Arc<Cluster>,
     endpoints: Vec<Endpoint>,
     preferred: usize,
     conn: Option<(usize, Conn)>,
@@ -78,9 +96,10 @@ pub struct Transport {
 
 impl Transport {
     #[must_use]
-    pub fn new(endpoints: Vec<Endpoint>) -> Self {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
         Transport {
-            endpoints,
+            endpoints: cluster.endpoints.clone(),
+            cluster,
             preferred: 0,
             conn: None,
         }
@@ -108,17 +127,131 @@ impl Transport {
         abort: &dyn Fn() -> bool,
     ) -> Result<Value, CallError> {
         let body = body.to_string();
+        let mut token = self.token(until, abort)?;
+        let mut renewed = false;
+        loop {
+            match self.call_with(path, &body, token.as_ref(), until, abort) {
+                // The token expired (or the cluster turned authentication on): once per call,
+                // a new one and the same request again. Every call flockrun makes is safe to
+                // repeat.
+                Err(CallError::Unauthenticated(message)) => {
+                    if renewed || self.cluster.credentials.is_none() {
+                        return Err(CallError::Refused(message));
+                    }
+                    renewed = true;
+                    token = self.renew_token(token.as_ref(), until, abort)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The token to send, authenticating first when the cluster has credentials and no
+    /// token was obtained yet. `None` without credentials, or where authentication is off.
+    fn token(
+        &mut self,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Option<(String, u64)>, CallError> {
+        if self.cluster.credentials.is_none() {
+            return Ok(None);
+        }
+        let (value, generation, disabled) = {
+            let token = locked_token(&self.cluster);
+            (token.value.clone(), token.generation, token.auth_disabled)
+        };
+        match value {
+            Some(value) => Ok(Some((value, generation))),
+            None if disabled => Ok(None),
+            None => self.renew_token(None, until, abort),
+        }
+    }
+
+    /// A new token in place of `stale` (which a call found expired), unless another thread
+    /// of this process already got one since.
+    fn renew_token(
+        &mut self,
+        stale: Option<&(String, u64)>,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Option<(String, u64)>, CallError> {
+        {
+            let token = locked_token(&self.cluster);
+            let seen = stale.map_or(0, |(_, generation)| *generation);
+            if token.generation > seen
+                && let Some(value) = &token.value
+            {
+                return Ok(Some((value.clone(), token.generation)));
+            }
+        }
+        let Some(credentials) = self.cluster.credentials.clone() else {
+            return Ok(None);
+        };
+        let body = json!({ "name": credentials.user, "password": credentials.password });
+        // Not under the token's mutex: the network call may take long, and the other thread
+        // must stay free to notice a stop signal. Two threads may both authenticate, rarely;
+        // the later token wins and both are valid.
+        let reply = self.call_with(
+            "/v3/auth/authenticate",
+            &body.to_string(),
+            None,
+            until,
+            abort,
+        );
+        let mut token = locked_token(&self.cluster);
+        match reply {
+            Ok(reply) => {
+                let value = reply
+                    .get("token")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned);
+                token.value.clone_from(&value);
+                token.generation += 1;
+                token.auth_disabled = value.is_none();
+                Ok(value.map(|v| (v, token.generation)))
+            }
+            Err(CallError::Refused(message))
+                if message.contains("authentication is not enabled") =>
+            {
+                // As etcdctl: a user given for a cluster without authentication is ignored.
+                token.auth_disabled = true;
+                Ok(None)
+            }
+            Err(CallError::Refused(message) | CallError::Unauthenticated(message))
+                if message.contains("authentication failed") =>
+            {
+                Err(CallError::Refused(format!(
+                    "{message}: etcd does not know the user {:?} with that password; check \
+                     --user and the password (--password-file, ETCDCTL_PASSWORD)",
+                    credentials.user
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn call_with(
+        &mut self,
+        path: &str,
+        body: &str,
+        token: Option<&(String, u64)>,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Value, CallError> {
+        let token = token.map(|(value, _)| value.as_str());
         let mut problems = vec![String::new(); self.endpoints.len()];
         let mut pause = Duration::from_millis(50);
         let members = self.endpoints.len();
         loop {
+            let mut hung_up = 0;
             for (asked, index) in self.in_turn().enumerate() {
                 // Each member gets a fair share of the time left in this round, so one that
                 // hangs (stopped, partitioned) cannot use up a short budget meant for all.
                 let left_in_round = u32::try_from(members - asked).unwrap_or(u32::MAX);
                 let share = until.saturating_duration_since(Instant::now()) / left_in_round;
                 let attempt_until = until.min(Instant::now() + share.min(REQUEST_TIMEOUT));
-                match self.call_one(index, path, &body, attempt_until, abort) {
+                match self.call_one(index, path, body, token, attempt_until, abort) {
                     Ok(value) => {
                         self.preferred = index;
                         return Ok(value);
@@ -127,8 +260,15 @@ impl Transport {
                     Err(Failure::Permanent(message)) => {
                         return Err(CallError::Refused(self.at(index, &message)));
                     }
+                    Err(Failure::Unauthenticated(message)) => {
+                        return Err(CallError::Unauthenticated(self.at(index, &message)));
+                    }
                     Err(Failure::Transient(message)) => {
                         problems[index] = self.at(index, &message);
+                    }
+                    Err(Failure::HungUp(message)) => {
+                        problems[index] = self.at(index, &message);
+                        hung_up += 1;
                     }
                     // A more telling failure seen earlier (connection refused) is kept.
                     Err(Failure::Late) if problems[index].is_empty() => {
@@ -141,6 +281,10 @@ impl Transport {
                         problems.into_iter().filter(|p| !p.is_empty()).collect(),
                     ));
                 }
+            }
+            // Every member hung up on the handshake: the cluster refuses this client.
+            if hung_up == members {
+                return Err(CallError::Refused(problems.join("; ")));
             }
             // Every member failed this round: a short pause, so a cluster electing a leader
             // is not hammered, then another round.
@@ -157,6 +301,7 @@ impl Transport {
         index: usize,
         path: &str,
         body: &str,
+        token: Option<&str>,
         until: Instant,
         abort: &dyn Fn() -> bool,
     ) -> Result<Value, Failure> {
@@ -164,15 +309,17 @@ impl Transport {
         // connection is tried before calling the member unreachable. Every call flockrun makes
         // is safe to repeat (see etcd::lock).
         let reused = matches!(&self.conn, Some((i, _)) if *i == index);
+        let tls = self.cluster.tls.as_ref();
+        let endpoint = &self.endpoints[index];
         let mut conn = match self.conn.take() {
             Some((i, conn)) if i == index => conn,
-            _ => Conn::open(&self.endpoints[index], until, abort)?,
+            _ => Conn::open(endpoint, tls, until, abort)?,
         };
-        let result = conn.request(&self.endpoints[index], path, body, until, abort);
+        let result = conn.request(endpoint, path, body, token, until, abort);
         let result = match result {
-            Err(Failure::Transient(_) | Failure::Late) if reused => {
-                conn = Conn::open(&self.endpoints[index], until, abort)?;
-                conn.request(&self.endpoints[index], path, body, until, abort)
+            Err(Failure::Transient(_) | Failure::HungUp(_) | Failure::Late) if reused => {
+                conn = Conn::open(endpoint, tls, until, abort)?;
+                conn.request(endpoint, path, body, token, until, abort)
             }
             other => other,
         };
@@ -193,12 +340,16 @@ impl Transport {
         abort: &dyn Fn() -> bool,
     ) -> Result<Stream, CallError> {
         let body = body.to_string();
+        let token = self.token(until, abort)?;
+        let token = token.as_ref().map(|(value, _)| value.as_str());
         let mut problems = Vec::new();
+        let mut hung_up = 0;
         for index in self.in_turn() {
             let attempt_until = until.min(Instant::now() + REQUEST_TIMEOUT);
-            let opened =
-                Conn::open(&self.endpoints[index], attempt_until, abort).and_then(|mut c| {
-                    c.send(&self.endpoints[index], path, &body, attempt_until, abort)?;
+            let endpoint = &self.endpoints[index];
+            let opened = Conn::open(endpoint, self.cluster.tls.as_ref(), attempt_until, abort)
+                .and_then(|mut c| {
+                    c.send(endpoint, path, &body, token, attempt_until, abort)?;
                     let head = c.read_head(attempt_until, abort)?;
                     Ok((c, head))
                 });
@@ -214,20 +365,45 @@ impl Transport {
                     let body = conn
                         .read_body(&head, attempt_until, abort)
                         .unwrap_or_default();
-                    let message = match interpret(head.status, &body) {
-                        Err(Failure::Transient(m) | Failure::Permanent(m)) => m,
-                        _ => format!("HTTP {} without a stream", head.status),
-                    };
-                    problems.push(self.at(index, &message));
+                    match interpret(head.status, &body) {
+                        Err(Failure::Unauthenticated(m)) => {
+                            return Err(CallError::Unauthenticated(self.at(index, &m)));
+                        }
+                        Err(Failure::Permanent(m)) => {
+                            return Err(CallError::Refused(self.at(index, &m)));
+                        }
+                        Err(Failure::Transient(m)) => problems.push(self.at(index, &m)),
+                        _ => problems.push(
+                            self.at(index, &format!("HTTP {} without a stream", head.status)),
+                        ),
+                    }
                 }
                 Err(Failure::Aborted) => return Err(CallError::Aborted),
-                Err(Failure::Transient(m) | Failure::Permanent(m)) => {
+                Err(Failure::Permanent(m)) => return Err(CallError::Refused(self.at(index, &m))),
+                Err(Failure::Unauthenticated(m)) => {
+                    return Err(CallError::Unauthenticated(self.at(index, &m)));
+                }
+                Err(Failure::Transient(m)) => problems.push(self.at(index, &m)),
+                Err(Failure::HungUp(m)) => {
                     problems.push(self.at(index, &m));
+                    hung_up += 1;
                 }
                 Err(Failure::Late) => problems.push(self.at(index, "no answer in time")),
             }
         }
+        if hung_up == self.endpoints.len() {
+            return Err(CallError::Refused(problems.join("; ")));
+        }
         Err(CallError::Unreachable(problems))
+    }
+
+    /// Forgets the token a watch was refused with, so that the next call authenticates
+    /// again (a watch cannot be repeated by `call`).
+    pub fn token_refused(&self) {
+        let mut token = locked_token(&self.cluster);
+        if token.value.is_some() {
+            token.value = None;
+        }
     }
 }
 
@@ -237,7 +413,10 @@ fn interpret(status: u16, body: &[u8]) -> Result<Value, Failure> {
         let text = String::from_utf8_lossy(&body[..body.len().min(120)])
             .trim()
             .to_owned();
-        let message = format!("HTTP {status}, not an etcd reply: {text:?}");
+        let mut message = format!("HTTP {status}, not an etcd reply: {text:?}");
+        if text.contains("HTTPS server") {
+            message.push_str(": this member serves TLS; write LOCK as etcds://...");
+        }
         if status >= 500 {
             Failure::Transient(message)
         } else {
@@ -255,13 +434,27 @@ fn interpret(status: u16, body: &[u8]) -> Result<Value, Failure> {
 }
 
 fn gateway_error(error: &Value) -> Failure {
-    let code = error.get("code").and_then(Value::as_i64).unwrap_or(2);
+    // Unary replies say `code`; errors inside a stream say `grpc_code`.
+    let code = error
+        .get("code")
+        .or_else(|| error.get("grpc_code"))
+        .and_then(Value::as_i64)
+        .unwrap_or(2);
     let message = error
         .get("message")
         .or_else(|| error.get("error"))
         .and_then(Value::as_str)
         .unwrap_or("unknown error")
         .to_owned();
+    // 16 is gRPC's Unauthenticated (an expired or unknown token); etcd says "user name is
+    // empty" when a cluster with authentication gets no token, and "revision of auth store is
+    // old" when the users or roles changed since the token was issued.
+    if code == 16
+        || message.contains("user name is empty")
+        || message.contains("revision of auth store is old")
+    {
+        return Failure::Unauthenticated(message);
+    }
     if transient_code(code) {
         Failure::Transient(message)
     } else {
@@ -292,16 +485,64 @@ struct Head {
     close: bool,
 }
 
-/// One TCP connection with its unread input.
+/// A connection's byte stream: TCP, or TLS over TCP.
+enum Socket {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Socket {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Socket::Plain(tcp) => tcp,
+            Socket::Tls(tls) => tls.get_ref(),
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Plain(tcp) => tcp.read(buf),
+            Socket::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Plain(tcp) => tcp.write(buf),
+            Socket::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Plain(tcp) => tcp.flush(),
+            Socket::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// One connection with its unread input.
 struct Conn {
-    stream: TcpStream,
+    stream: Socket,
     input: Vec<u8>,
     reusable: bool,
+    /// The member's name, for TLS messages.
+    host: String,
+    /// Whether anything was read since the TLS handshake: a TLS member that hangs up before
+    /// its first answer has most likely refused the client certificate.
+    answered: bool,
+    /// Whether a client certificate was offered, for TLS messages.
+    client_cert: bool,
 }
 
 impl Conn {
     fn open(
         endpoint: &Endpoint,
+        tls: Option<&Arc<ClientConfig>>,
         until: Instant,
         abort: &dyn Fn() -> bool,
     ) -> Result<Self, Failure> {
@@ -326,10 +567,17 @@ impl Conn {
                         .set_read_timeout(Some(SLICE))
                         .and_then(|()| stream.set_write_timeout(Some(SLICE)))
                         .map_err(|e| Failure::Transient(e.to_string()))?;
+                    let stream = match tls {
+                        None => Socket::Plain(stream),
+                        Some(config) => handshake(config, &endpoint.host, stream, until, abort)?,
+                    };
                     return Ok(Conn {
                         stream,
                         input: Vec::new(),
                         reusable: true,
+                        host: endpoint.host.clone(),
+                        answered: false,
+                        client_cert: tls.is_some_and(|c| c.client_auth_cert_resolver.has_certs()),
                     });
                 }
                 Err(e) => last = Failure::Transient(io_message(&e)),
@@ -343,10 +591,11 @@ impl Conn {
         endpoint: &Endpoint,
         path: &str,
         body: &str,
+        token: Option<&str>,
         until: Instant,
         abort: &dyn Fn() -> bool,
     ) -> Result<(u16, Vec<u8>), Failure> {
-        self.send(endpoint, path, body, until, abort)?;
+        self.send(endpoint, path, body, token, until, abort)?;
         let head = self.read_head(until, abort)?;
         let body = self.read_body(&head, until, abort)?;
         self.reusable = !head.close;
@@ -358,12 +607,15 @@ impl Conn {
         endpoint: &Endpoint,
         path: &str,
         body: &str,
+        token: Option<&str>,
         until: Instant,
         abort: &dyn Fn() -> bool,
     ) -> Result<(), Failure> {
+        // etcd's gateway takes the token bare, not as "Bearer <token>".
+        let authorization = token.map_or_else(String::new, |t| format!("Authorization: {t}\r\n"));
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
+             {authorization}Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
         let mut bytes = request.as_bytes();
@@ -371,25 +623,35 @@ impl Conn {
             match self.stream.write(bytes) {
                 Ok(0) => return Err(Failure::Transient("connection closed".to_owned())),
                 Ok(n) => bytes = &bytes[n..],
-                Err(e) => Self::check_slice(&e, until, abort)?,
+                Err(e) => self.check_slice(&e, until, abort)?,
             }
+        }
+        // TLS buffers what it encrypts until flushed.
+        while let Err(e) = self.stream.flush() {
+            self.check_slice(&e, until, abort)?;
         }
         Ok(())
     }
 
     /// After a socket call ended without data: a timed-out slice or a signal is fine unless
     /// the deadline passed or the caller wants to stop; anything else is a failure.
-    fn check_slice(e: &io::Error, until: Instant, abort: &dyn Fn() -> bool) -> Result<(), Failure> {
+    fn check_slice(
+        &self,
+        e: &io::Error,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<(), Failure> {
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {
-                if abort() {
-                    Err(Failure::Aborted)
-                } else if Instant::now() >= until {
-                    Err(Failure::Late)
-                } else {
-                    Ok(())
-                }
+                slice_over(until, abort)
             }
+            _ if matches!(self.stream, Socket::Tls(_)) => Err(
+                match tls::refusal(e, &self.host, Stage::Answer, self.client_cert) {
+                    Some(Refusal::Settled(m)) => Failure::Permanent(m),
+                    Some(Refusal::HungUp(m)) if !self.answered => Failure::HungUp(m),
+                    _ => Failure::Transient(io_message(e)),
+                },
+            ),
             _ => Err(Failure::Transient(io_message(e))),
         }
     }
@@ -402,17 +664,36 @@ impl Conn {
             // rather than to the next whole slice.
             let left = until.saturating_duration_since(Instant::now());
             let slice = left.clamp(Duration::from_millis(1), SLICE);
-            let _ = self.stream.set_read_timeout(Some(slice));
+            let _ = self.stream.tcp().set_read_timeout(Some(slice));
             match self.stream.read(&mut buf) {
+                Ok(0) if matches!(self.stream, Socket::Tls(_)) && !self.answered => {
+                    let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+                    return Err(
+                        match tls::refusal(&eof, &self.host, Stage::Answer, self.client_cert) {
+                            Some(Refusal::HungUp(m)) => Failure::HungUp(m),
+                            _ => Failure::Transient("connection closed".to_owned()),
+                        },
+                    );
+                }
+                // A TLS listener drops a plain request without a word (etcd's does).
+                Ok(0) if !self.answered => {
+                    return Err(Failure::HungUp(
+                        "the member closed the connection without answering: it seems to \
+                         serve TLS on this port (write LOCK as etcds://...), or it is shutting \
+                         down"
+                            .to_owned(),
+                    ));
+                }
                 Ok(0) => return Err(Failure::Transient("connection closed".to_owned())),
                 Ok(n) => {
+                    self.answered = true;
                     self.input.extend_from_slice(&buf[..n]);
                     if self.input.len() > MAX_BODY {
                         return Err(Failure::Permanent("reply too large".to_owned()));
                     }
                     return Ok(());
                 }
-                Err(e) => Self::check_slice(&e, until, abort)?,
+                Err(e) => self.check_slice(&e, until, abort)?,
             }
         }
     }
@@ -565,6 +846,68 @@ fn parse_chunk(input: &[u8]) -> Result<Option<(usize, Option<Vec<u8>>)>, Failure
     )))
 }
 
+/// A slice of a socket call ran out: fine unless the deadline passed or the caller wants to
+/// stop.
+fn slice_over(until: Instant, abort: &dyn Fn() -> bool) -> Result<(), Failure> {
+    if abort() {
+        Err(Failure::Aborted)
+    } else if Instant::now() >= until {
+        Err(Failure::Late)
+    } else {
+        Ok(())
+    }
+}
+
+/// The TLS handshake with `host` on `tcp`, in slices like every other socket call, so a
+/// member that accepts the connection and then says nothing cannot hang it.
+fn handshake(
+    config: &Arc<ClientConfig>,
+    host: &str,
+    mut tcp: TcpStream,
+    until: Instant,
+    abort: &dyn Fn() -> bool,
+) -> Result<Socket, Failure> {
+    let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+        Failure::Permanent(format!(
+            "{host:?} cannot be checked against a TLS certificate"
+        ))
+    })?;
+    let mut tls = ClientConnection::new(Arc::clone(config), name)
+        .map_err(|e| Failure::Permanent(format!("cannot start TLS: {e}")))?;
+    let client_cert = config.client_auth_cert_resolver.has_certs();
+    let mut heard = false;
+    while tls.is_handshaking() {
+        let left = until.saturating_duration_since(Instant::now());
+        let _ = tcp.set_read_timeout(Some(left.clamp(Duration::from_millis(1), SLICE)));
+        match tls.complete_io(&mut tcp) {
+            Ok((read, _)) => heard |= read > 0,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                slice_over(until, abort)?;
+            }
+            Err(e) => {
+                let stage = if heard {
+                    Stage::Handshake
+                } else {
+                    Stage::Silent
+                };
+                return Err(match tls::refusal(&e, host, stage, client_cert) {
+                    Some(Refusal::Settled(m)) => Failure::Permanent(m),
+                    Some(Refusal::HungUp(m)) => Failure::HungUp(m),
+                    None => Failure::Transient(io_message(&e)),
+                });
+            }
+        }
+    }
+    Ok(Socket::Tls(Box::new(StreamOwned::new(tls, tcp))))
+}
+
 /// `HTTP/1.1 200 OK` → 200.
 fn parse_status_line(line: &str) -> Option<u16> {
     let mut parts = line.split(' ');
@@ -619,7 +962,10 @@ impl Stream {
                 if let Some(error) = value.get("error") {
                     return Err(match gateway_error(error) {
                         Failure::Permanent(m) => CallError::Refused(m),
-                        Failure::Transient(m) => CallError::Unreachable(vec![m]),
+                        Failure::Unauthenticated(m) => CallError::Unauthenticated(m),
+                        Failure::Transient(m) | Failure::HungUp(m) => {
+                            CallError::Unreachable(vec![m])
+                        }
                         Failure::Late => {
                             CallError::Unreachable(vec!["no answer in time".to_owned()])
                         }
@@ -635,8 +981,11 @@ impl Stream {
                 Ok(None) => return Err(CallError::Unreachable(vec!["the watch ended".to_owned()])),
                 Err(Failure::Aborted) => return Err(CallError::Aborted),
                 Err(Failure::Late) => return Ok(StreamEvent::Idle),
-                Err(Failure::Transient(m)) => return Err(CallError::Unreachable(vec![m])),
+                Err(Failure::Transient(m) | Failure::HungUp(m)) => {
+                    return Err(CallError::Unreachable(vec![m]));
+                }
                 Err(Failure::Permanent(m)) => return Err(CallError::Refused(m)),
+                Err(Failure::Unauthenticated(m)) => return Err(CallError::Unauthenticated(m)),
             }
         }
     }

@@ -13,8 +13,10 @@
 //! writes an empty value and ignores values. Calls go through etcd's JSON gateway (see
 //! `http`).
 
+mod access;
 pub mod http;
 mod target;
+mod tls;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +30,10 @@ use crate::inspect::sighting::Sighting;
 use crate::supervise;
 use crate::utc::utc_timestamp;
 use crate::wait::{self, Deadline, WaitObserver};
+pub use access::{Access, Cluster, Credentials, ENV_ENDPOINTS, process_env};
 use http::{CallError, StreamEvent, Transport};
-pub use target::{SCHEME, Target, base64, lease_hex, prefix_end, unbase64};
+pub use target::{SCHEME, TLS_SCHEME, Target, base64, lease_hex, prefix_end, unbase64};
+pub use tls::TlsFiles;
 
 /// `--ttl` when not given: etcdctl's default.
 pub const DEFAULT_TTL: u32 = 10;
@@ -47,7 +51,8 @@ const REVOKE_BUDGET: Duration = Duration::from_secs(2);
 /// Whether LOCK selects the etcd kind.
 #[must_use]
 pub fn is_target(lock: &std::ffi::OsStr) -> bool {
-    lock.as_encoded_bytes().starts_with(SCHEME.as_bytes())
+    let bytes = lock.as_encoded_bytes();
+    bytes.starts_with(SCHEME.as_bytes()) || bytes.starts_with(TLS_SCHEME.as_bytes())
 }
 
 /// What a flockrun writes into its key.
@@ -200,8 +205,13 @@ pub struct Session {
 }
 
 impl Session {
-    fn start(target: &Target, ttl: u32, until: Instant) -> Result<Session, Error> {
-        let mut transport = Transport::new(target.endpoints.clone());
+    fn start(
+        target: &Target,
+        cluster: &Arc<Cluster>,
+        ttl: u32,
+        until: Instant,
+    ) -> Result<Session, Error> {
+        let mut transport = Transport::new(Arc::clone(cluster));
         let sent = Instant::now();
         let reply = transport
             .call("/v3/lease/grant", &json!({ "TTL": ttl }), until, &|| {
@@ -233,9 +243,9 @@ impl Session {
             shared: Arc::clone(&shared),
             revoked: false,
         };
-        let endpoints = target.endpoints.clone();
+        let cluster = Arc::clone(cluster);
         wait::spawn_with_signals_blocked("lease", move || {
-            renew(endpoints, lease, ttl, sent, &shared);
+            renew(cluster, lease, ttl, sent, &shared);
         })
         .map_err(|e| Error::system("starting the lease renewal thread", e))?;
         Ok(session)
@@ -329,13 +339,13 @@ impl Drop for Session {
 /// exists. Gives up, declaring the lease lost, when etcd says it is gone or when no member
 /// has confirmed a renewal for TTL minus the grace period.
 fn renew(
-    endpoints: Vec<http::Endpoint>,
+    cluster: Arc<Cluster>,
     lease: i64,
     mut ttl: Duration,
     mut confirmed: Instant,
     shared: &Shared,
 ) {
-    let mut transport = Transport::new(endpoints);
+    let mut transport = Transport::new(cluster);
     let stopping = || shared.stop.load(Ordering::SeqCst);
     loop {
         let next = confirmed + ttl / 3;
@@ -411,7 +421,7 @@ fn describe_call_error(e: &CallError) -> String {
         CallError::Aborted => "stopped".to_owned(),
         CallError::Unreachable(problems) if problems.is_empty() => "no member answered".to_owned(),
         CallError::Unreachable(problems) => format!("no member answered ({})", problems.join("; ")),
-        CallError::Refused(m) => m.clone(),
+        CallError::Refused(m) | CallError::Unauthenticated(m) => m.clone(),
     }
 }
 
@@ -432,7 +442,7 @@ fn call_error(target: &Target, e: CallError, lost: Option<String>) -> Error {
             lock: target.text.clone(),
             problems,
         },
-        CallError::Refused(message) => Error::EtcdRefused {
+        CallError::Refused(message) | CallError::Unauthenticated(message) => Error::EtcdRefused {
             lock: target.text.clone(),
             message,
         },
@@ -467,12 +477,13 @@ fn reach_until(deadline: &Deadline, ttl: u32) -> Instant {
 /// `LockLost` when the lease expired while waiting.
 pub fn acquire(
     target: &Target,
+    cluster: &Arc<Cluster>,
     ttl: u32,
     deadline: &Deadline,
     command: &str,
     observer: &mut dyn WaitObserver,
 ) -> Result<HeldEtcd, Error> {
-    let mut session = Session::start(target, ttl, reach_until(deadline, ttl))?;
+    let mut session = Session::start(target, cluster, ttl, reach_until(deadline, ttl))?;
     let prefix = target.prefix();
     let my_key = format!("{prefix}{}", lease_hex(session.lease));
     let key64 = base64(my_key.as_bytes());
@@ -576,6 +587,9 @@ fn wait_turn(
     let tick_every = observer.tick_every();
     let mut next_tick = tick_every;
     let budget = |d: &Deadline| Instant::now() + d.remaining().unwrap_or(Duration::from_secs(3600));
+    // Watches etcd canceled in a row, each with a reason: after a few, the reason is the
+    // answer (a permission the user lacks), not a passing state.
+    let mut refusals = 0;
     let result = loop {
         let ahead = match key_ahead(session, target, revision, budget(deadline)) {
             Ok(Some(ahead)) => ahead,
@@ -614,21 +628,13 @@ fn wait_turn(
                 until = until.min(Instant::now() + at.saturating_sub(deadline.elapsed()));
             }
             match stream.next(until, &abort) {
-                Ok(StreamEvent::Message(m)) => {
-                    let deleted = m
-                        .get("events")
-                        .and_then(Value::as_array)
-                        .is_some_and(|events| {
-                            events
-                                .iter()
-                                .any(|e| e.get("type").and_then(Value::as_str) == Some("DELETE"))
-                        });
-                    let canceled = m.get("canceled").and_then(Value::as_bool) == Some(true)
-                        || int(m.get("compact_revision")) != 0;
-                    if deleted || canceled {
-                        break None;
+                Ok(StreamEvent::Message(m)) => match watch_news(&m, session, &mut refusals) {
+                    WatchNews::Nothing => {}
+                    WatchNews::LookAgain => break None,
+                    WatchNews::Refused(reason) => {
+                        break Some(call_error(target, CallError::Refused(reason), None));
                     }
-                }
+                },
                 Ok(StreamEvent::Idle) => {
                     if deadline.remaining() == Some(Duration::ZERO) {
                         break Some(timed_out(target, deadline, sighting_now(session, target)));
@@ -656,6 +662,49 @@ fn wait_turn(
     };
     observer.finished();
     result
+}
+
+/// What a watch message means for a waiter.
+enum WatchNews {
+    /// Nothing that concerns it (a put, progress).
+    Nothing,
+    /// The watched key is gone, or the watch ended: look at the queue again.
+    LookAgain,
+    /// etcd keeps canceling the watch for a reason (a permission the user lacks).
+    Refused(String),
+}
+
+fn watch_news(message: &Value, session: &mut Session, refusals: &mut u32) -> WatchNews {
+    let deleted = message
+        .get("events")
+        .and_then(Value::as_array)
+        .is_some_and(|events| {
+            events
+                .iter()
+                .any(|e| e.get("type").and_then(Value::as_str) == Some("DELETE"))
+        });
+    let canceled = message.get("canceled").and_then(Value::as_bool) == Some(true)
+        || int(message.get("compact_revision")) != 0;
+    let reason = message
+        .get("cancel_reason")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty());
+    if let Some(reason) = reason {
+        // An expired token shows here, not as a failed call: the next call authenticates
+        // again.
+        session.transport.token_refused();
+        *refusals += 1;
+        if *refusals >= 3 {
+            return WatchNews::Refused(format!("etcd canceled the watch: {reason}"));
+        }
+    } else if deleted {
+        *refusals = 0;
+    }
+    if deleted || canceled {
+        WatchNews::LookAgain
+    } else {
+        WatchNews::Nothing
+    }
 }
 
 /// The youngest key created before ours, and the revision to watch it from; `None` when no
@@ -746,8 +795,8 @@ fn held_by(holder: Option<&QueueEntry>) -> Sighting {
 ///
 /// # Errors
 /// `EtcdUnreachable` or `EtcdRefused`.
-pub fn queue(target: &Target) -> Result<Vec<QueueEntry>, Error> {
-    let mut transport = Transport::new(target.endpoints.clone());
+pub fn queue(target: &Target, cluster: &Arc<Cluster>) -> Result<Vec<QueueEntry>, Error> {
+    let mut transport = Transport::new(Arc::clone(cluster));
     queue_with(&mut transport, target, Instant::now() + SHORT_BUDGET)
         .map_err(|e| call_error(target, e, None))
 }

@@ -1,12 +1,15 @@
-//! `etcd://HOST:PORT[,HOST:PORT...]/NAME`: which cluster, which lock; and the base64 that
-//! etcd's JSON gateway uses for keys and values.
+//! `etcd://HOST:PORT[,HOST:PORT...]/NAME` (or `etcds://` for TLS, or no members to take them
+//! from `ETCDCTL_ENDPOINTS`): which cluster, which lock; and the base64 that etcd's JSON
+//! gateway uses for keys and values.
 
 use std::fmt::Write as _;
 
 use super::http::Endpoint;
 
-/// The scheme that selects the etcd kind.
+/// The scheme that selects the etcd kind, over plain HTTP.
 pub const SCHEME: &str = "etcd://";
+/// The same over TLS (as https is to http).
+pub const TLS_SCHEME: &str = "etcds://";
 
 /// etcd's own default client port, used when a member is given without one.
 pub const DEFAULT_PORT: u16 = 2379;
@@ -19,10 +22,18 @@ pub struct Target {
     pub name: String,
     /// LOCK as given, for messages and `FLOCKRUN_LOCK`.
     pub text: String,
+    /// Whether the members are spoken to over TLS.
+    pub tls: bool,
+    /// Whether LOCK itself lists the members (else they came from `ETCDCTL_ENDPOINTS`).
+    pub members_given: bool,
 }
 
+const SHAPE: &str = "expected etcd://HOST:PORT[,HOST:PORT...]/NAME, etcds://... for TLS, or \
+                     etcd:///NAME with the members in ETCDCTL_ENDPOINTS";
+
 impl Target {
-    /// Parses LOCK; the error says what is wrong and how a correct one looks.
+    /// Parses a LOCK that lists its members; the error says what is wrong and how a correct
+    /// one looks.
     ///
     /// ```
     /// use flockrun::etcd::Target;
@@ -30,38 +41,82 @@ impl Target {
     /// assert_eq!(t.endpoints.len(), 2);
     /// assert_eq!(t.endpoints[1].port, 2379);
     /// assert_eq!(t.name, "nightly");
+    /// assert!(!t.tls);
+    /// assert!(Target::parse("etcds://etcd-0.etcd:2379/nightly").unwrap().tls);
     /// ```
     ///
     /// # Errors
-    /// A missing NAME, an empty member, a bad port or bracket.
+    /// A missing NAME, an empty member, a bad port or bracket, no members.
     pub fn parse(text: &str) -> Result<Target, String> {
-        const SHAPE: &str = "expected etcd://HOST:PORT[,HOST:PORT...]/NAME";
-        let rest = text
-            .strip_prefix(SCHEME)
-            .ok_or_else(|| format!("{text:?} does not start with {SCHEME}; {SHAPE}"))?;
+        Target::parse_with(text, None, false)
+    }
+
+    /// Parses LOCK; with no members in it, they come from `env_endpoints` (the value of
+    /// `ETCDCTL_ENDPOINTS`), each `http://`, `https://` or bare, a bare one spoken to over
+    /// TLS when the LOCK says `etcds://` or `tls_files` (any of `--cacert`, `--cert`,
+    /// `--key`) is true, as etcdctl does.
+    ///
+    /// # Errors
+    /// As `parse`; also members of mixed schemes, an `http://` member in an `etcds://` LOCK,
+    /// or no members anywhere.
+    pub fn parse_with(
+        text: &str,
+        env_endpoints: Option<&str>,
+        tls_files: bool,
+    ) -> Result<Target, String> {
+        let (rest, tls_scheme) = if let Some(rest) = text.strip_prefix(SCHEME) {
+            (rest, false)
+        } else if let Some(rest) = text.strip_prefix(TLS_SCHEME) {
+            (rest, true)
+        } else {
+            return Err(format!(
+                "{text:?} does not start with {SCHEME} or {TLS_SCHEME}; {SHAPE}"
+            ));
+        };
         let (members, name) = rest
             .split_once('/')
             .ok_or_else(|| format!("{text:?} names no lock; {SHAPE}"))?;
         if name.is_empty() {
             return Err(format!("{text:?} names no lock after the members; {SHAPE}"));
         }
-        let endpoints = members
-            .split(',')
-            .map(|member| parse_member(member).map_err(|why| format!("{text:?}: {why}; {SHAPE}")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (endpoints, tls) =
+            if members.is_empty() {
+                let listed = env_endpoints.filter(|e| !e.trim().is_empty()).ok_or_else(|| {
+                format!(
+                    "{text:?} lists no members and ETCDCTL_ENDPOINTS is not set: name them in \
+                     LOCK or in ETCDCTL_ENDPOINTS"
+                )
+            })?;
+                from_env(listed, tls_scheme, tls_files)
+                    .map_err(|why| format!("ETCDCTL_ENDPOINTS={listed:?}: {why}"))?
+            } else {
+                let endpoints = members
+                    .split(',')
+                    .map(|member| {
+                        parse_member(member).map_err(|why| format!("{text:?}: {why}; {SHAPE}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (endpoints, tls_scheme)
+            };
         Ok(Target {
             endpoints,
             name: name.to_owned(),
             text: text.to_owned(),
+            tls,
+            members_given: !members.is_empty(),
         })
     }
 
-    /// `parse` for LOCK on the command line: a malformed one is a usage error.
+    /// `parse_with` for LOCK on the command line: a malformed one is a usage error.
     ///
     /// # Errors
-    /// As `parse`, as `Error::Usage`.
-    pub fn parse_lock(text: &str) -> Result<Target, crate::error::Error> {
-        Target::parse(text).map_err(|m| crate::error::Error::Usage {
+    /// As `parse_with`, as `Error::Usage`.
+    pub fn parse_lock(
+        text: &str,
+        env_endpoints: Option<&str>,
+        tls_files: bool,
+    ) -> Result<Target, crate::error::Error> {
+        Target::parse_with(text, env_endpoints, tls_files).map_err(|m| crate::error::Error::Usage {
             message: format!("bad LOCK: {m}"),
         })
     }
@@ -82,6 +137,43 @@ impl Target {
     pub fn prefix(&self) -> String {
         format!("{}/", self.name)
     }
+}
+
+/// The members `ETCDCTL_ENDPOINTS` lists (comma-separated, as etcdctl reads it) and whether
+/// they speak TLS.
+fn from_env(
+    listed: &str,
+    tls_scheme: bool,
+    tls_files: bool,
+) -> Result<(Vec<Endpoint>, bool), String> {
+    let mut endpoints = Vec::new();
+    let mut schemes = Vec::new();
+    for member in listed.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let (scheme, bare) = match member.split_once("://") {
+            Some(("http", rest)) => (Some(false), rest),
+            Some(("https", rest)) => (Some(true), rest),
+            Some((other, _)) => {
+                return Err(format!(
+                    "member {member:?} has the scheme {other}://; flockrun speaks http:// and \
+                     https://"
+                ));
+            }
+            None => (None, member),
+        };
+        let bare = bare.trim_end_matches('/');
+        endpoints.push(parse_member(bare)?);
+        schemes.push(scheme.unwrap_or(tls_scheme || tls_files));
+    }
+    let Some(&tls) = schemes.first() else {
+        return Err("no members".to_owned());
+    };
+    if schemes.iter().any(|&s| s != tls) {
+        return Err("its members mix http and https; list members of one kind".to_owned());
+    }
+    if tls_scheme && !tls {
+        return Err("an etcds:// LOCK needs TLS members, but these are http://".to_owned());
+    }
+    Ok((endpoints, tls))
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -229,6 +321,37 @@ mod tests {
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn members_from_etcdctl_endpoints() {
+        let parse = |lock, env, files| Target::parse_with(lock, Some(env), files);
+        let t = parse("etcd:///job", "http://a:1, http://b:2/", false).unwrap();
+        assert_eq!(t.endpoints.len(), 2);
+        assert_eq!(t.endpoints[1].to_string(), "b:2");
+        assert!(!t.tls && !t.members_given);
+        assert!(
+            parse("etcd:///job", "https://a:1,https://b:2", false)
+                .unwrap()
+                .tls
+        );
+        // Bare members speak TLS when the LOCK says etcds:// or TLS files are given.
+        assert!(!parse("etcd:///job", "a:1", false).unwrap().tls);
+        assert!(parse("etcd:///job", "a:1", true).unwrap().tls);
+        assert!(parse("etcds:///job", "a:1", false).unwrap().tls);
+        for (lock, env) in [
+            ("etcd:///job", "http://a:1,https://b:2"),
+            ("etcds:///job", "http://a:1"),
+            ("etcd:///job", "unix://a:1"),
+            ("etcd:///job", " , "),
+            ("etcd:///", "a:1"),
+        ] {
+            assert!(parse(lock, env, false).is_err(), "{lock} {env}");
+        }
+        // Members in LOCK win over the environment.
+        let t = parse("etcds://c:3/job", "http://a:1", false).unwrap();
+        assert_eq!(t.endpoints[0].to_string(), "c:3");
+        assert!(t.tls && t.members_given);
     }
 
     #[test]

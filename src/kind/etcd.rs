@@ -1,4 +1,5 @@
-//! The etcd kind: LOCK `etcd://HOST:PORT[,HOST:PORT...]/NAME`, one lock across machines,
+//! The etcd kind: LOCK `etcd://HOST:PORT[,HOST:PORT...]/NAME` (`etcds://` over TLS), one
+//! lock across machines,
 //! taken as `etcdctl lock` takes it (the protocol and the cluster client are in
 //! `crate::etcd`). flockrun itself holds it through a lease, so COMMAND inherits nothing
 //! and dies with flockrun; the lease can be lost while COMMAND runs, and then COMMAND is
@@ -6,6 +7,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
@@ -52,7 +54,8 @@ impl Kind for Etcd {
                  itself, and has no file"
             )));
         }
-        let target = cluster::Target::parse_lock(text)?;
+        let (target, reach) =
+            cluster::Cluster::resolve(text, &request.etcd, &cluster::process_env)?;
         Ok(Target {
             kind: self.name(),
             mode: LockMode::Exclusive,
@@ -64,14 +67,19 @@ impl Kind for Etcd {
             no_fork: false,
             lockable: Box::new(EtcdTarget {
                 target,
+                cluster: Arc::new(reach),
                 ttl: request.ttl.unwrap_or(cluster::DEFAULT_TTL),
                 command: request.command.clone(),
             }),
         })
     }
 
-    fn inspect_named(&self, lock: &OsStr) -> Option<Result<LockStatus, Error>> {
-        cluster::is_target(lock).then(|| inspect(lock))
+    fn inspect_named(
+        &self,
+        lock: &OsStr,
+        access: &cluster::Access,
+    ) -> Option<Result<LockStatus, Error>> {
+        cluster::is_target(lock).then(|| inspect(lock, access))
     }
 
     fn inspects_files(&self) -> bool {
@@ -96,9 +104,10 @@ fn utf8(lock: &OsStr) -> Result<&str, Error> {
 }
 
 /// The status of an etcd lock: its queue of keys, the oldest holding it.
-fn inspect(lock: &OsStr) -> Result<LockStatus, Error> {
+fn inspect(lock: &OsStr, access: &cluster::Access) -> Result<LockStatus, Error> {
     let text = utf8(lock)?;
-    let queue = cluster::queue(&cluster::Target::parse_lock(text)?)?;
+    let (target, reach) = cluster::Cluster::resolve(text, access, &cluster::process_env)?;
+    let queue = cluster::queue(&target, &Arc::new(reach))?;
     let mut status = LockStatus::new(PathBuf::from(text));
     status.exists = true;
     status.kind = Some(Etcd.name());
@@ -112,6 +121,7 @@ fn inspect(lock: &OsStr) -> Result<LockStatus, Error> {
 
 struct EtcdTarget {
     target: cluster::Target,
+    cluster: Arc<cluster::Cluster>,
     ttl: u32,
     /// What the key's value says the holder runs.
     command: String,
@@ -142,7 +152,14 @@ impl Lockable for EtcdTarget {
         deadline: &Deadline,
         observer: &mut dyn WaitObserver,
     ) -> Result<Box<dyn Hold>, Error> {
-        let held = cluster::acquire(&self.target, self.ttl, deadline, &self.command, observer)?;
+        let held = cluster::acquire(
+            &self.target,
+            &self.cluster,
+            self.ttl,
+            deadline,
+            &self.command,
+            observer,
+        )?;
         Ok(Box::new(HeldLease {
             held,
             key: self.key(),

@@ -79,7 +79,17 @@ pub fn for_request(request: &Request) -> Result<&'static dyn Kind, Error> {
 /// # Errors
 /// A usage error for options the kind cannot honour, or an error about LOCK.
 pub fn target(request: &Request) -> Result<Target, Error> {
-    for_request(request)?.target(request)
+    let kind = for_request(request)?;
+    if request.etcd.any() && kind.name() != etcd::Etcd.name() {
+        return Err(Error::Usage {
+            message: format!(
+                "--cacert, --cert, --key, --user and --password-file apply to etcd:// and \
+                 etcds:// locks, and {} is a lock file",
+                request.lock.display()
+            ),
+        });
+    }
+    kind.target(request)
 }
 
 /// Parses a `status --kind` value: a kind that inspects lock files.
@@ -108,9 +118,13 @@ pub fn parse_inspectable(name: &str) -> Result<&'static dyn Kind, String> {
 /// When LOCK cannot be inspected: a symbolic link, a FIFO/socket/device, no permission to
 /// look at it, an etcd cluster out of reach; `Usage` for `--kind` with a LOCK whose form
 /// names its kind.
-pub fn inspect(lock: &Path, forced: Option<&'static dyn Kind>) -> Result<LockStatus, Error> {
+pub fn inspect(
+    lock: &Path,
+    forced: Option<&'static dyn Kind>,
+    etcd_access: &crate::etcd::Access,
+) -> Result<LockStatus, Error> {
     for kind in KINDS {
-        if let Some(report) = kind.inspect_named(lock.as_os_str()) {
+        if let Some(report) = kind.inspect_named(lock.as_os_str(), etcd_access) {
             if forced.is_some() {
                 return Err(Error::Usage {
                     message: format!(
