@@ -28,6 +28,7 @@ pub mod lock;
 pub mod mode;
 pub mod mounts;
 pub mod nested;
+pub mod nss;
 pub mod open;
 pub mod road;
 pub mod run;

@@ -425,3 +425,64 @@ fn an_unprivileged_user_sees_what_it_may() {
     );
     drop(holder);
 }
+
+/// A holder whose uid has no name in /etc/passwd sends glibc on to the next source in
+/// nsswitch.conf; with `passwd: files systemd` (Debian's default) that loaded
+/// libnss_systemd into the static binary, which crashed `status` (status 139). The name
+/// lookup is now narrowed to `files`, and the uid is shown instead.
+#[test]
+fn a_holder_whose_uid_has_no_name_is_shown_by_uid() {
+    if !is_root() {
+        eprintln!("NOTE: needs root to hold a lock as an unnamed uid; checked as root in CI");
+        return;
+    }
+    let dir = scratch();
+    fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let lock = dir.path().join("l");
+    let words = [
+        "--reuid=54321",
+        "--regid=54321",
+        "--clear-groups",
+        FLOCKRUN,
+        "exec",
+        lock.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        crate::harness::HOLD_SH,
+    ];
+    let args: Vec<&OsStr> = words.iter().map(OsStr::new).collect();
+    let holder = Holder::start("setpriv", &args, "ready");
+    let nsswitch = dir.path().join("nsswitch.conf");
+    fs::write(
+        &nsswitch,
+        "passwd: files systemd\ngroup: files systemd\nhosts: files dns\n",
+    )
+    .unwrap();
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/nsswitch.conf && exec \"$2\" status \"$3\"",
+        ])
+        .arg("sh")
+        .arg(&nsswitch)
+        .arg(FLOCKRUN)
+        .arg(&lock)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("user 54321"), "{stdout}");
+    holder.release();
+}

@@ -549,6 +549,7 @@ impl Conn {
         if abort() {
             return Err(Failure::Aborted);
         }
+        crate::nss::confine();
         let addresses: Vec<SocketAddr> = (endpoint.host.as_str(), endpoint.port)
             .to_socket_addrs()
             .map_err(|e| Failure::Transient(format!("cannot resolve the host name: {e}")))?

@@ -190,6 +190,7 @@ fn parse_status_uid(status: &str) -> Option<u32> {
 /// The user name for a uid, or the number.
 #[must_use]
 pub fn user_name(uid: u32) -> String {
+    crate::nss::confine();
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
