@@ -428,7 +428,7 @@ fn an_unprivileged_user_sees_what_it_may() {
 
 /// A holder whose uid has no name in /etc/passwd sends glibc on to the next source in
 /// nsswitch.conf; with `passwd: files systemd` (Debian's default) that loaded
-/// libnss_systemd into the static binary, which crashed `status` (status 139). The name
+/// `libnss_systemd` into the static binary, which crashed `status` (status 139). The name
 /// lookup is now narrowed to `files`, and the uid is shown instead.
 #[test]
 fn a_holder_whose_uid_has_no_name_is_shown_by_uid() {
