@@ -590,6 +590,7 @@ fn wait_turn(
     // Watches etcd canceled in a row, each with a reason: after a few, the reason is the
     // answer (a permission the user lacks), not a passing state.
     let mut refusals = 0;
+    let mine = base64(format!("{}{}", target.prefix(), lease_hex(session.lease)).as_bytes());
     let result = loop {
         let ahead = match key_ahead(session, target, revision, budget(deadline)) {
             Ok(Some(ahead)) => ahead,
@@ -599,8 +600,19 @@ fn wait_turn(
             }
             Err(e) => break Err(e),
         };
-        let (watched, from) = ahead;
-        let watch = json!({"create_request": {"key": watched, "start_revision": from.to_string()}});
+        let watch = if ahead.last {
+            // The only key ahead: watch the whole queue from just after the look, so that
+            // its deletion is the lock won, with no second look (a round trip) before
+            // COMMAND starts. Our own key's deletion would show in the same stream first.
+            let prefix = target.prefix();
+            json!({"create_request": {
+                "key": base64(prefix.as_bytes()),
+                "range_end": base64(&prefix_end(prefix.as_bytes())),
+                "start_revision": (ahead.from + 1).to_string(),
+            }})
+        } else {
+            json!({"create_request": {"key": ahead.key, "start_revision": ahead.from.to_string()}})
+        };
         let shared = Arc::clone(&session.shared);
         let abort = move || wait::stop_signal().is_some() || shared.lost.load(Ordering::SeqCst);
         let mut stream =
@@ -619,7 +631,7 @@ fn wait_turn(
                 Err(e) => break Err(call_error(target, e, session.lost())),
             };
         let recheck_at = Instant::now() + RECHECK;
-        let ended = loop {
+        let ended: Option<Result<(), Error>> = loop {
             let mut until = recheck_at;
             if let Some(left) = deadline.remaining() {
                 until = until.min(Instant::now() + left);
@@ -628,16 +640,24 @@ fn wait_turn(
                 until = until.min(Instant::now() + at.saturating_sub(deadline.elapsed()));
             }
             match stream.next(until, &abort) {
-                Ok(StreamEvent::Message(m)) => match watch_news(&m, session, &mut refusals) {
-                    WatchNews::Nothing => {}
-                    WatchNews::LookAgain => break None,
-                    WatchNews::Refused(reason) => {
-                        break Some(call_error(target, CallError::Refused(reason), None));
+                Ok(StreamEvent::Message(m)) => {
+                    match watch_news(&m, &ahead, &mine, session, &mut refusals) {
+                        WatchNews::Nothing => {}
+                        WatchNews::LookAgain => break None,
+                        WatchNews::Won => break Some(Ok(())),
+                        WatchNews::Lost => break Some(Err(lost_while_waiting(target))),
+                        WatchNews::Refused(reason) => {
+                            break Some(Err(call_error(target, CallError::Refused(reason), None)));
+                        }
                     }
-                },
+                }
                 Ok(StreamEvent::Idle) => {
                     if deadline.remaining() == Some(Duration::ZERO) {
-                        break Some(timed_out(target, deadline, sighting_now(session, target)));
+                        break Some(Err(timed_out(
+                            target,
+                            deadline,
+                            sighting_now(session, target),
+                        )));
                     }
                     if let (Some(every), Some(at)) = (tick_every, next_tick)
                         && deadline.elapsed() >= at
@@ -650,11 +670,11 @@ fn wait_turn(
                     }
                 }
                 Err(CallError::Unreachable(_)) => break None,
-                Err(e) => break Some(call_error(target, e, session.lost())),
+                Err(e) => break Some(Err(call_error(target, e, session.lost()))),
             }
         };
-        if let Some(e) = ended {
-            break Err(e);
+        if let Some(end) = ended {
+            break end;
         }
         if session.should_stop() {
             break Err(call_error(target, CallError::Aborted, session.lost()));
@@ -670,19 +690,54 @@ enum WatchNews {
     Nothing,
     /// The watched key is gone, or the watch ended: look at the queue again.
     LookAgain,
+    /// The only key ahead is gone while ours stands: the lock is ours.
+    Won,
+    /// Our own key is gone (the lease expired while waiting).
+    Lost,
     /// etcd keeps canceling the watch for a reason (a permission the user lacks).
     Refused(String),
 }
 
-fn watch_news(message: &Value, session: &mut Session, refusals: &mut u32) -> WatchNews {
-    let deleted = message
+fn lost_while_waiting(target: &Target) -> Error {
+    Error::LockLost {
+        lock: target.text.clone(),
+        reason: "its key expired or was deleted while waiting".to_owned(),
+        command_ran: false,
+    }
+}
+
+/// The base64 keys of the DELETE events in a watch message, in order.
+fn deleted_keys(message: &Value) -> Vec<&str> {
+    message
         .get("events")
         .and_then(Value::as_array)
-        .is_some_and(|events| {
+        .map(|events| {
             events
                 .iter()
-                .any(|e| e.get("type").and_then(Value::as_str) == Some("DELETE"))
-        });
+                .filter(|e| e.get("type").and_then(Value::as_str) == Some("DELETE"))
+                .filter_map(|e| e.get("kv")?.get("key")?.as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn watch_news(
+    message: &Value,
+    ahead: &Ahead,
+    mine: &str,
+    session: &mut Session,
+    refusals: &mut u32,
+) -> WatchNews {
+    let gone = deleted_keys(message);
+    if ahead.last {
+        if gone.contains(&mine) {
+            return WatchNews::Lost;
+        }
+        if gone.iter().any(|k| Some(*k) == ahead.key.as_str()) {
+            return WatchNews::Won;
+        }
+    }
+    let deleted = if ahead.last { false } else { !gone.is_empty() };
     let canceled = message.get("canceled").and_then(Value::as_bool) == Some(true)
         || int(message.get("compact_revision")) != 0;
     let reason = message
@@ -707,6 +762,16 @@ fn watch_news(message: &Value, session: &mut Session, refusals: &mut u32) -> Wat
     }
 }
 
+/// The youngest key created before ours.
+struct Ahead {
+    /// Its key, base64 as the gateway gives it.
+    key: Value,
+    /// The revision the look was made at.
+    from: i64,
+    /// Whether it is the only one ahead (then its deletion means the lock is ours).
+    last: bool,
+}
+
 /// The youngest key created before ours, and the revision to watch it from; `None` when no
 /// key is ahead of ours any more. The same transaction checks that our own key still
 /// exists (what etcdctl checks with a separate read once its wait is over): a lease that
@@ -716,7 +781,7 @@ fn key_ahead(
     target: &Target,
     revision: i64,
     until: Instant,
-) -> Result<Option<(Value, i64)>, Error> {
+) -> Result<Option<Ahead>, Error> {
     let prefix = target.prefix();
     let mine = base64(format!("{prefix}{}", lease_hex(session.lease)).as_bytes());
     let both = json!({
@@ -728,7 +793,10 @@ fn key_ahead(
                 "sort_order": "DESCEND",
                 "sort_target": "CREATE",
                 "max_create_revision": (revision - 1).to_string(),
-                "limit": 1,
+                // Two, to tell whether the youngest is the only one (etcd prunes by
+                // create revision before it applies the limit).
+                "limit": 2,
+                "keys_only": true,
             }},
             {"request_range": {"key": mine, "count_only": true}},
         ],
@@ -744,23 +812,18 @@ fn key_ahead(
             .unwrap_or(Value::Null)
     };
     if int(range(1).get("count")) == 0 {
-        return Err(Error::LockLost {
-            lock: target.text.clone(),
-            reason: "its key expired or was deleted while waiting".to_owned(),
-            command_ran: false,
-        });
+        return Err(lost_while_waiting(target));
     }
     let ahead = range(0);
-    let first = ahead
+    let kvs = ahead
         .get("kvs")
         .and_then(Value::as_array)
-        .and_then(|k| k.first());
-    Ok(first.map(|kv| {
-        let key = kv.get("key").cloned().unwrap_or(Value::Null);
-        (
-            key,
-            int(reply.get("header").and_then(|h| h.get("revision"))),
-        )
+        .cloned()
+        .unwrap_or_default();
+    Ok(kvs.first().map(|kv| Ahead {
+        key: kv.get("key").cloned().unwrap_or(Value::Null),
+        from: int(reply.get("header").and_then(|h| h.get("revision"))),
+        last: kvs.len() == 1,
     }))
 }
 
