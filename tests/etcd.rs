@@ -1181,3 +1181,52 @@ fn a_lost_lease_stops_what_command_left_running_in_the_background_too() {
         );
     }
 }
+
+/// A waiter next in line watches the whole queue, so the deletion of its own key (someone
+/// ran `etcdctl del`, or its lease expired) ends its wait at once with 79, and COMMAND
+/// never starts; the holder's key going away later is no win for it.
+#[test]
+fn a_waiter_whose_own_key_is_deleted_gives_up_at_once_with_79() {
+    let cluster = Cluster::start(1);
+    let lock = cluster.lock("orphan");
+    let held = holder(&["exec", &lock]);
+    let mut waiter = Command::new(FLOCKRUN)
+        .args(["exec", &lock, "--", "echo", "ran"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let queue = cluster.wait_for_queue("orphan", 2);
+    let key = queue[1]["key"].as_str().unwrap().to_owned();
+    let out = cluster.etcdctl().args(["del", &key]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let deleted = Instant::now();
+    let status = wait_with_deadline(&mut waiter);
+    // At once, not at the next periodic look at the queue (RECHECK, 5 s).
+    assert!(
+        deleted.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        deleted.elapsed()
+    );
+    let mut stderr = String::new();
+    waiter
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let mut stdout = String::new();
+    waiter
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert_eq!(status.code(), Some(79), "{stderr}");
+    assert!(
+        stderr.contains("its key expired or was deleted while waiting"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "COMMAND ran: {stdout}");
+    assert!(held.release().success());
+}
