@@ -79,7 +79,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__exec)
-            opts="-w -n -s -o -F -E -c -v -q -h -V --wait --timeout --nb --nonblock --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --fd --help --version"
+            opts="-w -n -s -o -F -E -c -v -q -h -V --wait --timeout --nb --nonblock --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --fd --cacert --cert --key --user --password-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -122,6 +122,26 @@ _flockrun() {
                     return 0
                     ;;
                 --fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --password-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -317,13 +337,33 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__status)
-            opts="-v -q -h -V --json --kind --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --kind --verbose --quiet --cacert --cert --key --user --password-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --kind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --password-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -335,7 +375,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__try)
-            opts="-s -o -F -E -c -v -q -h -V --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --fd --help --version"
+            opts="-s -o -F -E -c -v -q -h -V --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --fd --cacert --cert --key --user --password-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -366,6 +406,26 @@ _flockrun() {
                     return 0
                     ;;
                 --fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --password-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -39,6 +39,11 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s E -l conflict
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l fd -d 'exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND, flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock stays with the caller\'s descriptor after COMMAND ends' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l cacert -d 'TLS: the CA bundle (PEM) that signs the members\' certificates [default: ETCDCTL_CACERT, else the system\'s CAs]' -r -F
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l cert -d 'TLS: the client certificate (PEM) for a cluster that requires one, with --key [default: ETCDCTL_CERT]' -r -F
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l key -d 'TLS: the client certificate\'s private key (PEM) [default: ETCDCTL_KEY]' -r -F
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l user -d 'The user to authenticate as, for a cluster with authentication [default: ETCDCTL_USER]. NAME:PASSWORD works as with etcdctl, but shows the password in the process list: prefer --password-file or ETCDCTL_PASSWORD' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l password-file -d 'The user\'s password: the first line of FILE [default: ETCDCTL_PASSWORD]' -r -F
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s n -l nonblock -l nb -d 'Do not wait if the lock is busy (same as --timeout 0)'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s s -l shared -d 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l fcntl -d 'Use a Linux open-file-description lock (`F_OFD_SETLK`) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK'
@@ -55,6 +60,11 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s E -l conflict-
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l fd -d 'exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND, flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock stays with the caller\'s descriptor after COMMAND ends' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l cacert -d 'TLS: the CA bundle (PEM) that signs the members\' certificates [default: ETCDCTL_CACERT, else the system\'s CAs]' -r -F
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l cert -d 'TLS: the client certificate (PEM) for a cluster that requires one, with --key [default: ETCDCTL_CERT]' -r -F
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l key -d 'TLS: the client certificate\'s private key (PEM) [default: ETCDCTL_KEY]' -r -F
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l user -d 'The user to authenticate as, for a cluster with authentication [default: ETCDCTL_USER]. NAME:PASSWORD works as with etcdctl, but shows the password in the process list: prefer --password-file or ETCDCTL_PASSWORD' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l password-file -d 'The user\'s password: the first line of FILE [default: ETCDCTL_PASSWORD]' -r -F
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s s -l shared -d 'Take a shared lock (any number of shared holders, no exclusive one), like flock -s'
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l fcntl -d 'Use a Linux open-file-description lock (`F_OFD_SETLK`) instead of flock(2), like util-linux flock --fcntl. An exclusive one needs write permission on LOCK'
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l soft -d 'Use a marker-file lock (the soft-lock protocol of py-filelock) for filesystems where kernel locks do not work; a crashed holder\'s marker is reclaimed once its pid is provably gone'
@@ -96,6 +106,11 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s q -l quiet -
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s h -l help -d 'Print help'
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s V -l version -d 'Print version'
 complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l kind -d 'Inspect LOCK as this kind instead of detecting it from the kernel\'s locks and the file\'s content' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l cacert -d 'TLS: the CA bundle (PEM) that signs the members\' certificates [default: ETCDCTL_CACERT, else the system\'s CAs]' -r -F
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l cert -d 'TLS: the client certificate (PEM) for a cluster that requires one, with --key [default: ETCDCTL_CERT]' -r -F
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l key -d 'TLS: the client certificate\'s private key (PEM) [default: ETCDCTL_KEY]' -r -F
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l user -d 'The user to authenticate as, for a cluster with authentication [default: ETCDCTL_USER]. NAME:PASSWORD works as with etcdctl, but shows the password in the process list: prefer --password-file or ETCDCTL_PASSWORD' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l password-file -d 'The user\'s password: the first line of FILE [default: ETCDCTL_PASSWORD]' -r -F
 complete -c flockrun -n "__fish_flockrun_using_subcommand status" -l json -d 'Print one JSON document (schema in the README and the man page)'
 complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s v -l verbose -d 'Also print the kernel\'s lock lines for each LOCK'
 complete -c flockrun -n "__fish_flockrun_using_subcommand status" -s q -l quiet -d 'Print nothing; only the exit status tells'

@@ -280,10 +280,11 @@ pub struct KernelLockArgs {
     pub refuse_host_local: bool,
 
     #[command(flatten)]
-    pub etcd: EtcdArgs,
-
-    #[command(flatten)]
     pub run: RunArgs,
+
+    // Last: its help heading applies to what follows it.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 }
 
 /// How to reach an etcd cluster, named as etcdctl names them; the `ETCDCTL_*` variables

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rustls::ClientConfig;
 
-use super::http::Endpoint;
-use super::target::Target;
+use super::target::{Endpoint, Target};
 use super::tls::{self, TlsFiles};
 use crate::error::Error;
 

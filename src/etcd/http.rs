@@ -8,7 +8,6 @@
 //! deadline is noticed within one slice even when a member hangs without closing the socket.
 //! The TLS handshake runs in the same slices.
 
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -19,24 +18,8 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde_json::{Value, json};
 
 use super::access::{Cluster, locked_token};
+use super::target::Endpoint;
 use super::tls::{self, Refusal, Stage};
-
-/// One cluster member as given in LOCK.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
 
 /// How long one blocking socket call may sleep before the caller's conditions are re-checked.
 const SLICE: Duration = Duration::from_millis(200);

@@ -2,9 +2,24 @@
 //! from `ETCDCTL_ENDPOINTS`): which cluster, which lock; and the base64 that etcd's JSON
 //! gateway uses for keys and values.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
-use super::http::Endpoint;
+/// One cluster member as given in LOCK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
 
 /// The scheme that selects the etcd kind, over plain HTTP.
 pub const SCHEME: &str = "etcd://";
