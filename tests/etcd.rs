@@ -1166,9 +1166,12 @@ fn a_lost_lease_stops_what_command_left_running_in_the_background_too() {
     let mut cluster = Cluster::start(1);
     // A daemon COMMAND double-forked (its parent gone, so it is no child of COMMAND), and a
     // background job that ignores SIGTERM: both are under flockrun, which stops them too.
+    // The script says ready only once both have exec'd their sleep.
     let (status, _, stderr, _) = hold_while_the_cluster_dies(
         &mut cluster,
-        "(sleep 1002 >/dev/null 2>&1 &); (trap '' TERM; exec sleep 1003) >/dev/null 2>&1 & \
+        "d=$( (sleep 1002 >/dev/null 2>&1 & echo $!) ); \
+         (trap '' TERM; exec sleep 1003) >/dev/null 2>&1 & \
+         until tr '\\0' ' ' </proc/$d/cmdline | grep -q 'sleep 1002'; do :; done; \
          until tr '\\0' ' ' </proc/$!/cmdline | grep -q 'sleep 1003'; do :; done; \
          echo ready; while :; do sleep 0.05; done",
     );
