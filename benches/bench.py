@@ -561,7 +561,7 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, Linux {platform.release()}"
 
 
-# Kept beside the table: what a reader of two of its rows would ask about.
+# Kept beside the table: what a reader of its rows would ask about.
 UNCONTENDED_NOTE = [
     "## Uncontended exec: before and after issue 18",
     "",
