@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::harness::{FLOCKRUN, Holder, PATIENCE, signal, wait_until};
+use crate::harness::{FLOCKRUN, Holder, PATIENCE, on_path, signal, wait_until};
 
 /// The FUSE cache settings both hosts mount with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +127,9 @@ fn beds_dir() -> PathBuf {
 
 /// Fails the test (never skips it) when the bed cannot be set up here.
 fn require_tools() {
+    if nix::unistd::geteuid().is_root() {
+        crate::harness::install_missing(&[("bindfs", "bindfs"), ("fusermount3", "fuse3")]);
+    }
     let missing: Vec<&str> = [
         (nix::unistd::geteuid().is_root(), "root"),
         (Path::new("/dev/fuse").exists(), "/dev/fuse"),
@@ -147,11 +150,6 @@ fn require_tools() {
          tests must run as root",
         missing.join(", ")
     );
-}
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
 /// Whether `point` is a mount point now, from mountinfo (never a `stat`: a frozen FUSE mount

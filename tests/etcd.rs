@@ -28,35 +28,7 @@ use crate::pki::{Pair, Pki};
 fn ensure_etcd() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let present = |tool: &str| {
-            Command::new(tool)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if present("etcd") && present("etcdctl") {
-            return;
-        }
-        assert!(
-            crate::harness::is_root(),
-            "the etcd tests need etcd and etcdctl: apt-get install etcd-server etcd-client"
-        );
-        // Test processes run in parallel: one installs, the others wait on the lock.
-        let status = Command::new("flock")
-            .args(["/tmp/flockrun-etcd-install.lock", "sh", "-c"])
-            .arg(
-                "command -v etcd >/dev/null && command -v etcdctl >/dev/null || \
-                 { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
-                   apt-get install -y -q etcd-server etcd-client; }",
-            )
-            .status()
-            .expect("run apt-get");
-        assert!(
-            status.success(),
-            "cannot install etcd-server and etcd-client"
-        );
+        crate::harness::install_missing(&[("etcd", "etcd-server"), ("etcdctl", "etcd-client")]);
     });
 }
 

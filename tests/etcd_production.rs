@@ -478,22 +478,7 @@ fn etcdctl_variables_give_members_tls_files_and_options_win_over_them() {
 /// Installs Debian's dnsmasq-base when dnsmasq is missing (root only; `.ci/run` does it up
 /// front).
 fn ensure_dnsmasq() {
-    let present = std::process::Command::new("dnsmasq")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if present {
-        return;
-    }
-    let status = std::process::Command::new("flock")
-        .args(["/tmp/flockrun-apt.lock", "sh", "-c"])
-        .arg(
-            "command -v dnsmasq >/dev/null || { apt-get update -q && \
-             DEBIAN_FRONTEND=noninteractive apt-get install -y -q dnsmasq-base; }",
-        )
-        .status()
-        .unwrap();
-    assert!(status.success(), "cannot install dnsmasq-base");
+    crate::harness::install_missing(&[("dnsmasq", "dnsmasq-base")]);
 }
 
 /// A DNS server on 127.0.0.77:53 answering for the given names only.
@@ -544,12 +529,15 @@ fn myhostname_module_dir() -> std::path::PathBuf {
         return lib;
     }
     std::fs::create_dir_all(&root).unwrap();
+    // Under the apt lock: a first `apt-get update` may be needed, and must not run beside
+    // another test's install.
     let status = std::process::Command::new("flock")
-        .arg(root.join(".lock"))
+        .arg(crate::harness::APT_LOCK)
         .args(["sh", "-c"])
         .arg(
             "[ -e usr/lib/x86_64-linux-gnu/libnss_myhostname.so.2 ] || { \
-             apt-get download libnss-myhostname >/dev/null && \
+             { apt-get download libnss-myhostname >/dev/null 2>&1 || \
+               { apt-get update -q && apt-get download libnss-myhostname >/dev/null; }; } && \
              dpkg-deb -x libnss-myhostname_*.deb . && rm -f libnss-myhostname_*.deb; }",
         )
         .current_dir(&root)

@@ -316,6 +316,57 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Whether `tool` is a file in one of PATH's directories.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
+/// The lock every test process takes around apt-get, so parallel tests that find tools
+/// missing install them one after another instead of failing on dpkg's own lock.
+pub const APT_LOCK: &str = "/tmp/flockrun-apt.lock";
+
+/// Installs the Debian package of every `(tool, package)` whose tool is not on PATH, as
+/// root (`.ci/run` does the same up front, so this matters for a plain `cargo nextest run`
+/// on a new machine). Fails loudly, naming the packages, when it cannot.
+pub fn install_missing(tools: &[(&str, &str)]) {
+    let missing: Vec<&(&str, &str)> = tools.iter().filter(|(t, _)| !on_path(t)).collect();
+    if missing.is_empty() {
+        return;
+    }
+    let packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    assert!(
+        is_root(),
+        "these tests need {}: install the Debian packages {} (or run them as root, and they \
+         install them)",
+        missing
+            .iter()
+            .map(|(t, _)| *t)
+            .collect::<Vec<_>>()
+            .join(", "),
+        packages.join(" ")
+    );
+    // Checked again under the lock: another test process may have installed them meanwhile.
+    let checks: Vec<String> = missing
+        .iter()
+        .map(|(tool, package)| format!("command -v {tool} >/dev/null || p=\"$p {package}\";"))
+        .collect();
+    let script = format!(
+        "p=; {} [ -z \"$p\" ] || {{ apt-get update -q && \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -q $p; }}",
+        checks.join(" ")
+    );
+    let status = Command::new("flock")
+        .args([APT_LOCK, "sh", "-c", &script])
+        .status()
+        .expect("run apt-get under flock(1)");
+    assert!(
+        status.success(),
+        "cannot install the Debian packages {}",
+        packages.join(" ")
+    );
+}
+
 /// A Python interpreter with py-filelock `version` installed in a venv under the target
 /// directory, created on first use. Fails loudly when it cannot be installed.
 pub fn python_with_filelock(version: &str) -> PathBuf {
