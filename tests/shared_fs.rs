@@ -2,6 +2,7 @@
 //! bed of `bed.rs`, with real processes inside each host.
 
 use std::ffi::OsStr;
+use std::fmt::Write as _;
 use std::fs;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -671,7 +672,7 @@ fn chaos_on_two_hosts_with_kills_and_a_host_crash_ends_with_no_overlap_and_no_lo
         "host B's lease was taken over {taken_over:?} after the crash, before its TTL"
     );
     // Then random kills on host A.
-    let kills = kill_flockruns_between_holds("chaos.lock", 12, &holds_logged);
+    let kills = kill_flockruns_between_holds(&bed, "chaos.lock", 12, &holds_logged);
     for (host, child) in &mut workers {
         let status = crate::harness::wait_with_deadline_of(child, 12 * PATIENCE);
         match host {
@@ -724,7 +725,10 @@ fn chaos_on_two_hosts_with_kills_and_a_host_crash_ends_with_no_overlap_and_no_lo
 }
 
 /// The flockrun processes (on any host) working on `lock`.
-fn flockruns_on(lock: &str) -> Vec<i32> {
+/// The flockruns working on `lock` in `bed` (not in another test's bed: they run in
+/// this bed's shared directory).
+fn flockruns_on(bed: &Bed, lock: &str) -> Vec<i32> {
+    let here = bed.shared();
     fs::read_dir("/proc")
         .unwrap()
         .filter_map(Result::ok)
@@ -732,11 +736,75 @@ fn flockruns_on(lock: &str) -> Vec<i32> {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
             let exe = fs::read_link(e.path().join("exe")).ok()?;
             let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            let cwd = fs::read_link(e.path().join("cwd")).ok()?;
             (exe == std::path::Path::new(crate::harness::FLOCKRUN)
+                && cwd == here
                 && String::from_utf8_lossy(&cmdline).contains(lock))
             .then_some(pid)
         })
         .collect()
+}
+
+/// For a test that saw the lock stop changing hands: the files of `lock` on the server's
+/// disk with their contents, every process working on it with what it waits in, and
+/// what `flockrun status` says from host A.
+fn stalled_lock_report(bed: &Bed, lock: &str) -> String {
+    let mut report = String::new();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "for f in $(find . -path \"./$1*\" | sort); do \
+             stat -c '%n %F %s bytes, mtime %y, inode %i' \"$f\"; \
+             [ -f \"$f\" ] && [ $(stat -c %s \"$f\") -lt 512 ] && sed 's/^/    /' \"$f\"; \
+             done; true",
+        )
+        .args(["sh", lock])
+        .current_dir(bed.backing())
+        .output()
+        .unwrap();
+    report.push_str(&String::from_utf8_lossy(&out.stdout));
+    for entry in fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains(lock) || cmdline.starts_with("bash -c") {
+            continue;
+        }
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').map_or("?", |(_, rest)| rest.trim());
+        let state = state.split_whitespace().next().unwrap_or("?");
+        let wchan = fs::read_to_string(entry.path().join("wchan")).unwrap_or_default();
+        let threads: Vec<String> = fs::read_dir(entry.path().join("task"))
+            .map(|tasks| {
+                tasks
+                    .filter_map(Result::ok)
+                    .map(|t| fs::read_to_string(t.path().join("wchan")).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let children =
+            fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let _ = writeln!(
+            report,
+            "pid {pid} {state} in {wchan} (threads in {threads:?}), children [{}]: {cmdline}",
+            children.trim()
+        );
+    }
+    let mut status = bed.flockrun(Host::A, &["status", "--kind", "soft-rw", lock]);
+    if !lock.contains("srw") {
+        status = bed.flockrun(Host::A, &["status", lock]);
+    }
+    if let Ok(out) = status.output() {
+        report.push_str(&String::from_utf8_lossy(&out.stdout));
+        report.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    report
 }
 
 fn has_child(pid: i32) -> bool {
@@ -767,6 +835,7 @@ fn a_file_server_that_is_gone_costs_the_holder_its_lease_with_79() {
 /// SIGKILLs `wanted` flockruns working on `lock`, mostly holders, letting a few holds pass
 /// between kills; returns how many it killed.
 fn kill_flockruns_between_holds(
+    bed: &Bed,
     lock: &str,
     wanted: usize,
     holds_logged: &dyn Fn() -> usize,
@@ -787,13 +856,18 @@ fn kill_flockruns_between_holds(
     let mut kills = 0;
     while kills < wanted {
         let before = holds_logged();
-        wait_until(
-            "holds to go on between kills",
-            Instant::now() + 4 * PATIENCE,
-            || (holds_logged() >= before + 3).then_some(()),
-        );
+        let deadline = Instant::now() + 4 * PATIENCE;
+        while holds_logged() < before + 3 {
+            assert!(
+                Instant::now() < deadline,
+                "no hold for {:?} after {kills} kills; what the lock looked like:\n{}",
+                4 * PATIENCE,
+                stalled_lock_report(bed, lock)
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
         // Mostly holders (a flockrun with COMMAND under it), sometimes a waiter.
-        let all = flockruns_on(lock);
+        let all = flockruns_on(bed, lock);
         let holding: Vec<i32> = all.iter().copied().filter(|p| has_child(*p)).collect();
         let pool = if next() % 4 == 0 || holding.is_empty() {
             all
@@ -1101,7 +1175,7 @@ fn chaos_of_soft_rw_readers_and_writers_on_two_hosts_ends_with_no_overlap_and_no
     }
     let log = work.path().join("log");
     let holds_logged = || fs::read_to_string(&log).unwrap_or_default().lines().count();
-    let kills = kill_flockruns_between_holds(LOCK, 8, &holds_logged);
+    let kills = kill_flockruns_between_holds(&bed, LOCK, 8, &holds_logged);
     // Then host B crashes with whatever it holds.
     let before_crash = holds_logged();
     bed.crash(Host::B);

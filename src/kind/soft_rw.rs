@@ -368,6 +368,14 @@ impl RwTarget {
                 }
             };
             if v1_held && v2_held {
+                // The v1 marker was last renewed before v2 was settled, which can take long
+                // on a slow filesystem: the heartbeat counts from that renewal, so bring it
+                // up to date rather than start with a hold that looks half expired.
+                if let Some(v1) = &mut entry.v1
+                    && v1.renewed().elapsed() >= self.threshold() / 3
+                {
+                    self.keep_v1(v1)?;
+                }
                 return Ok(entry.v1.as_ref().map_or_else(Instant::now, rw_v1::Layout::renewed));
             }
             if !writer
