@@ -225,6 +225,28 @@ impl KernelSigaction {
     };
 }
 
+/// Puts signal `sig` back to its default action (SIGKILL and SIGSTOP have no other). The
+/// raw system call, because the C library's `sigaction` refuses to touch the two signals it
+/// reserves for itself (32 and 33), and those can arrive ignored too. Async-signal-safe and
+/// allocation-free, for a child between fork or clone and exec; a failure changes nothing,
+/// so it is not checked.
+fn reset_disposition(sig: libc::c_int) {
+    if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+        return;
+    }
+    let default = KernelSigaction::DEFAULT;
+    // SAFETY: rt_sigaction reads a valid struct of the size it is told.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &raw const default,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        );
+    }
+}
+
 /// What the child of `spawn_directly` needs, all prepared by the parent: until it execs,
 /// the child shares the parent's memory and may not allocate or take locks.
 struct ChildPlan {
@@ -247,21 +269,12 @@ extern "C" fn exec_child(plan: *mut libc::c_void) -> libc::c_int {
     // SAFETY: the parent passes a ChildPlan that outlives this child (CLONE_VFORK keeps the
     // parent waiting until the child has exec'd or exited).
     let plan = unsafe { &*plan.cast::<ChildPlan>() };
-    let default = KernelSigaction::DEFAULT;
     let empty: u64 = 0;
+    for sig in 1..=64 {
+        reset_disposition(sig);
+    }
     // SAFETY: system calls on valid pointers to data on this stack or in the plan.
     unsafe {
-        for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    &raw const default,
-                    std::ptr::null_mut::<KernelSigaction>(),
-                    8usize,
-                );
-            }
-        }
         libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
@@ -447,22 +460,9 @@ fn ignored_signals() -> u64 {
 /// are reset *before* the mask is cleared, so a signal pending at that moment acts as it
 /// would on COMMAND. Then the lock descriptor, opened `O_CLOEXEC`, is handed on if wanted.
 fn reset_in_child(ignored: u64, inherit: Option<RawFd>) -> io::Result<()> {
-    let default = KernelSigaction::DEFAULT;
     for sig in 1..=64 {
-        if ignored & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // The raw system call, because the C library's sigaction refuses to touch the
-            // two signals it reserves for itself (32 and 33), and those can arrive ignored
-            // too. A failure changes nothing, so it is not checked.
-            // SAFETY: rt_sigaction reads a valid struct of the size it is told; async-signal-safe.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    &raw const default,
-                    std::ptr::null_mut::<KernelSigaction>(),
-                    8usize,
-                );
-            }
+        if ignored & (1 << (sig - 1)) != 0 {
+            reset_disposition(sig);
         }
     }
     // SAFETY: a zeroed sigset_t is a valid argument for sigemptyset.

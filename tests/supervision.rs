@@ -236,18 +236,23 @@ fn command_gets_the_lock_environment() {
 #[test]
 fn command_starts_with_default_signal_dispositions_and_an_empty_mask() {
     let dir = scratch();
-    let lock = dir.path().join("l");
-    // The calling shell ignores INT and QUIT, as a background job's shell does.
-    let script = format!(
-        "trap '' INT QUIT USR1; exec {FLOCKRUN} exec {} -- grep -E '^Sig(Ign|Blk)' /proc/self/status",
-        lock.display()
-    );
-    assert_cmd::Command::new("sh")
-        .args(["-c", &script])
-        .timeout(PATIENCE)
-        .assert()
-        .code(0)
-        .stdout("SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+    // Both ways COMMAND is started: the vfork-style clone (the kernel kind hands COMMAND
+    // the lock) and the fork road (a soft lock: COMMAND must die with flockrun).
+    for (kind, name) in [("", "kernel.lock"), ("--soft", "soft.lock")] {
+        let lock = dir.path().join(name);
+        // The calling shell ignores INT and QUIT, as a background job's shell does.
+        let script = format!(
+            "trap '' INT QUIT USR1; exec {FLOCKRUN} exec {kind} {} -- \
+             grep -E '^Sig(Ign|Blk)' /proc/self/status",
+            lock.display()
+        );
+        assert_cmd::Command::new("sh")
+            .args(["-c", &script])
+            .timeout(PATIENCE)
+            .assert()
+            .code(0)
+            .stdout("SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+    }
 }
 
 #[test]
