@@ -15,6 +15,21 @@ use crate::harness::{FLOCKRUN, HOLD_SH, Holder, PATIENCE, scratch, wait_until};
 
 const REAL_FLOCK: &str = "/usr/bin/flock";
 
+/// util-linux flock(1) holding `lock` (shared or exclusive) until the holder is dropped.
+fn real_flock_holds(lock: &Path, shared: bool) -> Holder {
+    let mut args: Vec<&std::ffi::OsStr> = Vec::new();
+    if shared {
+        args.push("-s".as_ref());
+    }
+    args.extend([
+        lock.as_os_str(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        HOLD_SH.as_ref(),
+    ]);
+    Holder::start(REAL_FLOCK, &args, "ready")
+}
+
 /// flockrun under the name `flock`: a link in the test's own directory.
 fn front_end(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
@@ -117,16 +132,7 @@ fn busy_and_timeout_are_silent_conflicts_unless_verbose() {
     let dir = scratch();
     let d = dir.path();
     // The real flock(1) holds the lock; both answer the same to every conflict.
-    let held = Holder::start(
-        REAL_FLOCK,
-        &[
-            d.join("l").as_os_str(),
-            "sh".as_ref(),
-            "-c".as_ref(),
-            HOLD_SH.as_ref(),
-        ],
-        "ready",
-    );
+    let held = real_flock_holds(&d.join("l"), false);
     for script in [
         r"$FLOCK -n l echo never",
         r"$FLOCK -n -E 42 l echo never",
@@ -153,17 +159,7 @@ fn busy_and_timeout_are_silent_conflicts_unless_verbose() {
     );
     drop(held);
     // A shared holder lets shared requests in, not exclusive ones.
-    let held = Holder::start(
-        REAL_FLOCK,
-        &[
-            "-s".as_ref(),
-            d.join("l").as_os_str(),
-            "sh".as_ref(),
-            "-c".as_ref(),
-            HOLD_SH.as_ref(),
-        ],
-        "ready",
-    );
+    let held = real_flock_holds(&d.join("l"), true);
     for script in [r"$FLOCK -s -n l echo shared", r"$FLOCK -n l echo never"] {
         same(d, script);
     }
@@ -276,16 +272,7 @@ fn fd_mode_locks_the_callers_descriptor_which_keeps_the_lock() {
 fn fd_mode_conflicts_wait_and_time_out_like_any_lock() {
     let dir = scratch();
     let d = dir.path();
-    let held = Holder::start(
-        REAL_FLOCK,
-        &[
-            d.join("l").as_os_str(),
-            "sh".as_ref(),
-            "-c".as_ref(),
-            HOLD_SH.as_ref(),
-        ],
-        "ready",
-    );
+    let held = real_flock_holds(&d.join("l"), false);
     let out = shell(
         d,
         r#"exec 9>l; $F try --fd 9; echo "try $?"; $F exec -n -E 3 --fd 9; echo "E $?"
@@ -403,16 +390,7 @@ fn the_front_end_keeps_flockruns_safety_where_flock_1_has_none() {
         .unwrap();
     assert_eq!(text(&out.stdout), "0\n1\n", "{}", text(&out.stderr));
     // A stop signal while waiting ends the wait as it ends flock(1): the process dies of it.
-    let held = Holder::start(
-        REAL_FLOCK,
-        &[
-            d.join("w").as_os_str(),
-            "sh".as_ref(),
-            "-c".as_ref(),
-            HOLD_SH.as_ref(),
-        ],
-        "ready",
-    );
+    let held = real_flock_holds(&d.join("w"), false);
     let mut waiter = Command::new(&flock)
         .arg(d.join("w"))
         .arg("true")

@@ -219,12 +219,26 @@ pub fn wait_with_deadline_of(child: &mut Child, patience: Duration) -> ExitStatu
 }
 
 /// Polls `probe` (a condition check, not a sleep-to-let-things-happen) until it yields.
-pub fn wait_until<T>(what: &str, deadline: Instant, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(what: &str, deadline: Instant, probe: impl FnMut() -> Option<T>) -> T {
+    wait_until_or_explain(deadline, probe, || format!("gave up waiting for {what}"))
+}
+
+/// As `wait_until`, failing with what `explain` says, asked only when the deadline passed.
+pub fn wait_until_or_explain<T>(
+    deadline: Instant,
+    mut probe: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
+    let mut explain = Some(explain);
     loop {
         if let Some(value) = probe() {
             return value;
         }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            explain.take().map_or_else(String::new, |explain| explain())
+        );
         thread::sleep(Duration::from_millis(2));
     }
 }
