@@ -1186,10 +1186,17 @@ fn chaos_of_soft_rw_readers_and_writers_on_two_hosts_ends_with_no_overlap_and_no
     // Then host B crashes with whatever it holds.
     let before_crash = holds_logged();
     bed.crash(Host::B);
-    wait_until(
-        "holds after the crash",
+    crate::harness::wait_until_or_explain(
         Instant::now() + 2 * PATIENCE,
         || (holds_logged() > before_crash + 3).then_some(()),
+        || {
+            format!(
+                "no more than 3 holds in {:?} after host B crashed; what the lock looked \
+                 like:\n{}",
+                2 * PATIENCE,
+                stalled_lock_report(&bed, LOCK)
+            )
+        },
     );
     for (host, child) in &mut workers {
         let status = crate::harness::wait_with_deadline_of(child, 12 * PATIENCE);

@@ -307,6 +307,64 @@ fn a_waiting_writer_keeps_new_readers_of_both_layouts_out() {
     }
 }
 
+/// Whether `pid` holds layout v2 as its writer, by `status`.
+fn holds_v2_as_writer(lock: &Path, pid: i32) -> bool {
+    status_of(lock)["holders"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .any(|h| h["pid"] == pid && h["layout"] == "v2" && h["role"] == "writer")
+}
+
+/// A writer granted v2 while v1 still drains, whose v1 claim (`LOCK.write`) is then taken
+/// by another, gives v2 back: kept, it would hold v2 against the new v1 claimant, which
+/// waits in v2 for it, and neither would ever get in (seen in the bed's chaos test, where
+/// a claim went unrenewed for the threshold on a loaded filesystem and was evicted).
+#[test]
+fn a_writer_whose_v1_claim_is_taken_gives_back_layout_v2() {
+    let dir = scratch();
+    let lock = dir.path().join("claim.lock");
+    let lock_arg = lock.to_str().unwrap();
+    // A reader of v1 alone: v1 cannot drain, v2 is free.
+    let reader = hold("read", &lock, "30", &["--layout", "v1"]);
+    let mut writer = start_soft_waiter(&[
+        "write", "-w", "60", "--soft", "--ttl", "30", lock_arg, "--", "sh", "-c", HOLD_SH,
+    ]);
+    let writer_pid = writer.pid();
+    wait_until("the writer granted v2", Instant::now() + PATIENCE, || {
+        holds_v2_as_writer(&lock, writer_pid).then_some(())
+    });
+    // Another writer's claim replaces ours; its pid is a live process of this host (ours),
+    // so nobody evicts it as dead.
+    let claim = beside(&lock, ".write");
+    let taken = beside(&lock, ".write.new");
+    fs::write(
+        &taken,
+        format!(
+            "0123456789abcdef0123456789abcdef\n{}\n{}\n",
+            std::process::id(),
+            host_name()
+        ),
+    )
+    .unwrap();
+    fs::rename(&taken, &claim).unwrap();
+    wait_until(
+        "the writer to give v2 back",
+        Instant::now() + PATIENCE,
+        || (!holds_v2_as_writer(&lock, writer_pid)).then_some(()),
+    );
+    assert!(
+        matches!(writer.child.try_wait(), Ok(None)),
+        "the writer gave up instead of waiting on"
+    );
+    // Once the other claim and the reader are gone, it gets in.
+    fs::remove_file(&claim).unwrap();
+    drop(reader);
+    writer.expect_line("ready");
+    assert!(writer.release().success());
+}
+
 #[test]
 fn fencing_generations_only_grow_across_flockrun_and_py_filelock() {
     let dir = scratch();

@@ -344,8 +344,11 @@ impl RwTarget {
             let v1_claimed = entry.v1.as_ref().is_none_or(rw_v1::Layout::has_claim);
             let v2_held = match &mut entry.v2 {
                 None => true,
-                // Granted while v1 still drains: kept fresh, not committed again.
-                Some(v2) if v2.generation.is_some() => match v2.heartbeat() {
+                // Granted while v1 still drains: kept fresh, not committed again. Only while
+                // our v1 claim stands: a writer whose claim was evicted meanwhile gives v2
+                // back below, or it would hold v2 against the writer now claiming v1, which
+                // waits in v2 for it (both waiting forever).
+                Some(v2) if v2.generation.is_some() && v1_claimed => match v2.heartbeat() {
                     Pulse::Ok | Pulse::Transient(_) => true,
                     Pulse::Lost => {
                         v2.leave();
