@@ -52,6 +52,16 @@ impl Holder {
     /// Starts `program args…` (stdin and stdout piped) and waits until it prints a line
     /// equal to `ready_line`.
     pub fn start(program: impl AsRef<OsStr>, args: &[&OsStr], ready_line: &str) -> Holder {
+        Holder::start_within(program, args, ready_line, PATIENCE)
+    }
+
+    /// As `start`, waiting at most `patience` for the ready line.
+    pub fn start_within(
+        program: impl AsRef<OsStr>,
+        args: &[&OsStr],
+        ready_line: &str,
+        patience: Duration,
+    ) -> Holder {
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -66,7 +76,7 @@ impl Holder {
             stdin,
             stdout,
         };
-        holder.expect_line(ready_line);
+        holder.expect_line_within(ready_line, patience);
         holder
     }
 
@@ -79,7 +89,12 @@ impl Holder {
 
     /// Reads lines until one equals `want`; panics on EOF or after PATIENCE.
     pub fn expect_line(&mut self, want: &str) {
-        let deadline = Instant::now() + PATIENCE;
+        self.expect_line_within(want, PATIENCE);
+    }
+
+    /// As `expect_line`, waiting at most `patience`.
+    pub fn expect_line_within(&mut self, want: &str, patience: Duration) {
+        let deadline = Instant::now() + patience;
         loop {
             let line = self.read_line_before(deadline);
             match line {
