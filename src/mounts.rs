@@ -10,9 +10,13 @@
 //!   SMB does with `nobrl`.
 //! * how long may this host answer `fstat` from a cache ([`attribute_cache`]), which bounds
 //!   the shortest soft-lease TTL a contender can judge: known for NFS mounted `nocto`.
+//!
+//! And for a kernel lock on a network filesystem that passes locks on ([`Filesystem`]):
+//! whether a holder this host cannot see may be on another host, and for NFSv4, the lease
+//! under which the server keeps the lock (`/proc/self/mountstats`).
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
@@ -78,21 +82,114 @@ pub struct HostLocal {
 /// and when the mount cannot be found.
 #[must_use]
 pub fn host_local_locks(file: &File, lock: KernelLock) -> Option<HostLocal> {
-    let fs_type = filesystem_type(file)?;
-    if ![
-        FUSE_SUPER_MAGIC,
-        NFS_SUPER_MAGIC,
-        CIFS_SUPER_MAGIC,
-        SMB2_SUPER_MAGIC,
-        SMB_SUPER_MAGIC,
-    ]
-    .contains(&fs_type)
-    {
-        return None;
+    Filesystem::of(file.as_fd())?.host_local(lock)
+}
+
+/// A lock file's filesystem when other hosts may share it (network and FUSE filesystems),
+/// with its mount; `None` for a local filesystem, which costs one `fstatfs`.
+#[derive(Debug, Clone)]
+pub struct Filesystem {
+    magic: i64,
+    pub mount: Mount,
+}
+
+impl Filesystem {
+    #[must_use]
+    pub fn of(file: BorrowedFd<'_>) -> Option<Filesystem> {
+        let magic = filesystem_type(file)?;
+        if ![
+            FUSE_SUPER_MAGIC,
+            NFS_SUPER_MAGIC,
+            CIFS_SUPER_MAGIC,
+            SMB2_SUPER_MAGIC,
+            SMB_SUPER_MAGIC,
+        ]
+        .contains(&magic)
+        {
+            return None;
+        }
+        Some(Filesystem {
+            magic,
+            mount: mount_of(file)?,
+        })
     }
-    let mount = mount_of(file)?;
-    let why = judge_locks(&mount, lock)?;
-    Some(HostLocal { mount, why })
+
+    /// Whether the kernel keeps `lock` locks here to this host.
+    #[must_use]
+    pub fn host_local(&self, lock: KernelLock) -> Option<HostLocal> {
+        let why = judge_locks(&self.mount, lock)?;
+        Some(HostLocal {
+            mount: self.mount.clone(),
+            why,
+        })
+    }
+
+    /// What a lock holder on another host is, in words, where `lock` locks reach the other
+    /// hosts through a server: `None` on FUSE and where the kernel keeps them here.
+    #[must_use]
+    pub fn remote_holders(&self, lock: KernelLock) -> Option<&'static str> {
+        if self.host_local(lock).is_some() {
+            return None;
+        }
+        match self.magic {
+            NFS_SUPER_MAGIC => Some("a process on another NFS client"),
+            CIFS_SUPER_MAGIC | SMB2_SUPER_MAGIC | SMB_SUPER_MAGIC => {
+                Some("a process on another SMB client")
+            }
+            _ => None,
+        }
+    }
+
+    /// For NFSv4, where the server keeps a client's locks only while the client renews its
+    /// lease: the lease as this client learnt it from the server, or `None` when the kernel
+    /// does not say. `None` too for every other filesystem (NFSv3 locks have no lease).
+    #[must_use]
+    pub fn nfs4_lease(&self) -> Option<Option<Duration>> {
+        (self.magic == NFS_SUPER_MAGIC && self.mount.fs_type == "nfs4").then(|| {
+            let stats = std::fs::read_to_string("/proc/self/mountstats").ok()?;
+            lease_in_mountstats(&stats, &self.mount.mount_point)
+        })
+    }
+
+    /// The server, as a person reads it: its address.
+    #[must_use]
+    pub fn server(&self) -> String {
+        self.mount.option("addr").map_or_else(
+            || {
+                self.mount
+                    .source
+                    .split_once(':')
+                    .map_or(self.mount.source.clone(), |(host, _)| host.to_owned())
+            },
+            str::to_owned,
+        )
+    }
+}
+
+/// The NFSv4 lease of the mount at `mount_point` from `/proc/self/mountstats`, whose
+/// `nfsv4:` line says `lease_time=SECONDS` (Linux 4.18 and later).
+#[must_use]
+pub fn lease_in_mountstats(stats: &str, mount_point: &str) -> Option<Duration> {
+    let mut ours = false;
+    for line in stats.lines() {
+        if let Some(device) = line.strip_prefix("device ") {
+            ours = device
+                .split_once(" mounted on ")
+                .and_then(|(_, rest)| rest.rsplit_once(" with fstype "))
+                .is_some_and(|(point, _)| unescape(point) == mount_point);
+            continue;
+        }
+        if !ours {
+            continue;
+        }
+        if let Some(v4) = line.trim_start().strip_prefix("nfsv4:") {
+            return v4.trim().split(',').find_map(|field| {
+                let seconds = field.strip_prefix("lease_time=")?.parse::<u64>().ok()?;
+                (seconds > 0).then(|| Duration::from_secs(seconds))
+            });
+        }
+    }
+    None
 }
 
 /// What a mount's type and options say about kernel locks reaching other hosts.
@@ -131,10 +228,10 @@ pub fn judge_locks(mount: &Mount, lock: KernelLock) -> Option<&'static str> {
 /// filesystems set theirs per reply).
 #[must_use]
 pub fn attribute_cache(file: &File) -> Option<(Mount, Duration)> {
-    if filesystem_type(file)? != NFS_SUPER_MAGIC {
+    if filesystem_type(file.as_fd())? != NFS_SUPER_MAGIC {
         return None;
     }
-    let mount = mount_of(file)?;
+    let mount = mount_of(file.as_fd())?;
     let cache = nfs_attribute_cache(&mount)?;
     Some((mount, cache))
 }
@@ -152,15 +249,15 @@ pub fn nfs_attribute_cache(mount: &Mount) -> Option<Duration> {
     (max > 0).then(|| Duration::from_secs(max))
 }
 
-fn filesystem_type(file: &File) -> Option<i64> {
-    let stat = nix::sys::statfs::fstatfs(file.as_fd()).ok()?;
+fn filesystem_type(file: BorrowedFd<'_>) -> Option<i64> {
+    let stat = nix::sys::statfs::fstatfs(file).ok()?;
     #[allow(clippy::useless_conversion)] // the field's type differs between targets
     Some(i64::from(stat.filesystem_type().0))
 }
 
 /// The mount `file` lives on: its mount id from `/proc/self/fdinfo`, looked up in
 /// `/proc/self/mountinfo`.
-fn mount_of(file: &File) -> Option<Mount> {
+fn mount_of(file: BorrowedFd<'_>) -> Option<Mount> {
     let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).ok()?;
     let id = fdinfo
         .lines()
@@ -290,6 +387,26 @@ mod tests {
             Some(Duration::from_secs(5))
         );
         assert_eq!(nfs_attribute_cache(&nfs("rw,nocto,noac")), None);
+    }
+
+    #[test]
+    fn the_nfs4_lease_is_read_from_the_mounts_own_stats() {
+        let stats = "device proc mounted on /proc with fstype proc\n\
+            device 10.0.0.1:/srv mounted on /mnt/a\\040b with fstype nfs4 statvers=1.1\n\
+            \topts:\trw,vers=4.2\n\
+            \tnfsv4:\tbm0=0xfdffbfff,acl=0x3,sessions,pnfs=not configured,lease_time=15,lease_expired=0\n\
+            device 10.0.0.1:/srv mounted on /mnt/c with fstype nfs4 statvers=1.1\n\
+            \tnfsv4:\tbm0=0xfdffbfff,acl=0x3,sessions,lease_time=90,lease_expired=0\n";
+        assert_eq!(
+            lease_in_mountstats(stats, "/mnt/a b"),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            lease_in_mountstats(stats, "/mnt/c"),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(lease_in_mountstats(stats, "/mnt/d"), None);
+        assert_eq!(lease_in_mountstats(stats, "/proc"), None);
     }
 
     #[test]

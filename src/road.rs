@@ -120,7 +120,8 @@ pub fn run_locked(
         // itself, it dies with flockrun.
         die_with_flockrun: inherit_fd.is_none(),
         env,
-        lost: hold.loss(),
+        // With -F nothing stays behind to watch the hold: COMMAND replaces flockrun.
+        lost: if target.no_fork { None } else { hold.loss() },
     };
     if target.no_fork {
         // The hold stays open across exec: COMMAND inherits the descriptor (clap and the

@@ -123,6 +123,9 @@ pub struct LockStatus {
     pub state: State,
     pub mode: Option<&'static str>,
     pub holders: Vec<HolderReport>,
+    /// A holder on another host that this host cannot see, in words (a process on another
+    /// NFS client: the server says the lock is held, not by whom).
+    pub elsewhere: Option<String>,
     pub waiters: Vec<WaiterReport>,
     pub marker: Option<MarkerReport>,
     pub warnings: Vec<String>,
@@ -150,6 +153,7 @@ impl LockStatus {
             state: State::Free,
             mode: None,
             holders: Vec::new(),
+            elsewhere: None,
             waiters: Vec::new(),
             marker: None,
             warnings: Vec::new(),
@@ -281,6 +285,9 @@ pub fn render_human(status: &LockStatus) -> String {
             );
         }
         out.push('\n');
+    }
+    if let Some(who) = &status.elsewhere {
+        let _ = writeln!(out, "  holder   {who}, pid unknown");
     }
     for (i, entry) in status.etcd_queue.iter().enumerate() {
         let role = if i == 0 { "holder" } else { "waiter" };
@@ -423,6 +430,9 @@ fn lock_json(s: &LockStatus) -> String {
             )
         })
         .collect();
+    if let Some(who) = &s.elsewhere {
+        holders.push(format!("{{\"pid\":null,\"elsewhere\":{}}}", json_str(who)));
+    }
     let mut waiters: Vec<String> = s
         .waiters
         .iter()

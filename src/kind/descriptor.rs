@@ -5,12 +5,13 @@
 //! descriptor is the caller's, locked in place.
 #![allow(unsafe_code)]
 
-use std::cell::Cell;
+use std::cell::OnceCell;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
@@ -18,10 +19,12 @@ use crate::inspect::descriptors;
 use crate::inspect::sighting::{FileId, Sighting};
 use crate::lock::{self, ByteRange, Hold, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
-use crate::mounts::{self, KernelLock};
+use super::nfs_watch::NfsWatch;
+use crate::mounts::{Filesystem, KernelLock};
 use crate::nested::HeldKey;
 use crate::open::{self, Access, Shape};
 use crate::status::{self, LockStatus};
+use crate::supervise::LostWatch;
 use crate::wait::{self, Deadline, WaitEnd, WaitObserver};
 
 /// What tells the two descriptor kinds apart.
@@ -83,7 +86,7 @@ pub(super) fn target(
             range: request.range.unwrap_or_default(),
             create_mode: request.create_mode,
             refuse_host_local: request.refuse_host_local,
-            mount_checked: Cell::new(false),
+            filesystem: OnceCell::new(),
         }),
     })
 }
@@ -98,9 +101,16 @@ pub(super) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: 
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
         .open(file.path);
-    if let Some(local) = opened
-        .ok()
-        .and_then(|f| mounts::host_local_locks(&f, lock.family()))
+    let filesystem = opened.ok().and_then(|f| Filesystem::of(f.as_fd()));
+    if let Some(who) = filesystem
+        .as_ref()
+        .and_then(|fs| fs.remote_holders(lock.family()))
+    {
+        inspect_remote(report, file.path, who);
+    }
+    if let Some(local) = filesystem
+        .as_ref()
+        .and_then(|fs| fs.host_local(lock.family()))
     {
         report.warnings.push(format!(
             "this is a {} and {}: a holder on another host does not show here, and does not \
@@ -115,6 +125,68 @@ pub(super) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: 
             .warnings
             .push("OFD lock requests do not record who waits; waiter pids are unknown".into());
     }
+}
+
+/// `status` on a network filesystem that passes locks on: a holder on another client is
+/// not in this host's `/proc/locks`, so with no holder in sight the server is asked (a lock
+/// test). The file is opened for writing where allowed: a client that has it open only for
+/// reading may hold a read delegation, and then answers the test itself, not seeing a
+/// shared lock of another client.
+fn inspect_remote(report: &mut LockStatus, path: &Path, who: &str) {
+    report.warnings.push(format!(
+        "on this network filesystem, this host sees its own processes only: {who} shows \
+         without a pid, and waiters on other clients do not show"
+    ));
+    if !report.holders.is_empty() || !report.ranges.is_empty() {
+        return;
+    }
+    let open = |write: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(path)
+    };
+    let (file, writable) = match open(true) {
+        Ok(file) => (file, true),
+        Err(_) => match open(false) {
+            Ok(file) => (file, false),
+            Err(e) => {
+                report
+                    .warnings
+                    .push(format!("could not ask the server whether it is held: {e}"));
+                return;
+            }
+        },
+    };
+    let mut test = super::ofd::request(libc::F_WRLCK, ByteRange::default());
+    match nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_OFD_GETLK(&mut test)) {
+        Ok(_) => {}
+        Err(e) => {
+            report.warnings.push(format!(
+                "could not ask the server whether it is held: {}",
+                io::Error::from(e)
+            ));
+            return;
+        }
+    }
+    let mode = match i32::from(test.l_type) {
+        libc::F_WRLCK => LockMode::Exclusive,
+        libc::F_RDLCK => LockMode::Shared,
+        _ => {
+            if !writable {
+                report.warnings.push(
+                    "this user cannot open it for writing, so a shared lock held on another \
+                     client may not show"
+                        .to_owned(),
+                );
+            }
+            return;
+        }
+    };
+    report.state = status::State::Held;
+    report.mode = Some(mode.name());
+    report.elsewhere = Some(format!("{who} (the server does not say which)"));
 }
 
 /// Where the lock's open file description comes from.
@@ -139,8 +211,9 @@ struct DescriptorTarget {
     range: ByteRange,
     create_mode: Option<u32>,
     refuse_host_local: bool,
-    /// The filesystem was looked at (and warned about) already: once per run.
-    mount_checked: Cell<bool>,
+    /// The lock file's filesystem when other hosts may share it, looked at (and warned
+    /// about) once per run.
+    filesystem: OnceCell<Option<Filesystem>>,
 }
 
 impl Lockable for DescriptorTarget {
@@ -178,7 +251,11 @@ impl Lockable for DescriptorTarget {
                 let (file, id) = lock::retry_while_replaced(path, || {
                     self.round(path, deadline, &mut access, observer)
                 })?;
+                let nfs4 = self.filesystem.get().and_then(Option::as_ref).and_then(nfs4);
                 Ok(Box::new(HeldDescriptor {
+                    watch: OnceCell::new(),
+                    nfs4,
+                    mode: self.mode,
                     held: Held::Opened {
                         file,
                         path: path.clone(),
@@ -207,8 +284,10 @@ impl DescriptorTarget {
     ) -> Result<Option<(File, FileId)>, Error> {
         let (file, meta) =
             open::open_lock_file(path, *access, self.create_mode, Shape::AnyLockable)?;
-        if !self.mount_checked.replace(true) {
-            self.check_mount(path, &file, observer)?;
+        if self.filesystem.get().is_none() {
+            let filesystem = Filesystem::of(file.as_fd());
+            self.check_mount(path, filesystem.as_ref(), observer)?;
+            let _ = self.filesystem.set(filesystem);
         }
         let id = FileId::of(&meta);
         match self.lock_fd(file.as_fd(), id, path, deadline, observer) {
@@ -247,7 +326,6 @@ impl DescriptorTarget {
                 .unlock(fd, self.range)
                 .map_err(|e| lock_error(shown, e));
         }
-        let class = self.lock.proc_class();
         let won = self
             .lock
             .try_lock(fd, self.mode, self.range)
@@ -255,33 +333,31 @@ impl DescriptorTarget {
         if won {
             return Ok(());
         }
+        let sight = || self.sight(fd, id);
         if deadline.is_immediate() {
             let sighting = if deadline.is_quiet() {
                 Sighting::default()
             } else {
-                descriptors::sight(id, class)
+                sight()
             };
             return Err(wait::not_acquired(shown, deadline, sighting));
         }
         let sighting = if observer.wants_holders() {
-            descriptors::sight(id, class)
+            sight()
         } else {
             Sighting::default()
         };
         observer.blocked(&sighting);
         let tick_every = observer.tick_every();
         let waited = {
-            let mut tick = |waited| observer.tick(waited, &|| descriptors::sight(id, class));
+            let mut tick = |waited| observer.tick(waited, &sight);
             let mut attempt = || self.lock.lock_blocking(fd, self.mode, self.range);
             wait::wait_in_kernel(deadline, tick_every, &mut tick, &mut attempt)
         };
         observer.finished();
         match waited {
             Ok(()) => Ok(()),
-            Err(WaitEnd::TimedOut) => {
-                let sighting = descriptors::sight(id, class);
-                Err(wait::not_acquired(shown, deadline, sighting))
-            }
+            Err(WaitEnd::TimedOut) => Err(wait::not_acquired(shown, deadline, sight())),
             Err(WaitEnd::Stopped(signal)) => Err(Error::Interrupted { signal }),
             Err(WaitEnd::Failed(e)) => Err(lock_error(shown, e)),
         }
@@ -349,6 +425,9 @@ impl DescriptorTarget {
             return Err(deleted());
         }
         Ok(Box::new(HeldDescriptor {
+            watch: OnceCell::new(),
+            nfs4: Filesystem::of(fd).as_ref().and_then(nfs4),
+            mode: self.mode,
             held: Held::Inherited(raw),
             key: HeldKey {
                 kind: self.lock.name(),
@@ -365,10 +444,10 @@ impl DescriptorTarget {
     fn check_mount(
         &self,
         path: &Path,
-        file: &File,
+        filesystem: Option<&Filesystem>,
         observer: &mut dyn WaitObserver,
     ) -> Result<(), Error> {
-        let Some(local) = mounts::host_local_locks(file, self.lock.family()) else {
+        let Some(local) = filesystem.and_then(|fs| fs.host_local(self.lock.family())) else {
             return Ok(());
         };
         let what = format!(
@@ -396,6 +475,35 @@ impl DescriptorTarget {
     }
 }
 
+impl DescriptorTarget {
+    /// Who holds the lock, as far as this host can see. On a network filesystem that passes
+    /// locks on, a lock no process here holds is held on another client, which the server
+    /// does not name.
+    fn sight(&self, fd: BorrowedFd<'_>, id: FileId) -> Sighting {
+        let mut sighting = descriptors::sight(id, self.lock.proc_class());
+        if sighting.holders.is_empty() && sighting.recorded_pids.is_empty() {
+            let filesystem = self
+                .filesystem
+                .get()
+                .cloned()
+                .unwrap_or_else(|| Filesystem::of(fd));
+            if let Some(who) = filesystem.and_then(|fs| fs.remote_holders(self.lock.family())) {
+                sighting.described = Some(format!(
+                    "held by {who} (the server does not say which process or host)"
+                ));
+            }
+        }
+        sighting
+    }
+}
+
+/// The lease and server of an NFSv4 mount, whose locks the holder must watch.
+fn nfs4(filesystem: &Filesystem) -> Option<(Option<Duration>, String)> {
+    filesystem
+        .nfs4_lease()
+        .map(|lease| (lease, filesystem.server()))
+}
+
 fn lock_error(path: &Path, e: io::Error) -> Error {
     Error::LockFailed {
         path: path.to_owned(),
@@ -413,9 +521,28 @@ enum Held {
 
 /// A held descriptor lock.
 struct HeldDescriptor {
+    /// Started once COMMAND runs under a lock on NFSv4 (declared before `held`: dropped, it
+    /// stops the prober before the descriptor closes).
+    watch: OnceCell<Option<Arc<NfsWatch>>>,
+    /// On NFSv4: the lease the kernel reports for the mount, and the server.
+    nfs4: Option<(Option<Duration>, String)>,
+    mode: LockMode,
     held: Held,
     key: HeldKey,
     waited: Duration,
+}
+
+impl HeldDescriptor {
+    fn raw_fd(&self) -> RawFd {
+        match &self.held {
+            Held::Opened { file, .. } => file.as_raw_fd(),
+            Held::Inherited(fd) => *fd,
+        }
+    }
+
+    fn started_watch(&self) -> Option<&Arc<NfsWatch>> {
+        self.watch.get().and_then(Option::as_ref)
+    }
 }
 
 impl Hold for HeldDescriptor {
@@ -428,10 +555,32 @@ impl Hold for HeldDescriptor {
     }
 
     fn descriptor(&self) -> Option<RawFd> {
-        Some(match &self.held {
-            Held::Opened { file, .. } => file.as_raw_fd(),
-            Held::Inherited(fd) => *fd,
-        })
+        Some(self.raw_fd())
+    }
+
+    /// On NFSv4, a watch on the lock (see `nfs_watch`), started here: only a hold that
+    /// COMMAND runs under is watched.
+    fn loss(&self) -> Option<LostWatch> {
+        let (lease, server) = self.nfs4.as_ref()?;
+        let watch = self.watch.get_or_init(|| {
+            match NfsWatch::start(self.raw_fd(), self.mode, *lease, server.clone()) {
+                Ok(watch) => Some(Arc::new(watch)),
+                Err(e) => {
+                    crate::road::say_as(
+                        "flockrun",
+                        &format!(
+                            "warning: cannot watch the lock on NFSv4 for a loss ({e});                              COMMAND runs unwatched"
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        watch.as_ref().map(NfsWatch::watch)
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.started_watch()?.reason()
     }
 
     fn still_named(&self) -> bool {
@@ -442,6 +591,25 @@ impl Hold for HeldDescriptor {
     }
 
     fn release_named(self: Box<Self>) -> (bool, Option<String>) {
+        if let Some(watch) = self.started_watch() {
+            if watch.lost() {
+                // The prober keeps the file open until flockrun has gone, so this close does
+                // not wait for a server that may not answer; nothing of the lock is ours to
+                // check any more.
+                drop(self);
+                return (true, None);
+            }
+            if !watch.stop() {
+                return (
+                    true,
+                    Some(
+                        "the NFS server did not answer while the lock was being released; \
+                         it frees the lock once this client's lease runs out"
+                            .to_owned(),
+                    ),
+                );
+            }
+        }
         let Held::Opened { file, path } = self.held else {
             return (true, None);
         };

@@ -6,6 +6,7 @@ mod descriptor;
 mod heartbeat;
 mod marker_file;
 mod marker_status;
+mod nfs_watch;
 mod rw_files;
 mod rw_v1;
 mod rw_v2;

@@ -45,7 +45,7 @@ impl Kind for Ofd {
 
 /// The request for `range` (all of it when the range is the default: start 0, length 0
 /// meaning to the end however long the file grows).
-fn request(kind: libc::c_int, range: ByteRange) -> libc::flock {
+pub(super) fn request(kind: libc::c_int, range: ByteRange) -> libc::flock {
     libc::flock {
         #[allow(clippy::cast_possible_truncation)] // F_RDLCK, F_WRLCK, F_UNLCK are 0, 1, 2
         l_type: kind as libc::c_short,
