@@ -124,17 +124,25 @@ impl Filesystem {
         })
     }
 
-    /// What a lock holder on another host is, in words, where `lock` locks reach the other
-    /// hosts through a server: `None` on FUSE and where the kernel keeps them here.
+    /// Where `lock` locks reach the other hosts through a server (not on FUSE, not where the
+    /// kernel keeps them here): a holder on another host in words, and what a person should
+    /// know about such holders on this filesystem, if anything.
     #[must_use]
-    pub fn remote_holders(&self, lock: KernelLock) -> Option<&'static str> {
+    pub fn remote_holders(&self, lock: KernelLock) -> Option<(&'static str, Option<&'static str>)> {
         if self.host_local(lock).is_some() {
             return None;
         }
         match self.magic {
-            NFS_SUPER_MAGIC => Some("a process on another NFS client"),
+            NFS_SUPER_MAGIC if self.mount.fs_type == "nfs" => Some((
+                "a process on another NFS client",
+                Some(
+                    "NFSv3 keeps the locks of a client that crashed or was cut off until that \
+                     client boots again",
+                ),
+            )),
+            NFS_SUPER_MAGIC => Some(("a process on another NFS client", None)),
             CIFS_SUPER_MAGIC | SMB2_SUPER_MAGIC | SMB_SUPER_MAGIC => {
-                Some("a process on another SMB client")
+                Some(("a process on another SMB client", None))
             }
             _ => None,
         }

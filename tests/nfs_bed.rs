@@ -138,7 +138,11 @@ impl NfsBed {
 
     fn tool(&self, args: &[&str]) -> Command {
         let mut command = Command::new("python3");
-        command.arg(script()).arg(args[0]).arg(&self.dir).args(&args[1..]);
+        command
+            .arg(script())
+            .arg(args[0])
+            .arg(&self.dir)
+            .args(&args[1..]);
         command
     }
 
@@ -192,6 +196,33 @@ impl NfsBed {
             out.status.success(),
             "restart-nfsd failed: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Waits until the server's grace period (after it started or restarted) is over.
+    pub fn wait_grace(&self) {
+        let out = self.tool(&["wait-grace"]).output().unwrap();
+        assert!(out.status.success(), "wait-grace: {out:?}");
+    }
+
+    /// Expires `client`'s state on the server, as an administrator can (`expire` in
+    /// `/proc/fs/nfsd/clients/*/ctl`): the server drops its locks at once.
+    pub fn expire_client(&self, client: Machine) {
+        let address = match client {
+            Machine::A => "10.50.0.2:",
+            Machine::B => "10.50.0.3:",
+            Machine::S => panic!("the server is no client"),
+        };
+        let expired = self.sh(
+            Machine::S,
+            &format!(
+                "for c in /proc/fs/nfsd/clients/*; do if grep -q '\"{address}' $c/info; then \
+                 echo expire > $c/ctl && echo $c; fi; done"
+            ),
+        );
+        assert!(
+            !expired.is_empty(),
+            "no NFSv4 client state of {client:?} on S"
         );
     }
 

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::nfs_watch::NfsWatch;
 use crate::error::Error;
 use crate::inspect::descriptors;
 use crate::inspect::sighting::{FileId, Sighting};
 use crate::lock::{self, ByteRange, Hold, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
-use super::nfs_watch::NfsWatch;
 use crate::mounts::{Filesystem, KernelLock};
 use crate::nested::HeldKey;
 use crate::open::{self, Access, Shape};
@@ -102,11 +102,12 @@ pub(super) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: 
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
         .open(file.path);
     let filesystem = opened.ok().and_then(|f| Filesystem::of(f.as_fd()));
-    if let Some(who) = filesystem
+    if let Some((who, note)) = filesystem
         .as_ref()
         .and_then(|fs| fs.remote_holders(lock.family()))
     {
         inspect_remote(report, file.path, who);
+        report.warnings.extend(note.map(str::to_owned));
     }
     if let Some(local) = filesystem
         .as_ref()
@@ -129,9 +130,10 @@ pub(super) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: 
 
 /// `status` on a network filesystem that passes locks on: a holder on another client is
 /// not in this host's `/proc/locks`, so with no holder in sight the server is asked (a lock
-/// test). The file is opened for writing where allowed: a client that has it open only for
-/// reading may hold a read delegation, and then answers the test itself, not seeing a
-/// shared lock of another client.
+/// test). The test sees exclusive locks; a shared one can escape it (the real-NFS tests
+/// saw both ways: an NFSv4 client that holds a read delegation answers the test itself,
+/// and Linux's NFSv3 server answered that a write lock was free beside another client's
+/// read lock), so a lock the test finds free is reported with that caveat.
 fn inspect_remote(report: &mut LockStatus, path: &Path, who: &str) {
     report.warnings.push(format!(
         "on this network filesystem, this host sees its own processes only: {who} shows \
@@ -147,10 +149,10 @@ fn inspect_remote(report: &mut LockStatus, path: &Path, who: &str) {
             .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
             .open(path)
     };
-    let (file, writable) = match open(true) {
-        Ok(file) => (file, true),
+    let file = match open(true) {
+        Ok(file) => file,
         Err(_) => match open(false) {
-            Ok(file) => (file, false),
+            Ok(file) => file,
             Err(e) => {
                 report
                     .warnings
@@ -174,13 +176,12 @@ fn inspect_remote(report: &mut LockStatus, path: &Path, who: &str) {
         libc::F_WRLCK => LockMode::Exclusive,
         libc::F_RDLCK => LockMode::Shared,
         _ => {
-            if !writable {
-                report.warnings.push(
-                    "this user cannot open it for writing, so a shared lock held on another \
-                     client may not show"
-                        .to_owned(),
-                );
-            }
+            report.warnings.push(
+                "the server's lock test found it free, which rules out an exclusive holder on \
+                 another client but not a shared one (an NFSv4 client with a read delegation \
+                 answers the test itself; Linux's NFSv3 server passes over read locks)"
+                    .to_owned(),
+            );
             return;
         }
     };
@@ -251,7 +252,11 @@ impl Lockable for DescriptorTarget {
                 let (file, id) = lock::retry_while_replaced(path, || {
                     self.round(path, deadline, &mut access, observer)
                 })?;
-                let nfs4 = self.filesystem.get().and_then(Option::as_ref).and_then(nfs4);
+                let nfs4 = self
+                    .filesystem
+                    .get()
+                    .and_then(Option::as_ref)
+                    .and_then(nfs4);
                 Ok(Box::new(HeldDescriptor {
                     watch: OnceCell::new(),
                     nfs4,
@@ -487,10 +492,15 @@ impl DescriptorTarget {
                 .get()
                 .cloned()
                 .unwrap_or_else(|| Filesystem::of(fd));
-            if let Some(who) = filesystem.and_then(|fs| fs.remote_holders(self.lock.family())) {
-                sighting.described = Some(format!(
-                    "held by {who} (the server does not say which process or host)"
-                ));
+            if let Some((who, note)) =
+                filesystem.and_then(|fs| fs.remote_holders(self.lock.family()))
+            {
+                let mut described = format!("held by {who} (the server does not say which)");
+                if let Some(note) = note {
+                    described.push_str("; ");
+                    described.push_str(note);
+                }
+                sighting.described = Some(described);
             }
         }
         sighting

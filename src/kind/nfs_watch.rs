@@ -93,7 +93,9 @@ impl SharedPage {
             return Err(io::Error::last_os_error());
         }
         // Zero-filled by the kernel: every field starts at 0, a valid atomic value.
-        std::ptr::NonNull::new(ptr.cast()).map(SharedPage).ok_or_else(|| io::Error::other("mmap"))
+        std::ptr::NonNull::new(ptr.cast())
+            .map(SharedPage)
+            .ok_or_else(|| io::Error::other("mmap"))
     }
 
     fn get(&self) -> &Page {
@@ -170,7 +172,9 @@ impl NfsWatch {
         let margin = (lease / 10).min(Duration::from_millis(500));
         let interval = (lease / 10).clamp(Duration::from_millis(500), Duration::from_secs(5));
         let page = SharedPage::new()?;
-        page.get().last_answered.store(monotonic_ns(), Ordering::SeqCst);
+        page.get()
+            .last_answered
+            .store(monotonic_ns(), Ordering::SeqCst);
         // SAFETY: fcntl on a descriptor the hold owns.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
         let own = pidfd_open(nix::unistd::getpid().as_raw())?;

@@ -29,6 +29,7 @@ and leaves the control link alone, so commands still reach a cut-off client.
     nfsbed.py crash|boot|partition|heal|freeze|thaw DIR HOST
     nfsbed.py restart-nfsd DIR           restart the NFS service on S (its state is lost,
                                          clients reclaim their locks in the grace period)
+    nfsbed.py wait-grace DIR             until the server's grace period is over
     nfsbed.py reset DIR                  kill what earlier `run`s left on every machine
     nfsbed.py settle DIR                 undo what a test did: heal, thaw, boot, reset, wait
                                          out the grace period, empty the export
@@ -1246,6 +1247,10 @@ def main():
         cmd_verb(verb, args)
     elif verb == "restart-nfsd" and args:
         cmd_restart_nfsd(args)
+    elif verb == "wait-grace" and args:
+        bed = Bed(args[0])
+        enter_netns(bed)
+        wait_grace(bed)
     elif verb == "settle" and args:
         cmd_settle(args)
     elif verb == "reset" and args:
