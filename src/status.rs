@@ -263,32 +263,7 @@ pub fn render_human(status: &LockStatus) -> String {
         }
     }
     out.push('\n');
-    for h in &status.holders {
-        let _ = write!(out, "  holder   pid {} ", h.pid);
-        match (&h.child_pid, &h.child_command) {
-            (Some(child), Some(command)) if h.flockrun => {
-                let _ = write!(out, "flockrun running pid {child} ({command})");
-            }
-            _ => {
-                let _ = write!(out, "({})", h.command);
-            }
-        }
-        if let Some(user) = &h.user {
-            let _ = write!(out, ", user {user}");
-        }
-        if let (Some(since), Some(held)) = (h.since, h.held_for) {
-            let _ = write!(
-                out,
-                ", since {} ({})",
-                utc_timestamp(since),
-                format_seconds(held)
-            );
-        }
-        out.push('\n');
-    }
-    if let Some(who) = &status.elsewhere {
-        let _ = writeln!(out, "  holder   {who}, pid unknown");
-    }
+    render_holders(&mut out, status);
     for (i, entry) in status.etcd_queue.iter().enumerate() {
         let role = if i == 0 { "holder" } else { "waiter" };
         let _ = write!(out, "  {role:<8} {}", entry.describe());
@@ -353,6 +328,36 @@ pub fn render_human(status: &LockStatus) -> String {
         let _ = writeln!(out, "  warning  {w}");
     }
     out
+}
+
+/// The holder lines: processes this host sees, and one it cannot see on another host.
+fn render_holders(out: &mut String, status: &LockStatus) {
+    for h in &status.holders {
+        let _ = write!(out, "  holder   pid {} ", h.pid);
+        match (&h.child_pid, &h.child_command) {
+            (Some(child), Some(command)) if h.flockrun => {
+                let _ = write!(out, "flockrun running pid {child} ({command})");
+            }
+            _ => {
+                let _ = write!(out, "({})", h.command);
+            }
+        }
+        if let Some(user) = &h.user {
+            let _ = write!(out, ", user {user}");
+        }
+        if let (Some(since), Some(held)) = (h.since, h.held_for) {
+            let _ = write!(
+                out,
+                ", since {} ({})",
+                utc_timestamp(since),
+                format_seconds(held)
+            );
+        }
+        out.push('\n');
+    }
+    if let Some(who) = &status.elsewhere {
+        let _ = writeln!(out, "  holder   {who}, pid unknown");
+    }
 }
 
 /// The lines of a soft reader/writer lock: its layouts, holders and waiters.

@@ -371,3 +371,55 @@ fn status_shows_a_holder_on_another_nfs_client_without_a_pid() {
         }
     }
 }
+
+#[test]
+fn kernel_kinds_warn_exactly_where_the_mount_keeps_their_locks_on_one_client() {
+    let bed = NfsBed::take();
+    // (mount, kernel kind kept local, ofd kind kept local)
+    let cases = [
+        (Mount::V4, false, false),
+        (Mount::V3, false, false),
+        (Mount::V3NoLock, true, true),
+        (Mount::V3LocalAll, true, true),
+        (Mount::V3LocalFlock, true, false),
+        (Mount::V3LocalPosix, false, true),
+    ];
+    for (mount, kernel_local, ofd_local) in cases {
+        let dir = bed.fresh_dir(mount, "warn");
+        for (kind, local) in [(None, kernel_local), (Some("--fcntl"), ofd_local)] {
+            let lock = lock_in(&dir, &format!("{}.lock", kind.unwrap_or("kernel")));
+            let mut args: Vec<&str> = kind.into_iter().collect();
+            args.push(&lock);
+            let (status, stderr) = try_on(&bed, Machine::A, &args);
+            assert_eq!(status, 0, "{mount:?} {kind:?}: {stderr}");
+            assert_eq!(
+                stderr.contains("a process on another host can hold the same"),
+                local,
+                "{mount:?} {kind:?}: {stderr}"
+            );
+            let mut refuse = vec!["--refuse-host-local"];
+            refuse.extend_from_slice(&args);
+            let (status, stderr) = try_on(&bed, Machine::A, &refuse);
+            assert_eq!(
+                status,
+                if local { 65 } else { 0 },
+                "{mount:?} {kind:?}: {stderr}"
+            );
+            // And the warning tells the truth: where it is given, B is not kept out.
+            let mut hold = vec!["exec"];
+            hold.extend_from_slice(&args);
+            let holder = bed.hold_flockrun(Machine::A, &hold);
+            let (status, _) = try_on(&bed, Machine::B, &args);
+            assert_eq!(status, if local { 0 } else { 75 }, "{mount:?} {kind:?}");
+            if local {
+                let status_kind = if kind.is_some() { "ofd" } else { "kernel" };
+                let shown = text(
+                    &bed.flockrun(Machine::B, &["status", "--kind", status_kind, &lock])
+                        .stdout,
+                );
+                assert!(shown.contains("does not show here"), "{mount:?}: {shown}");
+            }
+            drop(holder);
+        }
+    }
+}
