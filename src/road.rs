@@ -142,8 +142,12 @@ pub fn run_locked(
             ),
         );
     }
-    if let Some(warning) = warning {
+    if let Some(warning) = &warning {
         say_as(voice.name(), &format!("warning: {warning}"));
+    }
+    if lost.is_some() || warning.is_some() {
+        // The file server may not be answering: exiting must not wait for it.
+        supervise::leave_files_to_a_keeper();
     }
     match lost {
         Some(reason) => Err(Error::LockLost {

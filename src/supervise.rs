@@ -593,8 +593,9 @@ fn forward_until_exit(
         match status {
             // The lock is ours: COMMAND's end is flockrun's, whatever it left running.
             Some(code) if !stopping => return Ok(code),
-            // Lost: done once nothing COMMAND started is left.
-            Some(code) if descendants().is_empty() => return Ok(code),
+            // Lost: done once nothing COMMAND started is left (or can run again: a process
+            // already in its exit may wait there for a file server that does not answer).
+            Some(code) if descendants().iter().all(|&pid| exiting(pid)) => return Ok(code),
             _ => {}
         }
     }
@@ -616,6 +617,57 @@ fn descendants() -> Vec<i32> {
         next.extend(children_of(pid));
     }
     found
+}
+
+/// Whether `pid` has begun to exit (`PF_EXITING` in `/proc/PID/stat`'s flags): it runs no
+/// more of its own code. Its last closes may still wait for a hung NFS server.
+fn exiting(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok())
+            .is_some_and(|flags| flags & PF_EXITING != 0)
+    })
+}
+
+/// Leaves this process's open files to a child that outlives it, so that exiting does not
+/// wait for a file server that does not answer. The last close of a file on a hard-mounted
+/// NFS share sends the server a request (a CLOSE, or the unlock of a lock held on it) and
+/// waits for the answer, which on a hung or unreachable server means waiting until it is
+/// back; a close that is not the last returns at once. The child keeps a copy of every
+/// descriptor but the standard ones (so that nobody waits for flockrun's output to end),
+/// waits for flockrun to be gone, and exits, doing the last closes then, out of everyone's
+/// way. For a hold that was lost or could not be released in time.
+pub fn leave_files_to_a_keeper() {
+    // SAFETY: pidfd_open takes a pid and flags; the result is checked.
+    let me = unsafe { libc::syscall(libc::SYS_pidfd_open, getpid().as_raw(), 0) };
+    let Ok(me) = libc::c_int::try_from(me) else {
+        return;
+    };
+    if me < 0 {
+        return;
+    }
+    // SAFETY: the child makes only system calls (no allocation: this process may have
+    // threads) and ends with _exit.
+    unsafe {
+        if libc::fork() == 0 {
+            libc::setsid();
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&raw mut all);
+            libc::sigprocmask(libc::SIG_BLOCK, &raw const all, std::ptr::null_mut());
+            for fd in 0..3 {
+                libc::close(fd);
+            }
+            let mut gone = libc::pollfd {
+                fd: me,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            while libc::poll(&raw mut gone, 1, -1) <= 0 {}
+            libc::_exit(0);
+        }
+        libc::close(me);
+    }
 }
 
 fn children_of(pid: i32) -> Vec<i32> {

@@ -7,7 +7,9 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::harness::{HOLD_SH, PY_FILELOCK_VERSIONS, PY_HOLD, PY_TRY, python_with_filelock};
+use crate::harness::{
+    HOLD_SH, Holder, PY_FILELOCK_VERSIONS, PY_HOLD, PY_TRY, python_with_filelock,
+};
 use crate::nfs_bed::{BED_PATIENCE, LEASE, Machine, Mount, NfsBed};
 
 fn text(bytes: &[u8]) -> String {
@@ -152,7 +154,7 @@ fn kernel_and_ofd_locks_exclude_flock1_py_filelock_and_flockrun_across_clients()
 
 /// A holder on A whose COMMAND writes the wall-clock time into `/tmp/alive-NAME` (A's own
 /// disk, which a cut NFS link leaves alone) every 50 ms, for as long as it runs.
-fn stamping_holder(bed: &NfsBed, args: &[&str], name: &str) -> crate::harness::Holder {
+fn stamping_holder(bed: &NfsBed, args: &[&str], name: &str) -> Holder {
     // Written aside and renamed: a stamp cut off by SIGTERM halfway is never read.
     let script = format!(
         "echo ready; while :; do date +%s.%N > /tmp/alive-{name}.new; \
@@ -421,5 +423,261 @@ fn kernel_kinds_warn_exactly_where_the_mount_keeps_their_locks_on_one_client() {
             }
             drop(holder);
         }
+    }
+}
+
+/// Holds a py-filelock soft lock: `lease TTL` (`SoftFileLease`) or `soft` (`SoftFileLock`);
+/// prints `STARTED`, then `HELD`, and releases when stdin closes.
+const PY_SOFT_HOLD: &str = r#"
+import sys, filelock
+kind, path = sys.argv[1], sys.argv[2]
+if kind == "lease":
+    lock = filelock.SoftFileLease(path, lease_duration=float(sys.argv[3]))
+else:
+    lock = filelock.SoftFileLock(path)
+print("STARTED", flush=True)
+with lock:
+    print("HELD", flush=True)
+    sys.stdin.read()
+"#;
+
+/// One bounded py-filelock soft attempt: `lease PATH TIMEOUT TTL` or `soft PATH TIMEOUT`;
+/// prints `ACQUIRED` or `TIMEOUT`.
+const PY_SOFT_TRY: &str = r#"
+import sys, filelock
+kind, path, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+if kind == "lease":
+    lock = filelock.SoftFileLease(path, lease_duration=float(sys.argv[4]))
+else:
+    lock = filelock.SoftFileLock(path)
+try:
+    lock.acquire(timeout=timeout)
+    lock.release()
+    print("ACQUIRED")
+except filelock.Timeout:
+    print("TIMEOUT")
+"#;
+
+fn py_soft_hold(bed: &NfsBed, machine: Machine, version: &str, args: &[&str]) -> Holder {
+    let python = python_with_filelock(version);
+    let mut all: Vec<&OsStr> = vec![OsStr::new("-c"), OsStr::new(PY_SOFT_HOLD)];
+    all.extend(args.iter().map(OsStr::new));
+    let mut holder = bed.hold(machine, python, &all, "STARTED");
+    holder.expect_line_within("HELD", BED_PATIENCE);
+    holder
+}
+
+fn py_soft_try(bed: &NfsBed, machine: Machine, version: &str, args: &[&str]) -> String {
+    let python = python_with_filelock(version);
+    let mut all: Vec<&OsStr> = vec![OsStr::new("-c"), OsStr::new(PY_SOFT_TRY)];
+    all.extend(args.iter().map(OsStr::new));
+    let out = bed.output(machine, python, &all);
+    assert!(out.status.success(), "py-filelock: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn soft_locks_and_leases_exclude_py_filelock_both_ways_across_clients() {
+    let bed = NfsBed::take();
+    for mount in [Mount::V4, Mount::V3] {
+        let dir = bed.fresh_dir(mount, "soft");
+        let lease = lock_in(&dir, "l.lock");
+        let lease = lease.as_str();
+        for (holder_client, other) in [(Machine::A, Machine::B), (Machine::B, Machine::A)] {
+            let held = bed.hold_flockrun(holder_client, &["exec", "--soft", "--ttl", "3", lease]);
+            assert_eq!(
+                py_soft_try(&bed, other, "4.2.11", &["lease", lease, "0.3", "3"]),
+                "TIMEOUT",
+                "{mount:?}"
+            );
+            let (status, stderr) = try_on(&bed, other, &["--soft", "--ttl", "3", lease]);
+            assert_eq!(status, 75, "{mount:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("on host {}", holder_client.name())),
+                "{stderr}"
+            );
+            assert!(
+                held.release().success(),
+                "{mount:?}: the holder lost its lease"
+            );
+            let py = py_soft_hold(&bed, holder_client, "4.2.11", &["lease", lease, "3"]);
+            assert_eq!(try_on(&bed, other, &["--soft", "--ttl", "3", lease]).0, 75);
+            drop(py);
+            let out = bed.flockrun(
+                other,
+                &[
+                    "exec", "-w", "20", "--soft", "--ttl", "3", lease, "--", "true",
+                ],
+            );
+            assert!(out.status.success(), "{mount:?}: {}", text(&out.stderr));
+        }
+        let soft = lock_in(&dir, "s.lock");
+        let soft = soft.as_str();
+        for version in PY_FILELOCK_VERSIONS {
+            let held = bed.hold_flockrun(Machine::A, &["exec", "--soft", soft]);
+            assert_eq!(
+                py_soft_try(&bed, Machine::B, version, &["soft", soft, "0.3"]),
+                "TIMEOUT",
+                "{mount:?} {version}"
+            );
+            drop(held);
+            let py = py_soft_hold(&bed, Machine::B, version, &["soft", soft]);
+            let (status, stderr) = try_on(&bed, Machine::A, &["--soft", soft]);
+            assert_eq!(status, 75, "{mount:?} {version}: {stderr}");
+            drop(py);
+            assert_eq!(
+                py_soft_try(&bed, Machine::A, version, &["soft", soft, "10"]),
+                "ACQUIRED",
+                "{mount:?} {version}"
+            );
+        }
+    }
+}
+
+/// A flockrun on `machine` that waits for the lease on `lock` and prints the wall-clock
+/// time at which its COMMAND started.
+fn waiting_contender(bed: &NfsBed, machine: Machine, lock: &str, ttl: &str) -> std::process::Child {
+    bed.command(machine, crate::harness::FLOCKRUN)
+        .args([
+            "exec", "-w", "120", "--soft", "--ttl", ttl, lock, "--", "date", "+%s.%N",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn started_at(mut child: std::process::Child) -> f64 {
+    use std::io::Read;
+    let status = wait_for(&mut child, BED_PATIENCE);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status, 0, "the contender: {err}");
+    out.trim().parse().unwrap()
+}
+
+#[test]
+fn a_lease_whose_client_crashed_is_taken_over_by_the_other_client_within_its_ttl() {
+    const TTL: f64 = 3.0;
+    let bed = NfsBed::take();
+    let dir = bed.fresh_dir(Mount::V4, "crash");
+    for holder in ["flockrun", "py-filelock"] {
+        let lock = lock_in(&dir, &format!("{holder}.lock"));
+        let held = match holder {
+            "flockrun" => bed.hold_flockrun(Machine::A, &["exec", "--soft", "--ttl", "3", &lock]),
+            _ => py_soft_hold(&bed, Machine::A, "4.2.11", &["lease", &lock, "3"]),
+        };
+        let waiter = waiting_contender(&bed, Machine::B, &lock, "3");
+        // The contender watches the live lease for a few renewals first.
+        let watch_from = bed.clock(Machine::S);
+        while bed.clock(Machine::S) < watch_from + 2.0 * TTL {}
+        let crashed = bed.clock(Machine::S);
+        bed.crash(Machine::A);
+        drop(held);
+        let took = started_at(waiter) - crashed;
+        eprintln!("{holder}: taken over {took:.2}s after client A crashed");
+        // The last renewal came at most TTL/3 before the crash; under software emulation a
+        // flockrun start and an NFS round trip cost tenths of a second more than natively.
+        assert!(
+            took > TTL * 2.0 / 3.0 - 0.1 && took < TTL + 0.5 + EMULATION_SLACK,
+            "{holder}'s lease taken over {took:.2}s after its client crashed"
+        );
+        bed.boot(Machine::A);
+    }
+}
+
+/// What software emulation adds to a takeover on the bed (a guest's flockrun start, its
+/// NFS calls), measured and said in README.md.
+const EMULATION_SLACK: f64 = 1.0;
+
+#[test]
+fn a_live_lease_held_past_its_ttl_is_not_taken_over_through_nfs_attribute_caches() {
+    let bed = NfsBed::take();
+    // A TTL shorter than acregmin (3 s): a contender that trusted cached attributes would
+    // see no renewal and take the lease over.
+    for mount in [Mount::V4, Mount::V3] {
+        let lock = lock_in(&bed.fresh_dir(mount, "live"), "live.lock");
+        let held = bed.hold_flockrun(Machine::A, &["exec", "--soft", "--ttl", "2", &lock]);
+        let out = bed.flockrun(
+            Machine::B,
+            &[
+                "exec", "-w", "8", "--soft", "--ttl", "2", &lock, "--", "true",
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(75),
+            "{mount:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            held.release().success(),
+            "{mount:?}: the holder lost its lease"
+        );
+    }
+}
+
+#[test]
+fn a_hung_nfs_server_stops_the_holders_command_before_the_other_client_takes_over() {
+    use std::io::Read;
+    let bed = NfsBed::take();
+    let dir = bed.fresh_dir(Mount::V4, "hung");
+    // A soft lease (its heartbeat notices by the clock) and a kernel lock (the NFSv4 watch).
+    for (name, args, ttl) in [
+        ("lease", vec!["exec", "--soft", "--ttl", "3"], 3.0),
+        ("kernel", vec!["exec"], f64::from(LEASE)),
+    ] {
+        let lock = lock_in(&dir, &format!("{name}.lock"));
+        let mut holder_args = args.clone();
+        holder_args.push(&lock);
+        let mut holder = stamping_holder(&bed, &holder_args, &format!("hung-{name}"));
+        // A lease's contender must watch it go unrenewed, so it waits; a kernel lock's
+        // tries often, to show the moment the server lets go.
+        let mut contender = if name == "lease" {
+            waiting_contender(&bed, Machine::B, &lock, "3")
+        } else {
+            eager_contender(&bed, &[lock.as_str()])
+        };
+        let frozen = bed.clock(Machine::A);
+        bed.freeze(Machine::S);
+        let status = wait_for(&mut holder.child, BED_PATIENCE);
+        let mut stderr = String::new();
+        let _ = holder
+            .child
+            .stderr
+            .take()
+            .map(|mut e| e.read_to_string(&mut stderr));
+        assert_eq!(status, 79, "{name}: the holder's status");
+        let stopped = last_alive(&bed, &format!("hung-{name}"));
+        assert!(
+            stopped - frozen < ttl,
+            "{name}: stopped {:.2}s after",
+            stopped - frozen
+        );
+        bed.thaw(Machine::S);
+        let started = started_at(contender);
+        eprintln!(
+            "{name}: A's COMMAND stopped {:.2}s after the server froze, B's started {:.2}s \
+             after",
+            stopped - frozen,
+            started - frozen
+        );
+        assert!(
+            stopped < started,
+            "{name}: B's COMMAND started before A's stopped"
+        );
     }
 }

@@ -15,7 +15,8 @@
 //! that cannot read (`exec 9>LOCK`) is probed with a lock test instead, which finds a
 //! conflicting lock once another client holds it. The supervisor counts from the last
 //! answered probe: once no probe has been answered for the lease minus COMMAND's grace and a
-//! margin, the server could soon hand the lock on, and COMMAND is stopped first. A server
+//! margin (1 s for the server's whole-second accounting, plus a twentieth of the lease), the
+//! server could soon hand the lock on, and COMMAND is stopped first. A server
 //! that restarts looks the same from here until it answers again (then the client reclaims
 //! its locks), so a restart longer than that stops COMMAND too.
 //!
@@ -169,7 +170,9 @@ impl NfsWatch {
         let lease_known = lease.is_some();
         let lease = lease.unwrap_or(SHORTEST_LEASE);
         let grace = supervise::grace_for(lease);
-        let margin = (lease / 10).min(Duration::from_millis(500));
+        // The server counts leases in whole seconds, so it may let one run out up to a
+        // second early; the rest covers the round trip of the last answered probe.
+        let margin = Duration::from_secs(1) + lease / 20;
         let interval = (lease / 10).clamp(Duration::from_millis(500), Duration::from_secs(5));
         let page = SharedPage::new()?;
         page.get()
