@@ -174,6 +174,33 @@ impl Filesystem {
     }
 }
 
+/// The open flag for reading lock records on the filesystem `fd` is on: `O_DIRECT` on NFS,
+/// nothing elsewhere. On NFSv4 a file opened for reading through the page cache may come
+/// with a read delegation, and a client that crashes while holding one makes every other
+/// client that renames, removes or writes that file wait for the server's lease (90 s by
+/// default) first: a holder could not renew its record, a contender could not take over a
+/// dead one. Linux's client asks for no delegation when it opens with `O_DIRECT`, and the
+/// read then comes from the server, never from a cache. Local filesystems would refuse
+/// small unaligned direct reads.
+#[must_use]
+pub fn uncached(fd: BorrowedFd<'_>) -> libc::c_int {
+    if filesystem_type(fd) == Some(NFS_SUPER_MAGIC) {
+        libc::O_DIRECT
+    } else {
+        0
+    }
+}
+
+/// `uncached` for the filesystem `path` is on (`statfs`, following links).
+#[must_use]
+pub fn uncached_at(path: &std::path::Path) -> libc::c_int {
+    match nix::sys::statfs::statfs(path) {
+        #[allow(clippy::useless_conversion)] // the field's type differs between targets
+        Ok(stat) if i64::from(stat.filesystem_type().0) == NFS_SUPER_MAGIC => libc::O_DIRECT,
+        _ => 0,
+    }
+}
+
 /// The NFSv4 lease of the mount at `mount_point` from `/proc/self/mountstats`, whose
 /// `nfsv4:` line says `lease_time=SECONDS` (Linux 4.18 and later).
 #[must_use]

@@ -124,7 +124,9 @@ pub fn read_with_meta(path: &Path) -> io::Result<Option<(Content, fs::Metadata)>
     }
     let file = match File::options()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(
+            libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | crate::mounts::uncached_at(path),
+        )
         .open(path)
     {
         Ok(file) => file,

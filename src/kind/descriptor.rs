@@ -106,7 +106,10 @@ pub(super) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: 
         .as_ref()
         .and_then(|fs| fs.remote_holders(lock.family()))
     {
-        inspect_remote(report, file.path, who);
+        let nfs3 = filesystem
+            .as_ref()
+            .is_some_and(|fs| fs.mount.fs_type == "nfs");
+        inspect_remote(report, file.path, who, nfs3);
         report.warnings.extend(note.map(str::to_owned));
     }
     if let Some(local) = filesystem
@@ -130,11 +133,11 @@ pub(super) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: 
 
 /// `status` on a network filesystem that passes locks on: a holder on another client is
 /// not in this host's `/proc/locks`, so with no holder in sight the server is asked (a lock
-/// test). The test sees exclusive locks; a shared one can escape it (the real-NFS tests
-/// saw both ways: an NFSv4 client that holds a read delegation answers the test itself,
-/// and Linux's NFSv3 server answered that a write lock was free beside another client's
-/// read lock), so a lock the test finds free is reported with that caveat.
-fn inspect_remote(report: &mut LockStatus, path: &Path, who: &str) {
+/// test). The file is opened uncached (`mounts::uncached`): an NFSv4 client that holds a
+/// read delegation answers lock tests itself and misses another client's shared lock. On
+/// NFSv3 the test can still miss one: Linux's server answered that a write lock was free
+/// beside another client's read lock, so there a free answer comes with that caveat.
+fn inspect_remote(report: &mut LockStatus, path: &Path, who: &str, nfs3: bool) {
     report.warnings.push(format!(
         "on this network filesystem, this host sees its own processes only: {who} shows \
          without a pid, and waiters on other clients do not show"
@@ -146,7 +149,13 @@ fn inspect_remote(report: &mut LockStatus, path: &Path, who: &str) {
         std::fs::OpenOptions::new()
             .read(true)
             .write(write)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+            // On NFS, no read delegation: with one, the client answers the test itself.
+            .custom_flags(
+                libc::O_NONBLOCK
+                    | libc::O_NOFOLLOW
+                    | libc::O_NOCTTY
+                    | crate::mounts::uncached_at(path),
+            )
             .open(path)
     };
     let file = match open(true) {
@@ -176,12 +185,14 @@ fn inspect_remote(report: &mut LockStatus, path: &Path, who: &str) {
         libc::F_WRLCK => LockMode::Exclusive,
         libc::F_RDLCK => LockMode::Shared,
         _ => {
-            report.warnings.push(
-                "the server's lock test found it free, which rules out an exclusive holder on \
-                 another client but not a shared one (an NFSv4 client with a read delegation \
-                 answers the test itself; Linux's NFSv3 server passes over read locks)"
-                    .to_owned(),
-            );
+            if nfs3 {
+                report.warnings.push(
+                    "the server's lock test found it free, which rules out an exclusive \
+                     holder on another client but not a shared one: NFSv3 servers may pass \
+                     over read locks in a test"
+                        .to_owned(),
+                );
+            }
             return;
         }
     };

@@ -89,18 +89,29 @@ pub(super) struct Dir {
     fd: OwnedFd,
     /// For messages.
     pub path: PathBuf,
+    /// `O_DIRECT` on NFS (no read delegations, no cached reads: `mounts::uncached`).
+    direct: OFlag,
 }
 
 impl Dir {
     /// Opens `path` (no symbolic link at its last component); `None` when it does not exist.
     pub(super) fn open(path: &Path) -> Result<Option<Dir>, DirError> {
-        open_dir(nix::fcntl::AT_FDCWD, path, path)
+        let mut dir = open_dir(nix::fcntl::AT_FDCWD, path, path, OFlag::empty())?;
+        if let Some(dir) = &mut dir {
+            dir.direct = OFlag::from_bits_truncate(crate::mounts::uncached(dir.fd.as_fd()));
+        }
+        Ok(dir)
     }
 
     /// Opens the subdirectory `name`; `None` when it does not exist.
     pub(super) fn sub(&self, name: impl AsRef<OsStr>) -> Result<Option<Dir>, DirError> {
         let name = name.as_ref();
-        open_dir(self.fd.as_fd(), Path::new(name), &self.path.join(name))
+        open_dir(
+            self.fd.as_fd(),
+            Path::new(name),
+            &self.path.join(name),
+            self.direct,
+        )
     }
 
     /// Creates the subdirectory `name` (0700) if missing and opens it, refusing a link, a
@@ -128,7 +139,11 @@ impl Dir {
         let fd = match openat(
             self.fd.as_fd(),
             name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_CLOEXEC
+                | self.direct,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
@@ -184,7 +199,12 @@ impl Dir {
         let fd = openat(
             self.fd.as_fd(),
             name,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_EXCL
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC
+                | self.direct,
             Mode::from_bits_truncate(0o600),
         )?;
         let mut file = std::fs::File::from(fd);
@@ -215,7 +235,11 @@ impl Dir {
         let fd = match openat(
             self.fd.as_fd(),
             name,
-            OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            OFlag::O_WRONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_CLOEXEC
+                | self.direct,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
@@ -313,7 +337,11 @@ impl Dir {
         let fd = match openat(
             self.fd.as_fd(),
             name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_CLOEXEC
+                | self.direct,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
@@ -326,7 +354,12 @@ impl Dir {
     }
 }
 
-fn open_dir<Fd: AsFd>(at: Fd, name: &Path, full: &Path) -> Result<Option<Dir>, DirError> {
+fn open_dir<Fd: AsFd>(
+    at: Fd,
+    name: &Path,
+    full: &Path,
+    direct: OFlag,
+) -> Result<Option<Dir>, DirError> {
     match openat(
         at,
         name,
@@ -336,6 +369,7 @@ fn open_dir<Fd: AsFd>(at: Fd, name: &Path, full: &Path) -> Result<Option<Dir>, D
         Ok(fd) => Ok(Some(Dir {
             fd,
             path: full.to_owned(),
+            direct,
         })),
         Err(e) if gone(e) => Ok(None),
         Err(Errno::ELOOP | Errno::ENOTDIR) => Err(DirError::Refused(format!(

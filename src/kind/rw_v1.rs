@@ -272,7 +272,7 @@ impl Layout {
         let mut content = Vec::new();
         if let Ok(file) = File::options()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | crate::mounts::uncached_at(&path))
             .open(&path)
         {
             let _ = file.take(MAX_MARKER as u64).read_to_end(&mut content);
