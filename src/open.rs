@@ -90,7 +90,7 @@ pub fn open_lock_file(
                     break;
                 }
                 // Deleted since: create it.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => exists = false,
+                Err(e) if vanished(&e) => exists = false,
                 // A file lease is being broken (possible only with O_NONBLOCK): try again.
                 Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
                 Err(e) => return Err(classify_open_error(path, access, e)),
@@ -295,4 +295,11 @@ pub fn still_named_by(file: &File, path: &Path) -> bool {
 #[must_use]
 pub fn names(path: &Path, id: FileId) -> bool {
     fs::symlink_metadata(path).is_ok_and(|named| FileId::of(&named) == id)
+}
+
+/// Whether an error says the file is gone: ENOENT, or ESTALE, which is how an NFS client
+/// reports a file another client removed after this one looked it up.
+#[must_use]
+pub fn vanished(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE))
 }

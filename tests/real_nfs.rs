@@ -846,3 +846,131 @@ fn a_live_soft_rw_holder_is_not_evicted_through_nfs_attribute_caches() {
     }
     assert!(held.release().success(), "the holder lost its hold");
 }
+
+/// The holds the occupy helper logged in `work` on the export (one log per client), and the
+/// counter it kept there.
+fn load_results(bed: &NfsBed, work: &str) -> (Vec<crate::harness::Hold>, Vec<String>, u64) {
+    let local = crate::harness::scratch();
+    let log = bed.sh(Machine::S, &format!("cat {work}/log.* 2>/dev/null; true"));
+    std::fs::write(local.path().join("log"), format!("{log}\n").trim_start()).unwrap();
+    let (holds, gone) = crate::harness::read_load_log(local.path());
+    let counter = bed
+        .sh(Machine::S, &format!("cat {work}/counter"))
+        .parse()
+        .unwrap();
+    (holds, gone, counter)
+}
+
+fn holds_logged(bed: &NfsBed, work: &str) -> usize {
+    bed.sh(Machine::S, &format!("cat {work}/log.* 2>/dev/null | wc -l"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn chaos_on_two_nfs_clients_with_kills_and_a_client_crash_ends_with_no_overlap_and_no_lost_update()
+{
+    const WORKERS: usize = 4;
+    const HOLDS: usize = 20;
+    let bed = NfsBed::take();
+    let dir = bed.fresh_dir(Mount::V4, "chaos");
+    let work = lock_in(&dir, "work");
+    bed.sh(Machine::S, &format!("mkdir {work}"));
+    let lock = lock_in(&dir, "chaos.lock");
+    let helper = crate::harness::occupy_helper();
+    // A flockrun killed by the chaos ends with 137; anything else fails the worker.
+    let script = format!(
+        "for i in $(seq {HOLDS}); do OCCUPY_HOSTS=1 OCCUPY_LOG=log.$(hostname) {} exec --soft \
+         --ttl 5 {lock} -- {} {work} x --after-kill; rc=$?; [ $rc = 0 ] || [ $rc = 137 ] || \
+         exit $rc; done",
+        crate::harness::FLOCKRUN,
+        helper.display(),
+    );
+    let mut workers: Vec<(Machine, std::process::Child)> = [Machine::A, Machine::B]
+        .into_iter()
+        .flat_map(|m| std::iter::repeat_n(m, WORKERS))
+        .map(|machine| {
+            let child = bed
+                .command(machine, "bash")
+                .args(["-c", &script])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            (machine, child)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + 4 * BED_PATIENCE;
+    crate::harness::wait_until("a third of the holds", deadline, || {
+        (holds_logged(&bed, &work) >= WORKERS * HOLDS * 2 / 3).then_some(())
+    });
+    // One more flockrun on B takes the lease, and B crashes with it: A's workers must take
+    // the lease over once it has stayed unrenewed for its TTL.
+    let last_word = bed.hold_flockrun(Machine::B, &["exec", "--soft", "--ttl", "5", &lock]);
+    let before_crash = holds_logged(&bed, &work);
+    let crashed = bed.clock(Machine::S);
+    bed.crash(Machine::B);
+    drop(last_word);
+    let deadline = std::time::Instant::now() + BED_PATIENCE;
+    crate::harness::wait_until("a hold after the crash", deadline, || {
+        (holds_logged(&bed, &work) > before_crash).then_some(())
+    });
+    let taken_over = bed.clock(Machine::S) - crashed;
+    assert!(
+        taken_over > 3.0,
+        "B's lease was taken over {taken_over:.2}s after the crash"
+    );
+    // Then random kills on A, a few holds apart.
+    let mut kills = 0;
+    while kills < 8 {
+        let before = holds_logged(&bed, &work);
+        let deadline = std::time::Instant::now() + BED_PATIENCE;
+        crate::harness::wait_until("holds between kills", deadline, || {
+            (holds_logged(&bed, &work) >= before + 2).then_some(())
+        });
+        let killed = bed.sh(
+            Machine::A,
+            &format!(
+                "for p in $(pgrep -x flockrun); do grep -qa {lock} /proc/$p/cmdline && \
+                 [ -n \"$(cat /proc/$p/task/$p/children 2>/dev/null)\" ] && echo $p; done \
+                 | shuf -n 1 | xargs -r kill -9 && echo killed; true"
+            ),
+        );
+        if killed.contains("killed") {
+            kills += 1;
+        }
+        if workers
+            .iter_mut()
+            .all(|(_, c)| c.try_wait().unwrap().is_some())
+        {
+            break;
+        }
+    }
+    for (machine, child) in &mut workers {
+        let status = crate::harness::wait_with_deadline_of(child, 8 * BED_PATIENCE);
+        match machine {
+            Machine::A => assert!(status.success(), "a worker on client A failed: {status}"),
+            // Gone with its client (the bed says 255), or done before the crash.
+            _ => assert!(
+                status.success() || status.code() == Some(255),
+                "a worker on client B failed: {status}"
+            ),
+        }
+    }
+    let (holds, gone, counter) = load_results(&bed, &work);
+    eprintln!(
+        "{} holds, {kills} kills, {} found their predecessor gone, B's lease taken over \
+         {taken_over:.2}s after its crash",
+        holds.len(),
+        gone.len()
+    );
+    let on_a = holds
+        .iter()
+        .filter(|h| h.pid.starts_with("client-a"))
+        .count();
+    assert!(
+        on_a >= WORKERS * HOLDS - kills,
+        "only {on_a} holds on client A"
+    );
+    crate::harness::assert_no_overlap(&holds, &gone);
+    crate::shared_fs::assert_counter_kept(&holds, counter);
+}

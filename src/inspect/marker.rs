@@ -106,7 +106,7 @@ pub fn read(path: &Path) -> io::Result<Option<Content>> {
 pub fn read_with_meta(path: &Path) -> io::Result<Option<(Content, fs::Metadata)>> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if crate::open::vanished(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
     if !meta.file_type().is_file() {
@@ -130,13 +130,13 @@ pub fn read_with_meta(path: &Path) -> io::Result<Option<(Content, fs::Metadata)>
         .open(path)
     {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if crate::open::vanished(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
     // On FUSE the attributes of a file removed since the open fail with ENOENT.
     let meta = match file.metadata() {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if crate::open::vanished(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut bytes = Vec::with_capacity(MAX_MARKER + 1);

@@ -441,7 +441,7 @@ impl Renewer {
         match fs::symlink_metadata(&self.path) {
             Ok(meta) if (meta.dev(), meta.ino()) == self.id => {}
             Ok(_) => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if crate::open::vanished(&e) => return Ok(false),
             Err(e) => return Err(e),
         }
         // SAFETY: a descriptor we own; a null times pointer sets both times to now.

@@ -356,7 +356,7 @@ impl Log {
         match dir.create(EPOCH, token.as_bytes(), true) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) if crate::open::vanished(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
         }
         Ok(dir.read(EPOCH, MAX_RECORD)?.map(|r| r.data))
@@ -511,7 +511,7 @@ fn publish(dir: &Dir, target: &str, data: &[u8], place: Place, durable: bool) ->
     match dir.create(&temporary, data, durable) {
         Ok(_) => {}
         // No gen/: removed, or not prepared yet; the caller reads whatever log exists next.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
+        Err(e) if crate::open::vanished(&e) => return Ok(false),
         Err(e) => return Err(e.into()),
     }
     let placed = match place {

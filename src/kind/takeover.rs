@@ -16,7 +16,6 @@
 //! anything. README.md ("Shared filesystems") gives the safety argument.
 
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -171,7 +170,7 @@ fn move_aside_and_take(
     let aside = marker_file::aside_path(path);
     match fs::rename(path, &aside) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if crate::open::vanished(&e) => return Ok(None),
         Err(e) => return Err(Error::system("moving the stale marker aside", e)),
     }
     if !marker_file::same_file(&aside, judged) {

@@ -20,6 +20,8 @@
 //! host's pids cannot be seen from here: its flockrun died long before a takeover from
 //! another host, and took COMMAND with it); and an exclusive hold's line ends with the
 //! counter value it wrote, so a lost update shows as a value written twice.
+//!
+//! With `OCCUPY_LOG=NAME`, lines go to `DIR/NAME` instead of `DIR/log`.
 
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -77,10 +79,13 @@ fn now() -> i128 {
 }
 
 fn append(dir: &Path, line: &str) {
+    // OCCUPY_LOG names another log file in DIR: one per host where hosts share DIR over NFS,
+    // whose clients do not append atomically to one file.
+    let name = std::env::var_os("OCCUPY_LOG").unwrap_or_else(|| "log".into());
     let mut log = OpenOptions::new()
         .append(true)
         .create(true)
-        .open(dir.join("log"))
+        .open(dir.join(name))
         .expect("open log");
     log.write_all(line.as_bytes()).expect("write log");
 }
