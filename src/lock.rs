@@ -183,6 +183,24 @@ pub struct ByteRange {
     pub length: u64,
 }
 
+impl ByteRange {
+    /// The `fcntl` record-lock request of `kind` (`F_RDLCK`, `F_WRLCK`, `F_UNLCK`) for this
+    /// range, for the OFD calls.
+    #[must_use]
+    pub fn request(self, kind: libc::c_int) -> libc::flock {
+        libc::flock {
+            #[allow(clippy::cast_possible_truncation)] // F_RDLCK, F_WRLCK, F_UNLCK are 0, 1, 2
+            l_type: kind as libc::c_short,
+            #[allow(clippy::cast_possible_truncation)]
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: libc::off_t::try_from(self.start).unwrap_or(libc::off_t::MAX),
+            l_len: libc::off_t::try_from(self.length).unwrap_or(libc::off_t::MAX),
+            // Must be 0 for OFD requests.
+            l_pid: 0,
+        }
+    }
+}
+
 impl Request {
     /// The usage error for `--fd`, `-u` or a byte range with a kind that has no descriptor
     /// to lock in place.

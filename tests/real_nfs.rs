@@ -921,12 +921,30 @@ fn chaos_on_two_nfs_clients_with_kills_and_a_client_crash_ends_with_no_overlap_a
     );
     // Then random kills on A, a few holds apart.
     let mut kills = 0;
+    let stalled = |bed: &NfsBed| {
+        format!(
+            "no hold for {BED_PATIENCE:?}; status from A:\n{}\nflockruns on A:\n{}",
+            text(&bed.flockrun(Machine::A, &["status", &lock]).stdout),
+            bed.sh(Machine::A, "ps -o pid,stat,args -C flockrun; true")
+        )
+    };
     while kills < 8 {
         let before = holds_logged(&bed, &work);
         let deadline = std::time::Instant::now() + BED_PATIENCE;
-        crate::harness::wait_until("holds between kills", deadline, || {
-            (holds_logged(&bed, &work) >= before + 2).then_some(())
-        });
+        let mut done = false;
+        crate::harness::wait_until_or_explain(
+            deadline,
+            || {
+                done = workers
+                    .iter_mut()
+                    .all(|(_, c)| c.try_wait().unwrap().is_some());
+                (done || holds_logged(&bed, &work) >= before + 2).then_some(())
+            },
+            || stalled(&bed),
+        );
+        if done {
+            break;
+        }
         let killed = bed.sh(
             Machine::A,
             &format!(
@@ -937,12 +955,6 @@ fn chaos_on_two_nfs_clients_with_kills_and_a_client_crash_ends_with_no_overlap_a
         );
         if killed.contains("killed") {
             kills += 1;
-        }
-        if workers
-            .iter_mut()
-            .all(|(_, c)| c.try_wait().unwrap().is_some())
-        {
-            break;
         }
     }
     for (machine, child) in &mut workers {

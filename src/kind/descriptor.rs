@@ -7,7 +7,7 @@
 
 use std::cell::OnceCell;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write as _};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -170,7 +170,7 @@ fn inspect_remote(report: &mut LockStatus, path: &Path, who: &str, nfs3: bool) {
             }
         },
     };
-    let mut test = super::ofd::request(libc::F_WRLCK, ByteRange::default());
+    let mut test = ByteRange::default().request(libc::F_WRLCK);
     match nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_OFD_GETLK(&mut test)) {
         Ok(_) => {}
         Err(e) => {
@@ -587,11 +587,10 @@ impl Hold for HeldDescriptor {
             match NfsWatch::start(self.raw_fd(), self.mode, *lease, server.clone()) {
                 Ok(watch) => Some(Arc::new(watch)),
                 Err(e) => {
-                    crate::road::say_as(
-                        "flockrun",
-                        &format!(
-                            "warning: cannot watch the lock on NFSv4 for a loss ({e});                              COMMAND runs unwatched"
-                        ),
+                    let _ = writeln!(
+                        io::stderr().lock(),
+                        "flockrun: warning: cannot watch the lock on NFSv4 for a loss ({e}); \
+                         COMMAND runs unwatched"
                     );
                     None
                 }

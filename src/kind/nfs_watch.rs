@@ -413,7 +413,7 @@ unsafe fn probe_once(probe: &Probe) -> Result<(), Verdict> {
                 };
             }
         }
-        let mut test = super::ofd::request(probe.lock_type, ByteRange::default());
+        let mut test = ByteRange::default().request(probe.lock_type);
         if libc::fcntl(probe.fd, libc::F_OFD_GETLK, &raw mut test) < 0 {
             return Err(Verdict::Failed(errno()));
         }

@@ -43,21 +43,6 @@ impl Kind for Ofd {
     }
 }
 
-/// The request for `range` (all of it when the range is the default: start 0, length 0
-/// meaning to the end however long the file grows).
-pub(super) fn request(kind: libc::c_int, range: ByteRange) -> libc::flock {
-    libc::flock {
-        #[allow(clippy::cast_possible_truncation)] // F_RDLCK, F_WRLCK, F_UNLCK are 0, 1, 2
-        l_type: kind as libc::c_short,
-        #[allow(clippy::cast_possible_truncation)]
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: libc::off_t::try_from(range.start).unwrap_or(libc::off_t::MAX),
-        l_len: libc::off_t::try_from(range.length).unwrap_or(libc::off_t::MAX),
-        // Must be 0 for OFD requests.
-        l_pid: 0,
-    }
-}
-
 fn lock_type(mode: LockMode) -> libc::c_int {
     match mode {
         LockMode::Exclusive => libc::F_WRLCK,
@@ -87,7 +72,7 @@ impl DescriptorLock for Ofd {
     }
 
     fn try_lock(&self, fd: BorrowedFd<'_>, mode: LockMode, range: ByteRange) -> io::Result<bool> {
-        match fcntl(fd, FcntlArg::F_OFD_SETLK(&request(lock_type(mode), range))) {
+        match fcntl(fd, FcntlArg::F_OFD_SETLK(&range.request(lock_type(mode)))) {
             Ok(_) => Ok(true),
             Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
             Err(e) => Err(e.into()),
@@ -100,13 +85,13 @@ impl DescriptorLock for Ofd {
         mode: LockMode,
         range: ByteRange,
     ) -> io::Result<()> {
-        fcntl(fd, FcntlArg::F_OFD_SETLKW(&request(lock_type(mode), range)))
+        fcntl(fd, FcntlArg::F_OFD_SETLKW(&range.request(lock_type(mode))))
             .map(drop)
             .map_err(io::Error::from)
     }
 
     fn unlock(&self, fd: BorrowedFd<'_>, range: ByteRange) -> io::Result<()> {
-        fcntl(fd, FcntlArg::F_OFD_SETLK(&request(libc::F_UNLCK, range)))
+        fcntl(fd, FcntlArg::F_OFD_SETLK(&range.request(libc::F_UNLCK)))
             .map(drop)
             .map_err(io::Error::from)
     }
