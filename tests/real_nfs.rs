@@ -642,7 +642,7 @@ fn a_hung_nfs_server_stops_the_holders_command_before_the_other_client_takes_ove
         let mut holder = stamping_holder(&bed, &holder_args, &format!("hung-{name}"));
         // A lease's contender must watch it go unrenewed, so it waits; a kernel lock's
         // tries often, to show the moment the server lets go.
-        let mut contender = if name == "lease" {
+        let contender = if name == "lease" {
             waiting_contender(&bed, Machine::B, &lock, "3")
         } else {
             eager_contender(&bed, &[lock.as_str()])
@@ -847,6 +847,54 @@ fn a_live_soft_rw_holder_is_not_evicted_through_nfs_attribute_caches() {
     assert!(held.release().success(), "the holder lost its hold");
 }
 
+/// SIGKILLs up to 8 flockruns on A that hold `lock` (they have COMMAND under them), a few
+/// holds apart, until every worker is done; returns how many it killed.
+fn kill_holders_on_a(
+    bed: &NfsBed,
+    lock: &str,
+    work: &str,
+    workers: &mut [(Machine, std::process::Child)],
+) -> usize {
+    let mut kills = 0;
+    let stalled = |bed: &NfsBed| {
+        format!(
+            "no hold for {BED_PATIENCE:?}; status from A:\n{}\nflockruns on A:\n{}",
+            text(&bed.flockrun(Machine::A, &["status", lock]).stdout),
+            bed.sh(Machine::A, "ps -o pid,stat,args -C flockrun; true")
+        )
+    };
+    while kills < 8 {
+        let before = holds_logged(bed, work);
+        let deadline = std::time::Instant::now() + BED_PATIENCE;
+        let mut done = false;
+        crate::harness::wait_until_or_explain(
+            deadline,
+            || {
+                done = workers
+                    .iter_mut()
+                    .all(|(_, c)| c.try_wait().unwrap().is_some());
+                (done || holds_logged(bed, work) >= before + 2).then_some(())
+            },
+            || stalled(bed),
+        );
+        if done {
+            break;
+        }
+        let killed = bed.sh(
+            Machine::A,
+            &format!(
+                "for p in $(pgrep -x flockrun); do grep -qa {lock} /proc/$p/cmdline && \
+                 [ -n \"$(cat /proc/$p/task/$p/children 2>/dev/null)\" ] && echo $p; done \
+                 | shuf -n 1 | xargs -r kill -9 && echo killed; true"
+            ),
+        );
+        if killed.contains("killed") {
+            kills += 1;
+        }
+    }
+    kills
+}
+
 /// The holds the occupy helper logged in `work` on the export (one log per client), and the
 /// counter it kept there.
 fn load_results(bed: &NfsBed, work: &str) -> (Vec<crate::harness::Hold>, Vec<String>, u64) {
@@ -920,43 +968,7 @@ fn chaos_on_two_nfs_clients_with_kills_and_a_client_crash_ends_with_no_overlap_a
         "B's lease was taken over {taken_over:.2}s after the crash"
     );
     // Then random kills on A, a few holds apart.
-    let mut kills = 0;
-    let stalled = |bed: &NfsBed| {
-        format!(
-            "no hold for {BED_PATIENCE:?}; status from A:\n{}\nflockruns on A:\n{}",
-            text(&bed.flockrun(Machine::A, &["status", &lock]).stdout),
-            bed.sh(Machine::A, "ps -o pid,stat,args -C flockrun; true")
-        )
-    };
-    while kills < 8 {
-        let before = holds_logged(&bed, &work);
-        let deadline = std::time::Instant::now() + BED_PATIENCE;
-        let mut done = false;
-        crate::harness::wait_until_or_explain(
-            deadline,
-            || {
-                done = workers
-                    .iter_mut()
-                    .all(|(_, c)| c.try_wait().unwrap().is_some());
-                (done || holds_logged(&bed, &work) >= before + 2).then_some(())
-            },
-            || stalled(&bed),
-        );
-        if done {
-            break;
-        }
-        let killed = bed.sh(
-            Machine::A,
-            &format!(
-                "for p in $(pgrep -x flockrun); do grep -qa {lock} /proc/$p/cmdline && \
-                 [ -n \"$(cat /proc/$p/task/$p/children 2>/dev/null)\" ] && echo $p; done \
-                 | shuf -n 1 | xargs -r kill -9 && echo killed; true"
-            ),
-        );
-        if killed.contains("killed") {
-            kills += 1;
-        }
-    }
+    let kills = kill_holders_on_a(&bed, &lock, &work, &mut workers);
     for (machine, child) in &mut workers {
         let status = crate::harness::wait_with_deadline_of(child, 8 * BED_PATIENCE);
         match machine {
