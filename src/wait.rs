@@ -346,6 +346,24 @@ pub fn wait_in_kernel(
     }
 }
 
+/// Runs `call`, a blocking system call, for at most `limit`: a timer signal to this thread
+/// interrupts it, as a stop signal does. `Ok(true)` when the call completed, `Ok(false)`
+/// when it was interrupted.
+///
+/// # Errors
+/// When the timer cannot be created, or what the call fails with.
+pub fn block_for(limit: Duration, call: &mut dyn FnMut() -> io::Result<()>) -> io::Result<bool> {
+    let timer = ThreadTimer::create()?;
+    timer.arm(limit);
+    let result = call();
+    timer.disarm();
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Waiting by retrying, for kinds whose waits cannot sleep in the kernel's lock queue
 /// (sqlite, soft): decides whether to try again, reports the wait to an observer, and
 /// hands out naps that start short and double up to a cap.

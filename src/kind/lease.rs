@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::heartbeat::{self, Beat, Renew, Renewal};
-use super::marker_file::{self, DirectoryWatch, Unchanged};
+use super::marker_file::{self, DirectoryWatch, Unchanged, Woke};
 use super::marker_status::{self, Reader};
 use super::takeover::{self, Guard};
 use crate::error::Error;
@@ -47,6 +47,10 @@ const MALFORMED_GRACE: Duration = Duration::from_secs(2);
 /// First nap between attempts and its cap: py-filelock's lease polls every 0.05 s.
 const FIRST_NAP: Duration = Duration::from_millis(1);
 const MAX_NAP: Duration = Duration::from_millis(50);
+/// On NFS, the longest sleep on a holder's release signal before looking at the marker
+/// again: a contender must see a dead holder's marker age to take it over within the TTL
+/// and half a second.
+const SIGNALLED_WAIT: Duration = Duration::from_millis(500);
 /// How long release may wait for the filesystem before leaving the marker to expire.
 const RELEASE_BUDGET: Duration = Duration::from_secs(2);
 
@@ -214,9 +218,19 @@ impl Lockable for LeaseTarget {
             }
             let sighting = || marker_status::sight(path, Reader::Lease(self.ttl));
             if let Some(nap) = polling.next_nap(deadline, observer, &sighting) {
-                watch
-                    .get_or_insert_with(|| DirectoryWatch::new(path))
-                    .wait(nap);
+                // On NFS, sleeping on the holder's release signal; the marker is looked at
+                // again every half second all the same, to see it age.
+                // While the holder's release signal is up, one fresh look at the marker's
+                // times per sleep tells whether it is still renewed; only a change of
+                // hands, or a marker left unchanged for the TTL, needs a full attempt.
+                let watch = watch.get_or_insert_with(|| DirectoryWatch::new(path));
+                while watch.wait_for_release(path, nap, deadline.remaining(), SIGNALLED_WAIT)
+                    == Woke::Quiet
+                    && wait::stop_signal().is_none()
+                    && deadline.remaining() != Some(Duration::ZERO)
+                    && marker_file::fresh_state(path)
+                        .is_some_and(|state| contest.seen.observe(state) < ttl)
+                {}
                 continue;
             }
             break Err(wait::not_acquired(path, deadline, sighting()));
@@ -225,6 +239,7 @@ impl Lockable for LeaseTarget {
             observer.finished();
         }
         let file = won?;
+        marker_file::signal_release(&file);
         let id = FileId::of(
             &file
                 .metadata()

@@ -10,11 +10,13 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::identity::{self, StartToken};
+use crate::lock::ByteRange;
+use crate::mounts::{Filesystem, KernelLock};
 use crate::wait;
 
 /// A file's state as far as "did it change?" goes: inode, modification and change time.
@@ -281,7 +283,80 @@ pub(super) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 #[derive(Debug)]
 pub(super) struct DirectoryWatch {
     fd: Option<OwnedFd>,
+    /// The directory is on NFS with record locks that reach every client: waiters sleep on
+    /// the holder's release signal (`signal_release`), since inotify hears nothing another
+    /// client does.
+    release_signals: bool,
+    /// The marker slept on last, kept open while it stays: its descriptor and identity.
+    marker: std::cell::RefCell<Option<(File, (u64, u64))>>,
 }
+
+/// What ended a `wait_for_release`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Woke {
+    /// The holder may have let go (or nothing tells): try again.
+    Maybe,
+    /// The holder's release signal is still up: it holds, and is alive or its lock has not
+    /// been dropped by the server yet.
+    Quiet,
+}
+
+/// Whether record locks on the filesystem of `fd` reach every host through a server (NFS
+/// without `nolock` or `local_lock=posix|all`): there, a marker's holder can tell waiters on
+/// other hosts that it let go.
+fn signals_reach_other_hosts(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    Filesystem::of(fd).is_some_and(|fs| {
+        fs.mount.fs_type.starts_with("nfs") && fs.remote_holders(KernelLock::Record).is_some()
+    })
+}
+
+/// The attributes that tell whether the marker at `path` changed, fresh from the server
+/// (`AT_STATX_FORCE_SYNC`: NFS asks for them even when its cache would answer), without
+/// opening it; `None` when it is gone.
+pub(super) fn fresh_state(path: &Path) -> Option<FileState> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statx is plain data; all-zero is a valid starting value.
+    let mut stat: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    let done = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_FORCE_SYNC,
+            libc::STATX_INO | libc::STATX_MTIME | libc::STATX_CTIME,
+            &raw mut stat,
+        )
+    };
+    (done == 0).then(|| {
+        (
+            stat.stx_ino,
+            stat.stx_mtime.tv_sec * 1_000_000_000 + i64::from(stat.stx_mtime.tv_nsec),
+            stat.stx_ctime.tv_sec * 1_000_000_000 + i64::from(stat.stx_ctime.tv_nsec),
+        )
+    })
+}
+
+/// The holder's side of waking waiters on NFS, where inotify hears nothing another client
+/// does: an OFD write lock on our own marker for as long as we hold it. A waiting flockrun
+/// sleeps in a read lock on the marker, which the server grants the moment we close it,
+/// after the marker is gone; a waiter on another client wakes at once, without polling. A
+/// lock that cannot be taken (a waiter locked the marker first) only costs this hold the
+/// signal. py-filelock neither takes nor awaits it. Elsewhere nothing happens (one
+/// `fstatfs`).
+pub(super) fn signal_release(marker: &File) {
+    use std::os::fd::AsFd;
+    if !signals_reach_other_hosts(marker.as_fd()) {
+        return;
+    }
+    let request = ByteRange::default().request(libc::F_WRLCK);
+    // SAFETY: fcntl on a descriptor we own with a valid flock structure.
+    unsafe { libc::fcntl(marker.as_raw_fd(), libc::F_OFD_SETLK, &raw const request) };
+}
+
+/// How long a waiter sleeps on NFS when the holder sends no release signal (py-filelock's
+/// markers, a marker whose holder died): a few file operations each time, a fifth or less
+/// of the load py-filelock's 50 ms polling puts on the server.
+const UNSIGNALLED_NAP: Duration = Duration::from_millis(500);
 
 impl DirectoryWatch {
     /// Watches the directory of the marker at `path` for a marker going away or arriving.
@@ -300,7 +375,11 @@ impl DirectoryWatch {
         // SAFETY: plain system calls; the descriptor is owned below.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if fd < 0 {
-            return DirectoryWatch { fd: None };
+            return DirectoryWatch {
+                fd: None,
+                release_signals: false,
+                marker: std::cell::RefCell::new(None),
+            };
         }
         // SAFETY: fd is fresh.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -313,8 +392,86 @@ impl DirectoryWatch {
             let watch = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_dir.as_ptr(), events) };
             watched |= watch >= 0;
         }
+        let release_signals = dirs.first().is_some_and(|dir| {
+            fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                .open(dir)
+                .is_ok_and(|d| signals_reach_other_hosts(std::os::fd::AsFd::as_fd(&d)))
+        });
         DirectoryWatch {
             fd: watched.then_some(fd),
+            release_signals,
+            marker: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Sleeps until the holder of the marker at `marker` may have let go, and says what
+    /// ended the sleep. On NFS with release signals: in a read lock on the marker for at
+    /// most `budget` (or `cap`, if sooner), ended by the holder's release, or for
+    /// `UNSIGNALLED_NAP` where the marker sends no signal. The descriptor stays open from
+    /// one sleep to the next while the path names the same marker, so a quiet wait costs
+    /// the server one lock request per sleep. Elsewhere as `wait(nap)`.
+    pub(super) fn wait_for_release(
+        &self,
+        marker: &Path,
+        nap: Duration,
+        cap: Option<Duration>,
+        budget: Duration,
+    ) -> Woke {
+        if !self.release_signals {
+            self.wait(nap);
+            return Woke::Maybe;
+        }
+        let limit = |d: Duration| cap.map_or(d, |c| c.min(d)).max(Duration::from_millis(1));
+        let request = ByteRange::default().request(libc::F_RDLCK);
+        let mut held = self.marker.borrow_mut();
+        // The cached descriptor serves while the path names its file (a cached lookup: no
+        // trip to the server).
+        let named = fs::symlink_metadata(marker)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if held.as_ref().is_none_or(|(_, id)| Some(*id) != named) {
+            *held = None;
+            let Ok(file) = fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+                .open(marker)
+            else {
+                return Woke::Maybe; // gone already: look at once
+            };
+            let Ok(meta) = file.metadata() else {
+                return Woke::Maybe;
+            };
+            // SAFETY: fcntl on an open descriptor with a valid flock structure.
+            if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &raw const request) } == 0
+            {
+                // No release signal on this marker: granted at once. Nap, then look.
+                drop(file);
+                wait::nap(limit(UNSIGNALLED_NAP));
+                return Woke::Maybe;
+            }
+            *held = Some((file, (meta.dev(), meta.ino())));
+        }
+        let Some((file, _)) = held.as_ref() else {
+            return Woke::Maybe;
+        };
+        let fd = file.as_raw_fd();
+        let granted = wait::block_for(limit(budget), &mut || {
+            // SAFETY: as above; F_OFD_SETLKW blocks until granted or interrupted.
+            if unsafe { libc::fcntl(fd, libc::F_OFD_SETLKW, &raw const request) } == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+        match granted {
+            Ok(false) => Woke::Quiet,
+            // Released (our read lock goes with the descriptor), or the call failed.
+            Ok(true) | Err(_) => {
+                *held = None;
+                Woke::Maybe
+            }
         }
     }
 

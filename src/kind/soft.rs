@@ -15,7 +15,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::marker_file::{self, DirectoryWatch, Unchanged};
+use super::marker_file::{Woke, self, DirectoryWatch, Unchanged};
 use super::marker_status::{self, Reader};
 use super::takeover::{self, GUARD_STALE_MIN, Guard};
 use crate::error::Error;
@@ -151,6 +151,9 @@ const MALFORMED_GRACE: Duration = Duration::from_secs(2);
 /// First nap between attempts and its cap; inotify usually ends a nap early.
 const FIRST_NAP: Duration = Duration::from_millis(1);
 const MAX_NAP: Duration = Duration::from_millis(50);
+/// On NFS, the longest sleep on a holder's release signal before looking again (for a
+/// holder that died on this host, or a stop signal).
+const SIGNALLED_WAIT: Duration = Duration::from_secs(1);
 
 /// Our marker at the lock path; dropping it releases the lock.
 #[derive(Debug)]
@@ -213,9 +216,13 @@ fn acquire(
         }
         let sighting = || marker_status::sight(path, Reader::Classic);
         if let Some(nap) = polling.next_nap(deadline, observer, &sighting) {
-            watch
-                .get_or_insert_with(|| DirectoryWatch::new(path))
-                .wait(nap);
+            // A release signal still up says the holder holds: sleep on it again.
+            let watch = watch.get_or_insert_with(|| DirectoryWatch::new(path));
+            while watch.wait_for_release(path, nap, deadline.remaining(), SIGNALLED_WAIT)
+                == Woke::Quiet
+                && wait::stop_signal().is_none()
+                && deadline.remaining() != Some(Duration::ZERO)
+            {}
             continue;
         }
         break Err(wait::not_acquired(
@@ -246,6 +253,7 @@ fn attempt(
     }
     match marker_file::create_marker(path, record, create_mode) {
         Ok(file) => {
+            marker_file::signal_release(&file);
             return Ok(Some(HeldMarker {
                 file,
                 path: path.to_owned(),
@@ -280,10 +288,13 @@ fn attempt(
     }
     let taken = takeover::take_over(path, &judged, record, create_mode, guard)?;
     drop(pin); // only now may the judged inode's number be reused
-    Ok(taken.map(|file| HeldMarker {
-        file,
-        path: path.to_owned(),
-        watch: None,
+    Ok(taken.map(|file| {
+        marker_file::signal_release(&file);
+        HeldMarker {
+            file,
+            path: path.to_owned(),
+            watch: None,
+        }
     }))
 }
 
