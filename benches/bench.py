@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY_FILELOCK = "4.2.11"
 # The last py-filelock with SoftReadWriteLock's layout v1 that flockrun takes as its reference.
 PY_FILELOCK_V1 = "3.28.0"
+NFSBED = ROOT / "tests" / "helpers" / "nfsbed.py"
 
 PY_HOLDER = r"""
 import sys, time, filelock
@@ -255,6 +256,124 @@ class Bench:
                                 f"≤ {target:g} s", max(values) <= target)
                 else:
                     self.record("lease takeover", f"TTL {ttl:g} s, {how}: {who}", value)
+
+    # 3. across two NFS clients, on the real-NFS bed of the tests (tests/helpers/nfsbed.py):
+    # an NFS server and two NFS clients, each a virtual machine under qemu
+    def nfs(self):
+        if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
+            print("  skipped: the NFS bed needs root and /dev/net/tun", flush=True)
+            return
+        bed = str(ROOT / "target" / "bench-nfsbed")
+        subprocess.run([sys.executable, str(NFSBED), "up", bed], check=True, stdin=subprocess.DEVNULL)
+        try:
+            self._nfs_handoff(bed)
+            self._nfs_load(bed)
+        finally:
+            subprocess.run([sys.executable, str(NFSBED), "down", bed], stdin=subprocess.DEVNULL)
+
+    def _nfs_cases(self, lock_dir):
+        """(section, who, holder argv, waiter argv, its py-filelock counterpart) per case; the
+        holder prints `ready`, holds until a line on stdin, prints the time it let go."""
+        fr, py4, py3 = self.flockrun, self.python, venv_python(PY_FILELOCK_V1)
+        hold_sh = ["sh", "-c", "echo ready; read x; date +%s%N"]
+        date = ["date", "+%s%N"]
+        def fr_case(section, who, verb, opts, counterpart):
+            return (section, who, lambda l: [fr, verb, *opts, l, "--", *hold_sh],
+                    lambda l: [fr, verb, *opts, l, "--", *date], counterpart)
+        def py_case(section, who, python, kind, *extra):
+            return (section, who, lambda l: [python, "-c", PY_HOLDER, kind, l, *extra],
+                    lambda l: [python, "-c", PY_WAITER, kind, l, *extra], None)
+        return [
+            ("kernel", "flock(1)", lambda l: ["flock", l, *hold_sh], lambda l: ["flock", l, *date], None),
+            fr_case("kernel", "flockrun exec", "exec", [], "py-filelock FileLock"),
+            py_case("kernel", "py-filelock FileLock", py4, "native"),
+            fr_case("soft", "flockrun exec --soft", "exec", ["--soft"], "py-filelock SoftFileLock"),
+            py_case("soft", "py-filelock SoftFileLock", py4, "soft"),
+            fr_case("lease", "flockrun exec --soft --ttl 30", "exec", ["--soft", "--ttl", "30"],
+                    "py-filelock SoftFileLease(lease_duration=30)"),
+            py_case("lease", "py-filelock SoftFileLease(lease_duration=30)", py4, "lease", "30"),
+            fr_case("soft-rw", "flockrun write --soft (both layouts)", "write", ["--soft"],
+                    f"py-filelock {PY_FILELOCK} SoftReadWriteLock (v2)"),
+            py_case("soft-rw", f"py-filelock {PY_FILELOCK} SoftReadWriteLock (v2)", py4, "srw-write"),
+            py_case("soft-rw", f"py-filelock {PY_FILELOCK_V1} SoftReadWriteLock (v1)", py3, "srw-write"),
+        ]
+
+    def _nfs_run(self, bed, host, argv, stdin=False):
+        cmd = [sys.executable, str(NFSBED), "run", bed, host] + ([] if stdin else ["-n"]) + ["--", *argv]
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, text=True)
+
+    def _nfs_handoff(self, bed):
+        """Holder on client A, waiter on client B: from the holder's command's end to the
+        waiter's command's start, by the two machines' clocks (set from this host's when
+        they boot; they agree within about 10 ms)."""
+        samples = self.n(15, 1)
+        share = f"{bed}/mnt/v4"
+        cases = self._nfs_cases(share)
+        values = [[] for _ in cases]
+        for i in range(samples):
+            for k, (section, who, holder, waiter, _) in enumerate(cases):
+                lock = f"{share}/h{k}-{i}.lock"
+                h = self._nfs_run(bed, "A", holder(lock), stdin=True)
+                assert h.stdout.readline().strip() == "ready", who
+                w = self._nfs_run(bed, "B", waiter(lock))
+                time.sleep(1.5)  # let the waiter queue: a guest takes tenths of a second to start it
+                h.stdin.write("go\n")
+                h.stdin.flush()
+                end = int(h.stdout.readline())
+                h.wait()
+                start = int(w.stdout.readline())
+                w.wait()
+                values[k].append((start - end) / 1e6)
+        p50s = {who: statistics.median(v) for (_, who, *_), v in zip(cases, values)}
+        for (section, who, _, _, counterpart), v in zip(cases, values):
+            value = f"p50 {statistics.median(v):.0f} ms, p90 {pct(v, 90):.0f} ms"
+            if counterpart:
+                ok = p50s[who] <= p50s[counterpart]
+                self.record("NFS handoff", f"{section}: {who}", value, f"p50 no slower than {counterpart}", ok)
+            else:
+                self.record("NFS handoff", f"{section}: {who}", value)
+
+    def _nfs_rpcs(self, bed):
+        p = self._nfs_run(bed, "S", ["awk", "/^rpc / { print $2 }", "/proc/net/rpc/nfsd"])
+        out = p.stdout.read()
+        p.wait()
+        return int(out)
+
+    def _nfs_load(self, bed):
+        """RPCs a waiting process on client B makes the server answer per second, while the
+        holder on client A holds: counted at the server over a window with the waiter, less
+        the same window with the holder alone (its own renewals)."""
+        window = self.n(10, 2)
+        share = f"{bed}/mnt/v4"
+        rates = {}
+        for k, (section, who, holder, waiter, counterpart) in enumerate(self._nfs_cases(share)):
+            if who == "flock(1)":
+                continue
+            lock = f"{share}/load{k}.lock"
+            h = self._nfs_run(bed, "A", holder(lock), stdin=True)
+            assert h.stdout.readline().strip() == "ready", who
+            time.sleep(2)
+            a = self._nfs_rpcs(bed)
+            time.sleep(window)
+            alone = self._nfs_rpcs(bed) - a
+            w = self._nfs_run(bed, "B", waiter(lock))
+            time.sleep(3)  # started and waiting
+            a = self._nfs_rpcs(bed)
+            time.sleep(window)
+            both = self._nfs_rpcs(bed) - a
+            w.kill()
+            w.wait()
+            h.stdin.write("go\n")
+            h.stdin.flush()
+            h.wait()
+            rates[who] = (section, counterpart, max(both - alone, 0) / window)
+        for who, (section, counterpart, rate) in rates.items():
+            if counterpart:
+                self.record("NFS load", f"{section}: waiting {who}", f"{rate:.1f} RPC/s",
+                            f"≤ 1/5 of {counterpart}", rate <= rates[counterpart][2] / 5)
+            else:
+                self.record("NFS load", f"{section}: waiting {who}", f"{rate:.1f} RPC/s")
 
     # 2b. the etcd kind beside etcdctl lock, on a one-member etcd on loopback
     def etcd(self):
@@ -659,7 +778,7 @@ def main():
         for step in (bench.uncontended, bench.handoff, bench.soft_rw, bench.lease_takeover, bench.etcd,
                      bench.contention,
                      bench.writer_preference, bench.timeout_precision, bench.memory,
-                     bench.status_time):
+                     bench.status_time, bench.nfs):
             if args.only and step.__name__ != args.only:
                 continue
             print(f"{step.__name__}:", flush=True)

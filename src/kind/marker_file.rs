@@ -304,7 +304,7 @@ pub(super) enum Woke {
 /// Whether record locks on the filesystem of `fd` reach every host through a server (NFS
 /// without `nolock` or `local_lock=posix|all`): there, a marker's holder can tell waiters on
 /// other hosts that it let go.
-fn signals_reach_other_hosts(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+pub(super) fn signals_reach_other_hosts(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     Filesystem::of(fd).is_some_and(|fs| {
         fs.mount.fs_type.starts_with("nfs") && fs.remote_holders(KernelLock::Record).is_some()
     })
@@ -356,7 +356,7 @@ pub(super) fn signal_release(marker: &File) {
 /// How long a waiter sleeps on NFS when the holder sends no release signal (py-filelock's
 /// markers, a marker whose holder died): a few file operations each time, a fifth or less
 /// of the load py-filelock's 50 ms polling puts on the server.
-const UNSIGNALLED_NAP: Duration = Duration::from_millis(500);
+pub(super) const UNSIGNALLED_NAP: Duration = Duration::from_millis(500);
 
 impl DirectoryWatch {
     /// Watches the directory of the marker at `path` for a marker going away or arriving.
@@ -473,6 +473,12 @@ impl DirectoryWatch {
                 Woke::Maybe
             }
         }
+    }
+
+    /// Whether the watched directory is on NFS with record locks that reach every client,
+    /// where waiters sleep on release signals instead of hearing changes.
+    pub(super) fn release_signals(&self) -> bool {
+        self.release_signals
     }
 
     /// Forgets the changes seen so far: those our own attempt made would otherwise wake us

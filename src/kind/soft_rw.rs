@@ -19,12 +19,13 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::heartbeat::{Beat, Renew, Renewal};
-use super::marker_file::DirectoryWatch;
+use super::marker_file::{self, DirectoryWatch};
 use super::rw_v1::{self, MarkerView};
 use super::rw_v2::{self, Participant, Pulse, Trouble};
 use crate::error::Error;
@@ -36,6 +37,7 @@ use crate::open;
 use crate::status::{LockStatus, RwMemberReport, RwReport, State, describe_rw_member};
 use crate::supervise::LostWatch;
 use crate::wait::{self, Deadline, Polling, WaitObserver};
+use nix::fcntl::{FcntlArg, fcntl};
 
 pub struct SoftRw;
 
@@ -49,6 +51,11 @@ const MAX_NAP: Duration = Duration::from_millis(50);
 const STATE_BUSY_NAP: Duration = Duration::from_millis(2);
 /// How long release may wait for the filesystem before leaving the records to age out.
 const RELEASE_BUDGET: Duration = Duration::from_secs(2);
+/// On NFS, the longest sleep on the holders' release signals before the next attempt (which
+/// also keeps a waiting writer's claims fresh and sees crashed holders age), or a sixth of
+/// the threshold if that is shorter. An attempt over both layouts costs the server some 45
+/// requests, so this keeps a waiter at about a fifth of what py-filelock's polling costs.
+const SIGNALLED_WAIT: Duration = Duration::from_secs(6);
 
 impl Kind for SoftRw {
     fn name(&self) -> &'static str {
@@ -275,6 +282,7 @@ impl Lockable for RwTarget {
                 }));
             }
         };
+        let signal = self.raise_signal();
         let fence = entry.v2.as_ref().and_then(|p| p.generation);
         let layouts = self.layout_names();
         let renewer = Renewer {
@@ -289,11 +297,77 @@ impl Lockable for RwTarget {
             fence,
             layouts,
             _watch: watch,
+            _signal: signal,
         }))
     }
 }
 
 impl RwTarget {
+    /// `LOCK.wake`: on NFS, where inotify hears nothing another client does, flockrun's
+    /// holders of this lock each keep a read lock on it while they hold, and waiters sleep
+    /// in a write lock on it, which the server grants once the last of them has let go. Not
+    /// part of py-filelock's protocol: its holders send no signal, and its waiters do not
+    /// listen.
+    fn wake_path(&self) -> PathBuf {
+        let mut name = self.lock.as_os_str().to_os_string();
+        name.push(".wake");
+        PathBuf::from(name)
+    }
+
+    fn open_wake(&self, write: bool) -> Option<fs::File> {
+        fs::File::options()
+            .read(true)
+            .write(write)
+            .create(write)
+            .mode(0o666)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(self.wake_path())
+            .ok()
+    }
+
+    /// The holder's release signal on NFS (see `wake_path`); `None` elsewhere, or when it
+    /// cannot be raised (a waiter holds the write lock at this moment): then this hold
+    /// sends none, and waiters look again on their own.
+    fn raise_signal(&self) -> Option<fs::File> {
+        let dir = fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(self.lock.parent().unwrap_or(Path::new("/")))
+            .ok()?;
+        if !marker_file::signals_reach_other_hosts(std::os::fd::AsFd::as_fd(&dir)) {
+            return None;
+        }
+        let file = self.open_wake(true).or_else(|| self.open_wake(false))?;
+        let request = crate::lock::ByteRange::default().request(libc::F_RDLCK);
+        fcntl(&file, FcntlArg::F_OFD_SETLK(&request))
+            .is_ok()
+            .then_some(file)
+    }
+
+    /// On NFS: sleeps until every flockrun holder of the lock has let go (a write lock on
+    /// `LOCK.wake` granted), for at most `SIGNALLED_WAIT`, a sixth of the threshold, or
+    /// `cap`; where no holder signals (py-filelock's), for `UNSIGNALLED_NAP`.
+    fn sleep_on_holders(&self, nap: Duration, cap: Option<Duration>) {
+        let limit = |d: Duration| cap.map_or(d, |c| c.min(d)).max(Duration::from_millis(1));
+        let Some(file) = self.open_wake(true) else {
+            wait::nap(limit(nap));
+            return;
+        };
+        let request = crate::lock::ByteRange::default().request(libc::F_WRLCK);
+        if fcntl(&file, FcntlArg::F_OFD_SETLK(&request)).is_ok() {
+            drop(file); // nobody signals: let go at once
+            wait::nap(limit(marker_file::UNSIGNALLED_NAP));
+            return;
+        }
+        let budget = SIGNALLED_WAIT.min(self.threshold() / 6);
+        let _ = wait::block_for(limit(budget), &mut || {
+            fcntl(&file, FcntlArg::F_OFD_SETLKW(&request))
+                .map(drop)
+                .map_err(io::Error::from)
+        });
+        // Closing lets go of the write lock if it was granted.
+    }
+
     fn layout_names(&self) -> &'static str {
         match self.layout {
             SoftLayout::V1 => "v1",
@@ -396,6 +470,12 @@ impl RwTarget {
                     if v1.is_some_and(|v1| v1.state_busy) {
                         nap = nap.min(STATE_BUSY_NAP);
                     }
+                    if watch.release_signals() {
+                        // NFS: no inotify news from other clients; sleep on the holders'
+                        // release signals instead.
+                        self.sleep_on_holders(nap, deadline.remaining());
+                        continue;
+                    }
                     // Changes made during the attempt by others wake us at once; our own
                     // (LOCK.state, our reader markers) must not, or we would spin.
                     watch.wait_unless_ignored(nap, &|name| v1.is_some_and(|v1| v1.is_noise(name)));
@@ -484,6 +564,9 @@ struct HeldRw {
     layouts: &'static str,
     /// The inotify watch the wait used, closed after release (closing it takes a while).
     _watch: Option<DirectoryWatch>,
+    /// On NFS, the release signal: a read lock on `LOCK.wake`, dropped last, after our
+    /// records are gone.
+    _signal: Option<fs::File>,
 }
 
 impl Hold for HeldRw {
