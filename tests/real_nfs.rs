@@ -578,8 +578,7 @@ fn a_lease_whose_client_crashed_is_taken_over_by_the_other_client_within_its_ttl
         };
         let waiter = waiting_contender(&bed, Machine::B, &lock, "3");
         // The contender watches the live lease for a few renewals first.
-        let watch_from = bed.clock(Machine::S);
-        while bed.clock(Machine::S) < watch_from + 2.0 * TTL {}
+        watch_for(2.0 * TTL);
         let crashed = bed.clock(Machine::S);
         bed.crash(Machine::A);
         drop(held);
@@ -593,6 +592,15 @@ fn a_lease_whose_client_crashed_is_taken_over_by_the_other_client_within_its_ttl
         );
         bed.boot(Machine::A);
     }
+}
+
+/// Lets a contender watch a live holder for `seconds` (a condition on the clock, as the
+/// scenario wants it watched for a while, not a nap for something to settle).
+fn watch_for(seconds: f64) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    crate::harness::wait_until("the contender to watch", until + BED_PATIENCE, || {
+        (std::time::Instant::now() >= until).then_some(())
+    });
 }
 
 /// What software emulation adds to a takeover on the bed (a guest's flockrun start, its
@@ -796,8 +804,7 @@ fn a_soft_rw_holder_whose_client_crashed_is_evicted_within_the_threshold() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let watch_from = bed.clock(Machine::S);
-        while bed.clock(Machine::S) < watch_from + 2.0 * TTL {}
+        watch_for(2.0 * TTL);
         let crashed = bed.clock(Machine::S);
         bed.crash(Machine::A);
         drop(held);
