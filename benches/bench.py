@@ -138,11 +138,11 @@ class Bench:
         self.record("uncontended", "ratio flockrun / static C floor", f"{r / c:.3f}")
 
     # 2. handoff latency
-    def _handoff(self, holder_cmd, waiter_cmd, lock):
+    def _handoff(self, holder_cmd, waiter_cmd, lock, queue=0.1):
         h = subprocess.Popen(holder_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert h.stdout.readline().strip() == "ready", holder_cmd
         w = subprocess.Popen(waiter_cmd, stdout=subprocess.PIPE, text=True)
-        time.sleep(0.1)  # let the waiter queue
+        time.sleep(queue)  # let the waiter queue
         h.stdin.write("go\n")
         h.stdin.flush()
         end = int(h.stdout.readline())
@@ -311,20 +311,13 @@ class Bench:
         share = f"{bed}/mnt/v4"
         cases = self._nfs_cases(share)
         values = [[] for _ in cases]
+        on = lambda host, argv, *flags: [sys.executable, str(NFSBED), "run", bed, host, *flags, "--", *argv]
         for i in range(samples):
             for k, (section, who, holder, waiter, _) in enumerate(cases):
                 lock = f"{share}/h{k}-{i}.lock"
-                h = self._nfs_run(bed, "A", holder(lock), stdin=True)
-                assert h.stdout.readline().strip() == "ready", who
-                w = self._nfs_run(bed, "B", waiter(lock))
-                time.sleep(1.5)  # let the waiter queue: a guest takes tenths of a second to start it
-                h.stdin.write("go\n")
-                h.stdin.flush()
-                end = int(h.stdout.readline())
-                h.wait()
-                start = int(w.stdout.readline())
-                w.wait()
-                values[k].append((start - end) / 1e6)
+                # A guest takes tenths of a second to start the waiter: 1.5 s to queue.
+                values[k].append(self._handoff(on("A", holder(lock)), on("B", waiter(lock), "-n"),
+                                               lock, queue=1.5) / 1e6)
         p50s = {who: statistics.median(v) for (_, who, *_), v in zip(cases, values)}
         for (section, who, _, _, counterpart), v in zip(cases, values):
             value = f"p50 {statistics.median(v):.0f} ms, p90 {pct(v, 90):.0f} ms"

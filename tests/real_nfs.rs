@@ -189,6 +189,15 @@ fn eager_contender(bed: &NfsBed, args: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
+/// Waits for a holder whose lock is lost: its flockrun stops COMMAND and exits 79.
+fn expect_lost(holder: &mut Holder, what: &str) {
+    assert_eq!(
+        wait_for(&mut holder.child, BED_PATIENCE),
+        79,
+        "{what}: the holder's status"
+    );
+}
+
 fn wait_for(child: &mut std::process::Child, patience: std::time::Duration) -> i32 {
     crate::harness::wait_with_deadline_of(child, patience)
         .code()
@@ -211,14 +220,7 @@ fn a_cut_off_nfs4_holder_stops_its_command_before_the_other_client_gets_the_lock
         let mut contender = eager_contender(&bed, &contender_args);
         let cut = bed.clock(Machine::S);
         bed.partition(Machine::A);
-        let status = wait_for(&mut holder.child, BED_PATIENCE);
-        let mut stderr = String::new();
-        let _ = holder
-            .child
-            .stderr
-            .take()
-            .map(|mut e| e.read_to_string(&mut stderr));
-        assert_eq!(status, 79, "{name}: the cut-off holder's status");
+        expect_lost(&mut holder, name);
         let stopped = last_alive(&bed, name);
         assert_eq!(
             wait_for(&mut contender, BED_PATIENCE),
@@ -281,19 +283,11 @@ fn an_nfs_server_restart_where_the_client_reclaims_its_lock_is_not_a_loss() {
 
 #[test]
 fn a_lock_the_nfs4_server_dropped_is_noticed_and_its_command_stopped() {
-    use std::io::Read;
     let bed = NfsBed::take();
     let lock = lock_in(&bed.fresh_dir(Mount::V4, "dropped"), "k.lock");
     let mut holder = stamping_holder(&bed, &["exec", &lock], "dropped");
     bed.expire_client(Machine::A);
-    assert_eq!(wait_for(&mut holder.child, BED_PATIENCE), 79);
-    let mut stderr = String::new();
-    let _ = holder
-        .child
-        .stderr
-        .take()
-        .map(|mut e| e.read_to_string(&mut stderr));
-    let _ = stderr;
+    expect_lost(&mut holder, "dropped");
     // The server gave the lock up at once, so B may take it.
     assert_eq!(try_on(&bed, Machine::B, &[&lock]).0, 0);
 }
@@ -422,41 +416,9 @@ fn kernel_kinds_warn_exactly_where_the_mount_keeps_their_locks_on_one_client() {
     }
 }
 
-/// Holds a py-filelock soft lock: `lease TTL` (`SoftFileLease`) or `soft` (`SoftFileLock`);
-/// prints `STARTED`, then `HELD`, and releases when stdin closes.
-const PY_SOFT_HOLD: &str = r#"
-import sys, filelock
-kind, path = sys.argv[1], sys.argv[2]
-if kind == "lease":
-    lock = filelock.SoftFileLease(path, lease_duration=float(sys.argv[3]))
-else:
-    lock = filelock.SoftFileLock(path)
-print("STARTED", flush=True)
-with lock:
-    print("HELD", flush=True)
-    sys.stdin.read()
-"#;
-
-/// One bounded py-filelock soft attempt: `lease PATH TIMEOUT TTL` or `soft PATH TIMEOUT`;
-/// prints `ACQUIRED` or `TIMEOUT`.
-const PY_SOFT_TRY: &str = r#"
-import sys, filelock
-kind, path, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
-if kind == "lease":
-    lock = filelock.SoftFileLease(path, lease_duration=float(sys.argv[4]))
-else:
-    lock = filelock.SoftFileLock(path)
-try:
-    lock.acquire(timeout=timeout)
-    lock.release()
-    print("ACQUIRED")
-except filelock.Timeout:
-    print("TIMEOUT")
-"#;
-
 fn py_soft_hold(bed: &NfsBed, machine: Machine, version: &str, args: &[&str]) -> Holder {
     let python = python_with_filelock(version);
-    let mut all: Vec<&OsStr> = vec![OsStr::new("-c"), OsStr::new(PY_SOFT_HOLD)];
+    let mut all: Vec<&OsStr> = vec![OsStr::new("-c"), OsStr::new(crate::shared_fs::PY_HOLD)];
     all.extend(args.iter().map(OsStr::new));
     let mut holder = bed.hold(machine, python, &all, "STARTED");
     holder.expect_line_within("HELD", BED_PATIENCE);
@@ -465,7 +427,7 @@ fn py_soft_hold(bed: &NfsBed, machine: Machine, version: &str, args: &[&str]) ->
 
 fn py_soft_try(bed: &NfsBed, machine: Machine, version: &str, args: &[&str]) -> String {
     let python = python_with_filelock(version);
-    let mut all: Vec<&OsStr> = vec![OsStr::new("-c"), OsStr::new(PY_SOFT_TRY)];
+    let mut all: Vec<&OsStr> = vec![OsStr::new("-c"), OsStr::new(crate::shared_fs::PY_TRY)];
     all.extend(args.iter().map(OsStr::new));
     let out = bed.output(machine, python, &all);
     assert!(out.status.success(), "py-filelock: {}", text(&out.stderr));
@@ -636,7 +598,6 @@ fn a_live_lease_held_past_its_ttl_is_not_taken_over_through_nfs_attribute_caches
 
 #[test]
 fn a_hung_nfs_server_stops_the_holders_command_before_the_other_client_takes_over() {
-    use std::io::Read;
     let bed = NfsBed::take();
     let dir = bed.fresh_dir(Mount::V4, "hung");
     // A soft lease (its heartbeat notices by the clock) and a kernel lock (the NFSv4 watch).
@@ -657,14 +618,7 @@ fn a_hung_nfs_server_stops_the_holders_command_before_the_other_client_takes_ove
         };
         let frozen = bed.clock(Machine::A);
         bed.freeze(Machine::S);
-        let status = wait_for(&mut holder.child, BED_PATIENCE);
-        let mut stderr = String::new();
-        let _ = holder
-            .child
-            .stderr
-            .take()
-            .map(|mut e| e.read_to_string(&mut stderr));
-        assert_eq!(status, 79, "{name}: the holder's status");
+        expect_lost(&mut holder, name);
         let stopped = last_alive(&bed, &format!("hung-{name}"));
         assert!(
             stopped - frozen < ttl,

@@ -113,7 +113,7 @@ fn a_crashed_host_takes_all_its_processes_with_it() {
 
 /// Holds a py-filelock lock on a shared path: `lease TTL` (`SoftFileLease`) or `soft`
 /// (`SoftFileLock`); prints `STARTED`, then `HELD`, and releases when stdin closes.
-const PY_HOLD: &str = r#"
+pub const PY_HOLD: &str = r#"
 import sys, filelock
 kind, path = sys.argv[1], sys.argv[2]
 if kind == "lease":
@@ -127,7 +127,7 @@ with lock:
 "#;
 
 /// One bounded py-filelock attempt: prints `ACQUIRED` or `TIMEOUT`.
-const PY_TRY: &str = r#"
+pub const PY_TRY: &str = r#"
 import sys, filelock
 kind, path, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 if kind == "lease":
