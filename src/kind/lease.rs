@@ -239,7 +239,7 @@ impl Lockable for LeaseTarget {
             observer.finished();
         }
         let file = won?;
-        marker_file::signal_release(&file);
+        marker_file::signal_release(&file, watch.as_ref().map(DirectoryWatch::release_signals));
         let id = FileId::of(
             &file
                 .metadata()

@@ -287,8 +287,9 @@ pub(super) struct DirectoryWatch {
     /// the holder's release signal (`signal_release`), since inotify hears nothing another
     /// client does.
     release_signals: bool,
-    /// The marker slept on last, kept open while it stays: its descriptor and identity.
-    marker: std::cell::RefCell<Option<(File, (u64, u64))>>,
+    /// The marker slept on last, kept open while it stays: its descriptor, its identity,
+    /// and whether our read lock on it was granted (its holder's signal is down).
+    marker: std::cell::RefCell<Option<(File, (u64, u64), bool)>>,
 }
 
 /// What ended a `wait_for_release`.
@@ -343,9 +344,13 @@ pub(super) fn fresh_state(path: &Path) -> Option<FileState> {
 /// lock that cannot be taken (a waiter locked the marker first) only costs this hold the
 /// signal. py-filelock neither takes nor awaits it. Elsewhere nothing happens (one
 /// `fstatfs`).
-pub(super) fn signal_release(marker: &File) {
+///
+/// `known` is what the caller already knows of the filesystem (a waiter's
+/// `DirectoryWatch::release_signals`); `None` costs an `fstatfs`, which on NFS is a request
+/// to the server.
+pub(super) fn signal_release(marker: &File, known: Option<bool>) {
     use std::os::fd::AsFd;
-    if !signals_reach_other_hosts(marker.as_fd()) {
+    if !known.unwrap_or_else(|| signals_reach_other_hosts(marker.as_fd())) {
         return;
     }
     let request = ByteRange::default().request(libc::F_WRLCK);
@@ -431,7 +436,7 @@ impl DirectoryWatch {
         let named = fs::symlink_metadata(marker)
             .ok()
             .map(|m| (m.dev(), m.ino()));
-        if held.as_ref().is_none_or(|(_, id)| Some(*id) != named) {
+        if held.as_ref().is_none_or(|(_, id, _)| Some(*id) != named) {
             *held = None;
             let Ok(file) = fs::File::options()
                 .read(true)
@@ -451,13 +456,19 @@ impl DirectoryWatch {
                 wait::nap(limit(UNSIGNALLED_NAP));
                 return Woke::Maybe;
             }
-            *held = Some((file, (meta.dev(), meta.ino())));
+            *held = Some((file, (meta.dev(), meta.ino()), false));
         }
-        let Some((file, _)) = held.as_ref() else {
+        let Some((file, _, was_granted)) = held.as_mut() else {
             return Woke::Maybe;
         };
+        if *was_granted {
+            // The same marker, whose holder let go without removing it (it died): nothing
+            // will signal; look again after a nap.
+            wait::nap(limit(UNSIGNALLED_NAP));
+            return Woke::Maybe;
+        }
         let fd = file.as_raw_fd();
-        let granted = wait::block_for(limit(budget), &mut || {
+        let outcome = wait::block_for(limit(budget), &mut || {
             // SAFETY: as above; F_OFD_SETLKW blocks until granted or interrupted.
             if unsafe { libc::fcntl(fd, libc::F_OFD_SETLKW, &raw const request) } == 0 {
                 Ok(())
@@ -465,10 +476,16 @@ impl DirectoryWatch {
                 Err(io::Error::last_os_error())
             }
         });
-        match granted {
+        match outcome {
             Ok(false) => Woke::Quiet,
-            // Released (our read lock goes with the descriptor), or the call failed.
-            Ok(true) | Err(_) => {
+            // Released: the read lock we were granted is on a marker that is gone (or dead),
+            // so it keeps nobody out; it stays with the descriptor until the next sleep or
+            // the end of the wait, to spare the handoff an unlock and a close.
+            Ok(true) => {
+                *was_granted = true;
+                Woke::Maybe
+            }
+            Err(_) => {
                 *held = None;
                 Woke::Maybe
             }

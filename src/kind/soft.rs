@@ -206,7 +206,8 @@ fn acquire(
         if let Some(signal) = wait::stop_signal() {
             break Err(Error::Interrupted { signal });
         }
-        match attempt(path, &record, create_mode, &mut malformed, &mut guard) {
+        let signals = watch.as_ref().map(DirectoryWatch::release_signals);
+        match attempt(path, &record, create_mode, &mut malformed, &mut guard, signals) {
             Ok(Some(mut held)) => {
                 held.watch = watch.take();
                 break Ok(held);
@@ -245,6 +246,7 @@ fn attempt(
     create_mode: Option<u32>,
     malformed: &mut Unchanged,
     guard: &mut Guard,
+    signals: Option<bool>,
 ) -> Result<Option<HeldMarker>, Error> {
     // Leftovers of an interrupted takeover may hold a live owner's marker: fail closed,
     // unless they can be proved garbage.
@@ -253,7 +255,7 @@ fn attempt(
     }
     match marker_file::create_marker(path, record, create_mode) {
         Ok(file) => {
-            marker_file::signal_release(&file);
+            marker_file::signal_release(&file, signals);
             return Ok(Some(HeldMarker {
                 file,
                 path: path.to_owned(),
@@ -289,7 +291,7 @@ fn attempt(
     let taken = takeover::take_over(path, &judged, record, create_mode, guard)?;
     drop(pin); // only now may the judged inode's number be reused
     Ok(taken.map(|file| {
-        marker_file::signal_release(&file);
+        marker_file::signal_release(&file, signals);
         HeldMarker {
             file,
             path: path.to_owned(),
