@@ -287,9 +287,17 @@ pub(super) struct DirectoryWatch {
     /// the holder's release signal (`signal_release`), since inotify hears nothing another
     /// client does.
     release_signals: bool,
-    /// The marker slept on last, kept open while it stays: its descriptor, its identity,
-    /// and whether our read lock on it was granted (its holder's signal is down).
-    marker: std::cell::RefCell<Option<(File, (u64, u64), bool)>>,
+    /// The marker slept on last, kept open while it stays.
+    marker: std::cell::RefCell<Option<SleptOn>>,
+}
+
+/// A marker a waiter sleeps on: its descriptor, its identity, and whether our read lock on
+/// it was granted (its holder's signal is down).
+#[derive(Debug)]
+struct SleptOn {
+    file: File,
+    id: (u64, u64),
+    granted: bool,
 }
 
 /// What ended a `wait_for_release`.
@@ -436,7 +444,7 @@ impl DirectoryWatch {
         let named = fs::symlink_metadata(marker)
             .ok()
             .map(|m| (m.dev(), m.ino()));
-        if held.as_ref().is_none_or(|(_, id, _)| Some(*id) != named) {
+        if held.as_ref().is_none_or(|slept| Some(slept.id) != named) {
             *held = None;
             let Ok(file) = fs::File::options()
                 .read(true)
@@ -456,18 +464,22 @@ impl DirectoryWatch {
                 wait::nap(limit(UNSIGNALLED_NAP));
                 return Woke::Maybe;
             }
-            *held = Some((file, (meta.dev(), meta.ino()), false));
+            *held = Some(SleptOn {
+                file,
+                id: (meta.dev(), meta.ino()),
+                granted: false,
+            });
         }
-        let Some((file, _, was_granted)) = held.as_mut() else {
+        let Some(slept) = held.as_mut() else {
             return Woke::Maybe;
         };
-        if *was_granted {
+        if slept.granted {
             // The same marker, whose holder let go without removing it (it died): nothing
             // will signal; look again after a nap.
             wait::nap(limit(UNSIGNALLED_NAP));
             return Woke::Maybe;
         }
-        let fd = file.as_raw_fd();
+        let fd = slept.file.as_raw_fd();
         let outcome = wait::block_for(limit(budget), &mut || {
             // SAFETY: as above; F_OFD_SETLKW blocks until granted or interrupted.
             if unsafe { libc::fcntl(fd, libc::F_OFD_SETLKW, &raw const request) } == 0 {
@@ -482,7 +494,7 @@ impl DirectoryWatch {
             // so it keeps nobody out; it stays with the descriptor until the next sleep or
             // the end of the wait, to spare the handoff an unlock and a close.
             Ok(true) => {
-                *was_granted = true;
+                slept.granted = true;
                 Woke::Maybe
             }
             Err(_) => {
