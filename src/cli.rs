@@ -14,7 +14,8 @@ const ABOUT: &str = "Run a command while holding a lock, and release it when the
 const LONG_ABOUT: &str = "Run a command while holding a lock, and release it when the command \
 ends.\n\nflockrun speaks the lock protocols of util-linux flock(1) and of Python's filelock \
 package, so shell scripts and Python programs can guard the same resource. Every message goes \
-to stderr; stdout belongs to COMMAND.";
+to stderr; stdout belongs to COMMAND.\n\n`flockrun --version` names the commit it was built \
+from; with --verbose it also lists the lock kinds compiled in.";
 
 const EXEC_EXAMPLES: &str = "Examples:\n  \
   flockrun exec /tmp/cache.lock -- ./rebuild-cache.sh\n  \

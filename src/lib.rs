@@ -13,7 +13,7 @@
 //!   cluster client in [`etcd`]) and the choice among them;
 //! * [`road`]: the one road from a request through a hold and COMMAND back to a status;
 //! * [`run`] (flockrun's own command line) and [`flock`] (util-linux flock(1)'s): arguments
-//!   in, exit status out, each in its own words.
+//!   in, exit status out, each in its own words; [`version`] what `--version` says.
 
 pub mod cli;
 pub mod duration;
@@ -35,6 +35,7 @@ pub mod run;
 pub mod status;
 pub mod supervise;
 pub mod utc;
+pub mod version;
 pub mod wait;
 
 pub use error::Error;

@@ -29,6 +29,15 @@ use crate::wait::{Deadline, WaitObserver};
 #[must_use]
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args: Vec<OsString> = args.into_iter().collect();
+    if let Some(verbose) = crate::version::asked(&args) {
+        let text = if verbose {
+            crate::version::verbose()
+        } else {
+            crate::version::line() + "\n"
+        };
+        let _ = io::stdout().lock().write_all(text.as_bytes());
+        return 0;
+    }
     let parsed = match Cli::plain_exec_or_try(&args).or_else(|| parse_exec_or_try(&args)) {
         Some(cli) => Ok(cli),
         None => Cli::try_parse_from(&args),

@@ -27,3 +27,4 @@ mod soft_rw;
 mod status;
 mod supervision;
 mod terminal;
+mod version;
