@@ -5,13 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+// The names do not start with FLOCKRUN_: cargo also sets them in the environment of the
+// tests it runs, where a FLOCKRUN_ variable would look like one flockrun gave COMMAND.
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_default();
-    println!("cargo:rustc-env=FLOCKRUN_TARGET={target}");
+    println!("cargo:rustc-env=BUILT_FOR_TARGET={target}");
     println!("cargo:rerun-if-changed=build.rs");
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     if let Some((commit, watched)) = commit(&root) {
-        println!("cargo:rustc-env=FLOCKRUN_COMMIT={commit}");
+        println!("cargo:rustc-env=BUILT_FROM_COMMIT={commit}");
         // Built again when HEAD moves: a commit, a checkout, a fetch into packed refs.
         for path in watched.iter().filter(|p| p.exists()) {
             println!("cargo:rerun-if-changed={}", path.display());

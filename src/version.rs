@@ -8,7 +8,7 @@ use crate::kind::KINDS;
 
 /// The commit the binary was built from (`build.rs`), when it was built from a git
 /// checkout.
-pub const COMMIT: Option<&str> = option_env!("FLOCKRUN_COMMIT");
+pub const COMMIT: Option<&str> = option_env!("BUILT_FROM_COMMIT");
 
 /// Whether the words after the program name ask for the version alone, and if so whether
 /// verbosely: `--version` or `-V`, with or without `--verbose`, in either order.
@@ -46,7 +46,7 @@ pub fn verbose() -> String {
          command line)\ntarget: {}, {linkage}\n",
         line(),
         kinds.join(", "),
-        env!("FLOCKRUN_TARGET"),
+        env!("BUILT_FOR_TARGET"),
     )
 }
 
