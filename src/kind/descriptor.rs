@@ -87,6 +87,7 @@ pub(super) fn target(
             create_mode: request.create_mode,
             refuse_host_local: request.refuse_host_local,
             filesystem: OnceCell::new(),
+            nfs4: OnceCell::new(),
         }),
     })
 }
@@ -226,6 +227,10 @@ struct DescriptorTarget {
     /// The lock file's filesystem when other hosts may share it, looked at (and warned
     /// about) once per run.
     filesystem: OnceCell<Option<Filesystem>>,
+    /// On NFSv4, the mount's lease and server for the hold's watch: read with the
+    /// filesystem, before the wait, so that a handoff does not wait for
+    /// `/proc/self/mountstats` between the lock and COMMAND.
+    nfs4: OnceCell<Option<(Option<Duration>, String)>>,
 }
 
 impl Lockable for DescriptorTarget {
@@ -263,14 +268,9 @@ impl Lockable for DescriptorTarget {
                 let (file, id) = lock::retry_while_replaced(path, || {
                     self.round(path, deadline, &mut access, observer)
                 })?;
-                let nfs4 = self
-                    .filesystem
-                    .get()
-                    .and_then(Option::as_ref)
-                    .and_then(nfs4);
                 Ok(Box::new(HeldDescriptor {
                     watch: OnceCell::new(),
-                    nfs4,
+                    nfs4: self.nfs4.get().cloned().flatten(),
                     mode: self.mode,
                     held: Held::Opened {
                         file,
@@ -303,6 +303,7 @@ impl DescriptorTarget {
         if self.filesystem.get().is_none() {
             let filesystem = Filesystem::of(file.as_fd());
             self.check_mount(path, filesystem.as_ref(), observer)?;
+            let _ = self.nfs4.set(filesystem.as_ref().and_then(nfs4));
             let _ = self.filesystem.set(filesystem);
         }
         let id = FileId::of(&meta);
