@@ -623,6 +623,40 @@ fn host_name_in(bed: &Bed, host: Host) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+fn no_hold_after_the_crash(bed: &Bed) -> String {
+    format!(
+        "no hold on host A within {PATIENCE:?} of host B's crash (TTL 3 s); the server's disk \
+         holds:\n{}",
+        describe_dir(&bed.backing())
+    )
+}
+
+/// Every entry of `dir` with its age and, for a small file, its content: what a failed wait
+/// on a soft lock left to read.
+fn describe_dir(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return format!("({} cannot be read)", dir.display());
+    };
+    for entry in entries.flatten() {
+        let meta = entry.metadata().ok();
+        let age = meta
+            .as_ref()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        let content = meta
+            .filter(|m| m.is_file() && m.len() < 4096)
+            .and_then(|_| fs::read_to_string(entry.path()).ok())
+            .unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "  {} (modified {age:?} ago) {content:?}",
+            entry.file_name().to_string_lossy()
+        );
+    }
+    text
+}
+
 #[test]
 fn chaos_on_two_hosts_with_kills_and_a_host_crash_ends_with_no_overlap_and_no_lost_update() {
     const WORKERS: usize = 4;
@@ -668,9 +702,11 @@ fn chaos_on_two_hosts_with_kills_and_a_host_crash_ends_with_no_overlap_and_no_lo
     let before_crash = holds_logged();
     bed.crash(Host::B);
     drop(last_word);
-    wait_until("a hold after the crash", Instant::now() + PATIENCE, || {
-        (holds_logged() > before_crash).then_some(())
-    });
+    crate::harness::wait_until_or_explain(
+        Instant::now() + PATIENCE,
+        || (holds_logged() > before_crash).then_some(()),
+        || no_hold_after_the_crash(&bed),
+    );
     let taken_over = crashed.elapsed();
     assert!(
         taken_over > Duration::from_secs(2),
