@@ -14,7 +14,11 @@ pub const COMMIT: Option<&str> = option_env!("BUILT_FROM_COMMIT");
 /// verbosely: `--version` or `-V`, with or without `--verbose`, in either order.
 #[must_use]
 pub fn asked(args: &[OsString]) -> Option<bool> {
-    let words = args.get(1..)?;
+    // One or two words, or not a question about the version: a command line such as
+    // `exec LOCK -- COMMAND…` is not scanned further on its way to the lock.
+    let words = args
+        .get(1..)
+        .filter(|words| (1..=2).contains(&words.len()))?;
     let is_version = |w: &OsString| w == "--version" || w == "-V";
     let count = words.iter().filter(|w| is_version(w)).count();
     let verbose = words.iter().filter(|w| *w == "--verbose").count();
