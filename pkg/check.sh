@@ -13,6 +13,10 @@ fail() {
 }
 
 bash pkg/dist.sh
+# From here on, the PATH a Debian system gives root, so that a flockrun installed by
+# `cargo install` into ~/.cargo/bin (README.md's set-up command) cannot stand in for the
+# package's /usr/bin/flockrun.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 deb=$(ls target/dist/flockrun_"$version"-1_amd64.deb)
 tarball=target/dist/flockrun-$version-x86_64-unknown-linux-gnu.tar.gz
@@ -42,7 +46,8 @@ read -r _ <"$ready"
 # The Debian package.
 dpkg -i "$deb"
 mapfile -t files < <(dpkg -L flockrun)
-[[ $(command -v flockrun) == /usr/bin/flockrun ]] || fail "flockrun is not /usr/bin/flockrun"
+found=$(command -v flockrun) || fail "no flockrun in PATH ($PATH) after dpkg -i"
+[[ $found == /usr/bin/flockrun ]] || fail "flockrun in PATH is $found, not /usr/bin/flockrun"
 flockrun --version | grep -q "^flockrun $version" || fail "flockrun --version: $(flockrun --version)"
 for page in flockrun flockrun-exec flockrun-try flockrun-read flockrun-write flockrun-status flockrun-flock; do
     path=$(man -w "$page") || fail "man -w $page found nothing"
