@@ -588,6 +588,17 @@ fn report(error: &Error, inv: &Invocation) -> i32 {
             i32::from(inv.conflict)
         }
         Error::Interrupted { signal } => die_of(*signal),
+        // An exclusive OFD lock needs a descriptor open for writing, which a directory
+        // cannot give: upstream flock(1) fails at the lock call, not at the open, and says
+        // so with the lock call's status.
+        Error::Open { source, .. }
+            if inv.fcntl
+                && inv.mode == LockMode::Exclusive
+                && source.raw_os_error() == Some(libc::EISDIR) =>
+        {
+            say_as(NAME, &format!("{}: {}", shown(), strerror(source)));
+            exit::DATA
+        }
         Error::Open { source, hint, .. } | Error::CannotCreate { source, hint, .. } => {
             let mut message = format!("cannot open lock file {}: {}", shown(), strerror(source));
             // flock(1) follows a symbolic link; flockrun refuses it, and says why.
