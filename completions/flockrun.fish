@@ -34,7 +34,7 @@ complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "status" -d 'Show 
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "flock" -d 'Take util-linux flock(1)\'s command line, exit statuses and messages (what flockrun does when started through a link named flock)'
 complete -c flockrun -n "__fish_flockrun_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
-complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l ttl -d 'The lease\'s time to live in whole seconds: for an etcd:// LOCK [default: 10], and with --soft, where it makes the lock a soft lease (py-filelock\'s `SoftFileLease`) that a crashed holder\'s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l ttl -d 'The lease\'s time to live in seconds: for an etcd:// LOCK, whole seconds [default: 10], and with --soft, 0.1 or more with fractions allowed as py-filelock\'s `lease_duration`, where it makes the lock a soft lease (py-filelock\'s `SoftFileLease`) that a crashed holder\'s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
@@ -55,7 +55,7 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s v -l verbose 
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s q -l quiet -d 'No message when the lock is busy or the wait timed out'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s h -l help -d 'Print help'
 complete -c flockrun -n "__fish_flockrun_using_subcommand exec" -s V -l version -d 'Print version'
-complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l ttl -d 'The lease\'s time to live in whole seconds: for an etcd:// LOCK [default: 10], and with --soft, where it makes the lock a soft lease (py-filelock\'s `SoftFileLease`) that a crashed holder\'s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l ttl -d 'The lease\'s time to live in seconds: for an etcd:// LOCK, whole seconds [default: 10], and with --soft, 0.1 or more with fractions allowed as py-filelock\'s `lease_duration`, where it makes the lock a soft lease (py-filelock\'s `SoftFileLease`) that a crashed holder\'s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s E -l conflict-exit-code -d 'Exit status when the lock is busy or the wait times out (0-255)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s c -l command -d 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -l mode -d 'Permission bits (octal) of a lock file flockrun creates [default: 0666 & ~umask]' -r
@@ -76,7 +76,7 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s q -l quiet -d 
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s h -l help -d 'Print help'
 complete -c flockrun -n "__fish_flockrun_using_subcommand try" -s V -l version -d 'Print version'
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
-complete -c flockrun -n "__fish_flockrun_using_subcommand read" -l ttl -d 'With --soft: the stale threshold in whole seconds [default: 90, py-filelock\'s]: a participant whose records stay unrenewed this long is evicted. Give every user of the lock the same one' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand read" -l ttl -d 'With --soft: the stale threshold in seconds, 0.1 or more, fractions allowed as py-filelock\'s `stale_threshold` [default: 90, py-filelock\'s]: a participant whose records stay unrenewed this long is evicted. Give every user of the lock the same one' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -l layout -d 'With --soft: the on-disk layout to take: v1 (py-filelock 3.27-3.32), v2 (4.0 and later), or both, v1 first, which keeps out Python peers of either age [default: both]' -r -f -a "v1\t''
 v2\t''
 both\t''"
@@ -91,7 +91,7 @@ complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s q -l quiet -d
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s h -l help -d 'Print help'
 complete -c flockrun -n "__fish_flockrun_using_subcommand read" -s V -l version -d 'Print version'
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -s w -l timeout -l wait -d 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes' -r
-complete -c flockrun -n "__fish_flockrun_using_subcommand write" -l ttl -d 'With --soft: the stale threshold in whole seconds [default: 90, py-filelock\'s]: a participant whose records stay unrenewed this long is evicted. Give every user of the lock the same one' -r
+complete -c flockrun -n "__fish_flockrun_using_subcommand write" -l ttl -d 'With --soft: the stale threshold in seconds, 0.1 or more, fractions allowed as py-filelock\'s `stale_threshold` [default: 90, py-filelock\'s]: a participant whose records stay unrenewed this long is evicted. Give every user of the lock the same one' -r
 complete -c flockrun -n "__fish_flockrun_using_subcommand write" -l layout -d 'With --soft: the on-disk layout to take: v1 (py-filelock 3.27-3.32), v2 (4.0 and later), or both, v1 first, which keeps out Python peers of either age [default: both]' -r -f -a "v1\t''
 v2\t''
 both\t''"

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::duration::Ttl;
 use crate::exit::CONFLICT_DEFAULT;
 
 const ABOUT: &str = "Run a command while holding a lock, and release it when the command ends";
@@ -204,11 +205,11 @@ pub struct ReadWriteArgs {
     #[arg(long)]
     pub soft: bool,
 
-    /// With --soft: the stale threshold in whole seconds [default: 90, py-filelock's]: a
-    /// participant whose records stay unrenewed this long is evicted. Give every user of the
-    /// lock the same one
-    #[arg(long, value_name = "SECONDS", value_parser = parse_ttl, requires = "soft")]
-    pub ttl: Option<u32>,
+    /// With --soft: the stale threshold in seconds, 0.1 or more, fractions allowed as
+    /// py-filelock's `stale_threshold` [default: 90, py-filelock's]: a participant whose
+    /// records stay unrenewed this long is evicted. Give every user of the lock the same one
+    #[arg(long, value_name = "SECONDS", value_parser = Ttl::parse, requires = "soft")]
+    pub ttl: Option<Ttl>,
 
     /// With --soft: the on-disk layout to take: v1 (py-filelock 3.27-3.32), v2 (4.0 and
     /// later), or both, v1 first, which keeps out Python peers of either age [default: both]
@@ -264,13 +265,14 @@ pub struct KernelLockArgs {
     #[arg(short = 'F', long, conflicts_with = "close")]
     pub no_fork: bool,
 
-    /// The lease's time to live in whole seconds: for an etcd:// LOCK [default: 10], and with
-    /// --soft, where it makes the lock a soft lease (py-filelock's `SoftFileLease`) that a
-    /// crashed holder's host cannot keep forever. flockrun renews the lease every TTL/3; if it
-    /// dies, the lock frees itself after about TTL. Every user of a soft lease must give the
-    /// same TTL
-    #[arg(long, value_name = "SECONDS", value_parser = parse_ttl)]
-    pub ttl: Option<u32>,
+    /// The lease's time to live in seconds: for an etcd:// LOCK, whole seconds [default: 10],
+    /// and with --soft, 0.1 or more with fractions allowed as py-filelock's `lease_duration`,
+    /// where it makes the lock a soft lease (py-filelock's `SoftFileLease`) that a crashed
+    /// holder's host cannot keep forever. flockrun renews the lease every TTL/3; if it dies,
+    /// the lock frees itself after about TTL. Every user of a soft lease must give the same
+    /// TTL
+    #[arg(long, value_name = "SECONDS", value_parser = Ttl::parse)]
+    pub ttl: Option<Ttl>,
 
     /// Refuse (exit 65) instead of warning when LOCK is on a filesystem that keeps kernel
     /// locks to this host (FUSE such as sshfs, NFS mounted nolock or with `local_lock`, SMB
@@ -497,16 +499,6 @@ impl RunArgs {
         }
     }
 }
-
-fn parse_ttl(text: &str) -> Result<u32, String> {
-    text.parse::<u32>()
-        .ok()
-        .filter(|t| (1..=MAX_TTL).contains(t) && !text.starts_with('+'))
-        .ok_or_else(|| format!("expected whole seconds from 1 to {MAX_TTL}"))
-}
-
-/// A week: a lease longer than that outlives any reason to hold a lock after a crash.
-const MAX_TTL: u32 = 7 * 24 * 3600;
 
 fn parse_mode(text: &str) -> Result<u32, String> {
     let mode = u32::from_str_radix(text, 8)

@@ -41,6 +41,102 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(too_large)
 }
 
+/// A lease's time to live (`--ttl`): a decimal number of seconds from 0.1 to a week, kept
+/// as the float py-filelock keeps its `lease_duration` and `stale_threshold`, so that both
+/// spell it alike in a marker and compare it alike. etcd's leases take whole seconds
+/// ([`Ttl::whole_seconds`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ttl(f64);
+
+impl Ttl {
+    /// The shortest TTL: renewals every TTL/3 must still fit between scheduling delays.
+    pub const MIN_SECONDS: f64 = 0.1;
+    /// A week: a lease longer than that outlives any reason to hold a lock after a crash.
+    pub const MAX_SECONDS: u32 = 7 * 24 * 3600;
+
+    /// Parses `10`, `1.5`, `0.25`: digits with an optional fraction, as `--timeout` takes
+    /// them, from 0.1 to a week.
+    ///
+    /// ```
+    /// use flockrun::duration::Ttl;
+    /// assert_eq!(Ttl::parse("1.5").unwrap().python_repr(), "1.5");
+    /// assert_eq!(Ttl::parse("2").unwrap().python_repr(), "2.0");
+    /// assert!(Ttl::parse("0.05").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// A message for the command line when `text` is not such a number.
+    pub fn parse(text: &str) -> Result<Ttl, String> {
+        let range = || {
+            format!(
+                "expected seconds from {} to {} (a week), such as 10 or 1.5",
+                Ttl::MIN_SECONDS,
+                Ttl::MAX_SECONDS
+            )
+        };
+        parse_seconds(text).map_err(|_| range())?;
+        // The float Python's float() gives for the same digits (both round correctly).
+        let seconds: f64 = text.parse().map_err(|_| range())?;
+        if !(Ttl::MIN_SECONDS..=f64::from(Ttl::MAX_SECONDS)).contains(&seconds) {
+            return Err(range());
+        }
+        Ok(Ttl(seconds))
+    }
+
+    #[must_use]
+    pub fn from_secs(seconds: u32) -> Ttl {
+        Ttl(f64::from(seconds))
+    }
+
+    #[must_use]
+    pub fn as_secs_f64(self) -> f64 {
+        self.0
+    }
+
+    #[must_use]
+    pub fn duration(self) -> Duration {
+        Duration::from_secs_f64(self.0)
+    }
+
+    /// The TTL in whole seconds, if it is one.
+    #[must_use]
+    pub fn whole_seconds(self) -> Option<u32> {
+        // The range check in `parse` keeps the value within u32.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        (self.0.fract() == 0.0).then_some(self.0 as u32)
+    }
+
+    /// How py-filelock writes this float into a record (`repr(float(...))`): `2.0`, `1.5`.
+    #[must_use]
+    pub fn python_repr(self) -> String {
+        python_repr(self.0)
+    }
+}
+
+impl std::fmt::Display for Ttl {
+    /// As a person would write it back: `10`, `1.5`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A float as Python's `repr` writes it: the shortest round-tripping digits, positional
+/// from 1e-4 up to 1e16, else with an exponent of at least two digits (`1e-05`, `1e+16`).
+#[must_use]
+pub fn python_repr(value: f64) -> String {
+    let magnitude = value.abs();
+    if value == 0.0 || (1e-4..1e16).contains(&magnitude) {
+        return format!("{value:?}");
+    }
+    let text = format!("{value:e}");
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let (sign, digits) = match exponent.strip_prefix('-') {
+        Some(digits) => ('-', digits),
+        None => ('+', exponent),
+    };
+    format!("{mantissa}e{sign}{digits:0>2}")
+}
+
 /// Seconds with two decimals for short spans (`0.30s`), then `3m12s`, `2h05m`, `3d4h`.
 #[must_use]
 pub fn format_seconds(d: Duration) -> String {
@@ -62,6 +158,24 @@ pub fn format_seconds(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_are_spelled_as_python_repr_spells_them() {
+        for (value, text) in [
+            (90.0, "90.0"),
+            (2.0, "2.0"),
+            (1.5, "1.5"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (1e-5, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1e16, "1e+16"),
+            (1.234_567_890_123_456_8e17, "1.2345678901234568e+17"),
+            (604_800.0, "604800.0"),
+        ] {
+            assert_eq!(python_repr(value), text);
+        }
+    }
 
     #[test]
     fn accepts_plain_decimals() {

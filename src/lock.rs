@@ -85,7 +85,7 @@ pub struct Request {
     pub close: bool,
     /// `-F`: COMMAND replaces flockrun.
     pub no_fork: bool,
-    pub ttl: Option<u32>,
+    pub ttl: Option<crate::duration::Ttl>,
     /// `--layout` of a soft read/write lock.
     pub layout: SoftLayout,
     /// `--refuse-host-local`: a kernel lock on a filesystem that keeps kernel locks to this

@@ -259,16 +259,23 @@ fn wait_for_output(mut child: Child) -> Output {
 
 #[test]
 fn a_lease_whose_host_crashed_is_taken_over_by_the_other_host_within_ttl() {
-    const TTL: f64 = 2.0;
     // Strict caching: what bounds the takeover is then the TTL alone (an attribute cache
-    // adds its own time, see README.md).
+    // adds its own time, see README.md). A whole TTL and a fractional one, as py-filelock
+    // users give them.
     let mut bed = Bed::up(Cache::Strict);
-    for holder in ["flockrun", "py-filelock"] {
+    for (holder, ttl) in [
+        ("flockrun", "2"),
+        ("py-filelock", "2"),
+        ("flockrun", "1.5"),
+        ("py-filelock", "1.5"),
+    ] {
+        let lock = format!("c-{ttl}.lock");
         let held = match holder {
-            "flockrun" => hold(&bed, Host::A, &["exec", "--soft", "--ttl", "2", "c.lock"]),
-            _ => py_hold(&bed, Host::A, "4.2.11", &["lease", "c.lock", "2"]),
+            "flockrun" => hold(&bed, Host::A, &["exec", "--soft", "--ttl", ttl, &lock]),
+            _ => py_hold(&bed, Host::A, "4.2.11", &["lease", &lock, ttl]),
         };
-        let waiter = waiting_contender(&bed, Host::B, "c.lock", "2");
+        let seconds: f64 = ttl.parse().unwrap();
+        let waiter = waiting_contender(&bed, Host::B, &lock, ttl);
         // The waiter watches the live lease for a while first.
         let watched_until = Instant::now() + Duration::from_secs(3);
         wait_until(
@@ -280,11 +287,11 @@ fn a_lease_whose_host_crashed_is_taken_over_by_the_other_host_within_ttl() {
         bed.crash(Host::A);
         drop(held);
         let took = started_at(waiter) - crashed;
-        eprintln!("{holder}: taken over {took:.3}s after the crash");
+        eprintln!("{holder} (TTL {ttl}): taken over {took:.3}s after the crash");
         // The last renewal came at most TTL/3 before the crash.
         assert!(
-            took > TTL * 2.0 / 3.0 - 0.1 && took < TTL + 0.5,
-            "{holder}'s lease taken over {took:.2}s after its host crashed"
+            took > seconds * 2.0 / 3.0 - 0.1 && took < seconds + 0.5,
+            "{holder}'s lease (TTL {ttl}) taken over {took:.2}s after its host crashed"
         );
         bed.boot(Host::A);
         // Nothing is left of the takeover.
@@ -311,14 +318,19 @@ fn a_lease_whose_host_crashed_is_taken_over_by_the_other_host_within_ttl() {
 fn a_live_lease_held_past_its_ttl_is_not_taken_over_even_through_attribute_caches() {
     // TTL/3 + the attribute cache must stay under the TTL (README.md): 3 s with libfuse's
     // 1 s cache, 6 s with the NFS-like 3 s one.
-    for (cache, ttl) in [(Cache::Default, "3"), (Cache::Nfs, "6")] {
+    // And a fractional TTL, as py-filelock users give them, against py-filelock too.
+    for (cache, ttl) in [
+        (Cache::Default, "3"),
+        (Cache::Nfs, "6"),
+        (Cache::Default, "2.5"),
+    ] {
         let bed = Bed::up(cache);
         let held = hold(
             &bed,
             Host::A,
             &["exec", "--soft", "--ttl", ttl, "live.lock"],
         );
-        let wait = (2 * ttl.parse::<u64>().unwrap() + 1).to_string();
+        let wait = (2.0 * ttl.parse::<f64>().unwrap() + 1.0).to_string();
         let out = bed
             .flockrun(
                 Host::B,
@@ -342,6 +354,13 @@ fn a_live_lease_held_past_its_ttl_is_not_taken_over_even_through_attribute_cache
             "{cache:?}: {}",
             stderr_of(&out)
         );
+        if ttl.contains('.') {
+            assert_eq!(
+                py_try(&bed, Host::B, "4.2.11", &["lease", "live.lock", &wait, ttl]),
+                "TIMEOUT",
+                "{cache:?}: py-filelock took over a live lease"
+            );
+        }
         assert!(
             held.release().success(),
             "{cache:?}: the holder lost its lease"
@@ -351,6 +370,13 @@ fn a_live_lease_held_past_its_ttl_is_not_taken_over_even_through_attribute_cache
 
 #[test]
 fn a_hung_file_server_stops_the_holders_command_before_the_other_host_takes_over() {
+    // A whole TTL and a fractional one.
+    for ttl in ["3", "1.5"] {
+        hung_file_server_case(ttl);
+    }
+}
+
+fn hung_file_server_case(ttl: &str) {
     let bed = Bed::up(Cache::Strict);
     let mut held = bed.hold(
         Host::A,
@@ -359,7 +385,7 @@ fn a_hung_file_server_stops_the_holders_command_before_the_other_host_takes_over
             "exec",
             "--soft",
             "--ttl",
-            "3",
+            ttl,
             "h.lock",
             "--",
             "sh",
@@ -376,7 +402,7 @@ fn a_hung_file_server_stops_the_holders_command_before_the_other_host_takes_over
         Instant::now() + PATIENCE,
         || (crate::harness::processes_running("sleep 1004").len() == 1).then_some(()),
     );
-    let waiter = waiting_contender(&bed, Host::B, "h.lock", "3");
+    let waiter = waiting_contender(&bed, Host::B, "h.lock", ttl);
     bed.freeze(Host::A);
     let status = crate::harness::wait_with_deadline(&mut held.child);
     let holder_gone = wall_now();
@@ -1120,23 +1146,27 @@ fn soft_rw_locks_exclude_py_filelock_of_both_layouts_across_hosts() {
 
 #[test]
 fn a_soft_rw_holder_whose_host_crashed_is_evicted_within_the_threshold() {
-    const TTL: f64 = 2.0;
     let mut bed = Bed::up(Cache::Strict);
-    for (holder, mode) in [
-        ("flockrun", "write"),
-        ("flockrun", "read"),
-        ("4.2.11", "write"),
-        ("3.28.0", "write"),
+    // A whole threshold and a fractional one, as py-filelock users give them.
+    for (holder, mode, ttl) in [
+        ("flockrun", "write", "2"),
+        ("flockrun", "read", "2"),
+        ("4.2.11", "write", "2"),
+        ("3.28.0", "write", "2"),
+        ("flockrun", "write", "1.5"),
+        ("4.2.11", "write", "1.5"),
+        ("3.28.0", "write", "1.5"),
     ] {
+        let seconds: f64 = ttl.parse().unwrap();
         let held = match holder {
-            "flockrun" => hold(&bed, Host::A, &[mode, "--soft", "--ttl", "2", "h.lock"]),
-            version => py_srw_hold_in(&bed, Host::A, version, mode, "h.lock", "2"),
+            "flockrun" => hold(&bed, Host::A, &[mode, "--soft", "--ttl", ttl, "h.lock"]),
+            version => py_srw_hold_in(&bed, Host::A, version, mode, "h.lock", ttl),
         };
         let waiter = bed
             .flockrun(
                 Host::B,
                 &[
-                    "write", "-w", "60", "--soft", "--ttl", "2", "h.lock", "--", "date", "+%s.%N",
+                    "write", "-w", "60", "--soft", "--ttl", ttl, "h.lock", "--", "date", "+%s.%N",
                 ],
             )
             .stdout(Stdio::piped())
@@ -1152,11 +1182,11 @@ fn a_soft_rw_holder_whose_host_crashed_is_evicted_within_the_threshold() {
         bed.crash(Host::A);
         drop(held);
         let took = started_at(waiter) - crashed;
-        eprintln!("{holder} {mode}: evicted {took:.3}s after its host crashed");
+        eprintln!("{holder} {mode} (TTL {ttl}): evicted {took:.3}s after its host crashed");
         // The last heartbeat came at most TTL/3 before the crash.
         assert!(
-            took > TTL * 2.0 / 3.0 - 0.1 && took < TTL + 0.5,
-            "{holder} {mode}: evicted {took:.2}s after its host crashed"
+            took > seconds * 2.0 / 3.0 - 0.1 && took < seconds + 0.5,
+            "{holder} {mode} (TTL {ttl}): evicted {took:.2}s after its host crashed"
         );
         bed.boot(Host::A);
     }

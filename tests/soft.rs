@@ -384,3 +384,217 @@ fn contending_soft_holders_never_overlap() {
     );
     assert_eq!(leftovers(dir.path()), vec!["counter".to_owned()]);
 }
+
+/// py-filelock 4.2.11 `SoftFileLease` with a float duration: holds `path` (prints `HELD`,
+/// releases when stdin closes), or tries once for TIMEOUT seconds (prints `ACQUIRED`,
+/// `TIMEOUT`, or `MISMATCH` for its `LeaseSettingsMismatch`).
+const PY_LEASE: &str = r#"
+import sys, filelock
+what, path, duration = sys.argv[1], sys.argv[2], float(sys.argv[3])
+lock = filelock.SoftFileLease(path, lease_duration=duration)
+if what == "hold":
+    print("STARTED", flush=True)
+    with lock:
+        print("HELD", flush=True)
+        sys.stdin.read()
+else:
+    try:
+        lock.acquire(timeout=float(sys.argv[4]))
+        lock.release()
+        print("ACQUIRED")
+    except filelock.Timeout:
+        print("TIMEOUT")
+    except ValueError as e:
+        print("MISMATCH", type(e).__name__)
+"#;
+
+fn py_lease_hold(lock: &Path, duration: &str) -> Holder {
+    let python = python_with_filelock("4.2.11");
+    let args = ["-c", PY_LEASE, "hold", lock.to_str().unwrap(), duration];
+    let mut holder = Holder::start(python, &args.map(std::ffi::OsStr::new), "STARTED");
+    holder.expect_line("HELD");
+    holder
+}
+
+fn py_lease_try(lock: &Path, duration: &str, timeout: &str) -> String {
+    let out = Command::new(python_with_filelock("4.2.11"))
+        .args(["-c", PY_LEASE, "try"])
+        .arg(lock)
+        .args([duration, timeout])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn duration_line(marker: &Path) -> String {
+    fs::read_to_string(marker)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("duration="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn fractional_lease_ttls_are_spelled_and_compared_as_py_filelock_does() {
+    let dir = scratch();
+    for (ttl, spelled) in [
+        ("1.5", "1.5"),
+        ("2", "2.0"),
+        ("2.0", "2.0"),
+        ("0.25", "0.25"),
+        ("90", "90.0"),
+    ] {
+        let ours = dir.path().join(format!("ours-{ttl}.lock"));
+        let theirs = dir.path().join(format!("theirs-{ttl}.lock"));
+        let held = Holder::flockrun(&["exec", "--soft", "--ttl", ttl, ours.to_str().unwrap()]);
+        let py = py_lease_hold(&theirs, ttl);
+        assert_eq!(
+            duration_line(&ours),
+            format!("duration={spelled}"),
+            "--ttl {ttl}"
+        );
+        assert_eq!(duration_line(&ours), duration_line(&theirs), "--ttl {ttl}");
+        // The same float, however it was typed, is the same lease to both; a live holder
+        // keeps it.
+        let other_spelling = if ttl.contains('.') {
+            ttl.trim_end_matches(".0")
+        } else {
+            spelled
+        };
+        assert_eq!(
+            py_lease_try(&ours, other_spelling, "0.3"),
+            "TIMEOUT",
+            "--ttl {ttl}"
+        );
+        let out = flockrun()
+            .args(["try", "--soft", "--ttl", other_spelling])
+            .arg(&theirs)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(75), "--ttl {ttl}");
+        assert!(held.release().success());
+        drop(py);
+    }
+    // Another float is another contract, both ways: py-filelock raises its
+    // LeaseSettingsMismatch, flockrun exits 65 naming both.
+    let lock = dir.path().join("m.lock");
+    let held = Holder::flockrun(&["exec", "--soft", "--ttl", "1.5", lock.to_str().unwrap()]);
+    assert_eq!(
+        py_lease_try(&lock, "1.25", "0.3"),
+        "MISMATCH LeaseSettingsMismatch"
+    );
+    assert!(held.release().success());
+    let py = py_lease_hold(&lock, "1.5");
+    let out = flockrun()
+        .args(["try", "--soft", "--ttl", "1.25"])
+        .arg(&lock)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TTL of 1.5 s") && stderr.contains("--ttl 1.25"),
+        "{stderr}"
+    );
+    drop(py);
+}
+
+#[test]
+fn fractional_leases_are_taken_over_kept_and_lost_as_with_py_filelock() {
+    let dir = scratch();
+    // A stopped py-filelock holder (its lease no longer renewed) is taken over by flockrun
+    // once the lease stayed unchanged for 1.5 s.
+    let lock = dir.path().join("t.lock");
+    let py = py_lease_hold(&lock, "1.5");
+    signal(py.pid(), Signal::SIGSTOP);
+    let start = Instant::now();
+    let out = flockrun()
+        .args(["exec", "-w", "10", "--soft", "--ttl", "1.5"])
+        .arg(&lock)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let took = start.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!((1.4..3.0).contains(&took), "taken over after {took:.2}s");
+    signal(py.pid(), Signal::SIGKILL);
+    drop(py);
+    // A stopped flockrun holder is taken over by py-filelock; woken, it finds its lease
+    // gone, stops COMMAND and exits 79.
+    let lock = dir.path().join("f.lock");
+    let mut held = crate::harness::spawn_flockrun(&[
+        "exec",
+        "--soft",
+        "--ttl",
+        "1.5",
+        lock.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        crate::harness::HOLD_SH,
+    ]);
+    held.expect_line("ready");
+    let command = child_of(held.pid());
+    signal(held.pid(), Signal::SIGSTOP);
+    assert_eq!(py_lease_try(&lock, "1.5", "10"), "ACQUIRED");
+    signal(held.pid(), Signal::SIGCONT);
+    let (status, stderr) = held.release_with_stderr();
+    assert_eq!(status.code(), Some(79), "{stderr}");
+    wait_until_exited(command, "the lost holder's COMMAND");
+    // Live holders renewing every TTL/3 keep a half-second lease for four times as long.
+    let lock = dir.path().join("l.lock");
+    let held = Holder::flockrun(&["exec", "--soft", "--ttl", "0.5", lock.to_str().unwrap()]);
+    assert_eq!(py_lease_try(&lock, "0.5", "2"), "TIMEOUT");
+    assert!(held.release().success());
+    let py = py_lease_hold(&lock, "0.5");
+    let out = flockrun()
+        .args(["exec", "-w", "2", "--soft", "--ttl", "0.5"])
+        .arg(&lock)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(py);
+}
+
+#[test]
+fn ttls_out_of_range_or_fractional_for_etcd_are_usage_errors() {
+    for (args, says) in [
+        (&["exec", "--soft", "--ttl", "0.05", "l"][..], "from 0.1"),
+        (
+            &["exec", "--soft", "--ttl", "1e3", "l"][..],
+            "such as 10 or 1.5",
+        ),
+        (&["exec", "--soft", "--ttl", "604801", "l"][..], "(a week)"),
+        (
+            &["read", "--soft", "--ttl=-1", "l"][..],
+            "such as 10 or 1.5",
+        ),
+        (
+            &["exec", "--ttl", "1.5", "etcd://127.0.0.1:9/x"][..],
+            "whole seconds",
+        ),
+    ] {
+        let out = flockrun().args(args).args(["--", "true"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

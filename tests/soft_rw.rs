@@ -809,3 +809,100 @@ fn release_removes_layout_v1_markers_only_if_they_are_still_ours() {
         "release removed a marker that was not its own"
     );
 }
+
+fn holder_lease_line(lock: &Path) -> String {
+    let holders = beside(lock, ".rw/holders");
+    let record = fs::read_dir(&holders)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::read_to_string(record)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("lease="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn fractional_thresholds_are_written_evicted_kept_and_lost_as_with_py_filelock() {
+    let dir = scratch();
+    // The v2 holder record carries the threshold as py-filelock 4.2.11 spells the float.
+    for (ttl, spelled) in [("1.5", "1.5"), ("2", "2.0"), ("0.25", "0.25")] {
+        let ours = dir.path().join(format!("ours-{ttl}.lock"));
+        let theirs = dir.path().join(format!("theirs-{ttl}.lock"));
+        let held = hold("write", &ours, ttl, &["--layout", "v2"]);
+        let py = py_srw_hold("4.2.11", "write", &theirs, ttl);
+        assert_eq!(holder_lease_line(&ours), format!("lease={spelled}"));
+        assert_eq!(holder_lease_line(&ours), holder_lease_line(&theirs));
+        assert!(held.release().success());
+        drop(py);
+    }
+    // A killed holder of either side is evicted after about the 1.5 s threshold.
+    for (who, layout) in [("flockrun", "both"), ("3.28.0", "v1"), ("4.2.11", "v2")] {
+        let lock = dir.path().join(format!("killed-{who}.lock"));
+        let held = match who {
+            "flockrun" => hold("write", &lock, "1.5", &["--layout", layout]),
+            version => py_srw_hold(version, "write", &lock, "1.5"),
+        };
+        signal(held.pid(), Signal::SIGKILL);
+        crate::harness::wait_until_exited(held.pid(), "the holder to die");
+        let took = if who == "flockrun" {
+            let start = Instant::now();
+            let got = py_srw_try("4.2.11", "write", &lock, "1.5", "10");
+            assert!(got.starts_with("ACQUIRED"), "{got}");
+            start.elapsed().as_secs_f64()
+        } else {
+            seconds_to_get("write", &lock, "1.5")
+        };
+        eprintln!("{who} killed: evicted after {took:.2}s");
+        assert!(took < 1.5 + 1.0, "{who}: {took:.2}s");
+        drop(held);
+    }
+    // Live holders at a 0.5 s threshold, renewing every TTL/3, are never evicted.
+    let lock = dir.path().join("live.lock");
+    let held = hold("write", &lock, "0.5", &[]);
+    for version in ["3.28.0", "4.2.11"] {
+        assert_eq!(py_srw_try(version, "write", &lock, "0.5", "2"), "TIMEOUT");
+    }
+    assert!(held.release().success());
+    let py = py_srw_hold("4.2.11", "write", &lock, "0.5");
+    let out = flockrun()
+        .args(["write", "-w", "2", "--soft", "--ttl", "0.5"])
+        .arg(&lock)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(py);
+    // A stopped flockrun holder evicted by py-filelock at 1.5 s exits 79 once woken.
+    let lock = dir.path().join("lost.lock");
+    let mut held = crate::harness::spawn_flockrun(&[
+        "write",
+        "--soft",
+        "--ttl",
+        "1.5",
+        "--layout",
+        "v2",
+        lock.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        HOLD_SH,
+    ]);
+    held.expect_line("ready");
+    signal(held.pid(), Signal::SIGSTOP);
+    let mut py = py_srw_hold("4.2.11", "write", &lock, "1.5");
+    signal(held.pid(), Signal::SIGCONT);
+    let (status, stderr) = held.release_with_stderr();
+    assert_eq!(status.code(), Some(79), "{stderr}");
+    py.stdin();
+    drop(py);
+}

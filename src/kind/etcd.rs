@@ -54,6 +54,16 @@ impl Kind for Etcd {
                  itself, and has no file"
             )));
         }
+        let ttl = match request.ttl {
+            None => cluster::DEFAULT_TTL,
+            Some(ttl) => ttl.whole_seconds().ok_or_else(|| Error::Usage {
+                message: format!(
+                    "--ttl {ttl}: an etcd lease lasts whole seconds; give a whole number such \
+                     as {} (fractions are for --soft leases)",
+                    ttl.as_secs_f64().ceil()
+                ),
+            })?,
+        };
         let (target, reach) =
             cluster::Cluster::resolve(text, &request.etcd, &cluster::process_env)?;
         Ok(Target {
@@ -68,7 +78,7 @@ impl Kind for Etcd {
             lockable: Box::new(EtcdTarget {
                 target,
                 cluster: Arc::new(reach),
-                ttl: request.ttl.unwrap_or(cluster::DEFAULT_TTL),
+                ttl,
                 command: request.command.clone(),
             }),
         })

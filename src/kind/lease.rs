@@ -27,6 +27,7 @@ use super::heartbeat::{self, Beat, Renew, Renewal};
 use super::marker_file::{self, DirectoryWatch, Unchanged, Woke};
 use super::marker_status::{self, Reader};
 use super::takeover::{self, Guard};
+use crate::duration::Ttl;
 use crate::error::Error;
 use crate::identity::{self, StartToken};
 use crate::inspect::marker::{self, Content, Record, RecordMode, Verdict};
@@ -67,7 +68,7 @@ impl Kind for Lease {
     fn target(&self, request: &Request) -> Result<Target, Error> {
         request.refuse_descriptor_options("soft lease")?;
         let path = request.lock_file()?;
-        let ttl = request.ttl.unwrap_or(30);
+        let ttl = request.ttl.unwrap_or(Ttl::from_secs(30));
         Ok(Target {
             kind: self.name(),
             mode: LockMode::Exclusive,
@@ -112,11 +113,12 @@ impl Kind for Lease {
 }
 
 /// The record of a lease, byte for byte as py-filelock 4.2 writes it.
-fn lease_record(token: &str, ttl: u32) -> String {
+fn lease_record(token: &str, ttl: Ttl) -> String {
     let pid = std::process::id();
     let mut record = format!(
-        "filelock/2\npid={pid}\nhost={}\nmode=lease\ntoken={token}\nduration={ttl}.0\n",
-        identity::host_name()
+        "filelock/2\npid={pid}\nhost={}\nmode=lease\ntoken={token}\nduration={}\n",
+        identity::host_name(),
+        ttl.python_repr()
     );
     if let Some(start) = i32::try_from(pid).ok().and_then(StartToken::of) {
         let _ = writeln!(record, "start={start}");
@@ -129,7 +131,7 @@ struct LeaseTarget {
     path: PathBuf,
     /// As given, for the nesting check.
     given: PathBuf,
-    ttl: u32,
+    ttl: Ttl,
     create_mode: Option<u32>,
 }
 
@@ -169,7 +171,7 @@ fn warn_of_attribute_cache(path: &Path, ttl: Duration, observer: &mut dyn WaitOb
             path.display(),
             mount.describe(),
             cache.as_secs(),
-            ttl.as_secs(),
+            ttl.as_secs_f64(),
             cache.as_secs() * 3 / 2,
         ));
     }
@@ -195,7 +197,7 @@ impl Lockable for LeaseTarget {
             fs::symlink_metadata(path).ok().as_ref(),
             Shape::Regular,
         )?;
-        let ttl = Duration::from_secs(u64::from(self.ttl));
+        let ttl = self.ttl.duration();
         warn_of_attribute_cache(path, ttl, observer);
         let record = lease_record(&marker_file::random_hex(), self.ttl);
         let mut contest = Contest {
@@ -216,7 +218,7 @@ impl Lockable for LeaseTarget {
                 Ok(None) => {}
                 Err(e) => break Err(e),
             }
-            let sighting = || marker_status::sight(path, Reader::Lease(self.ttl));
+            let sighting = || marker_status::sight(path, Reader::Lease);
             if let Some(nap) = polling.next_nap(deadline, observer, &sighting) {
                 // On NFS, sleeping on the holder's release signal; the marker is looked at
                 // again every half second all the same, to see it age.
@@ -282,7 +284,7 @@ impl LeaseTarget {
         observer: &mut dyn WaitObserver,
     ) -> Result<Option<File>, Error> {
         let path = &self.path;
-        let ttl = Duration::from_secs(u64::from(self.ttl));
+        let ttl = self.ttl.duration();
         if state.leftovers_remain(path, ttl) {
             return Ok(None);
         }
@@ -319,7 +321,9 @@ impl LeaseTarget {
                     },
                 ..
             }) => {
-                if !dead && (*duration - f64::from(self.ttl)).abs() > f64::EPSILON {
+                // Compared as py-filelock compares them: the same float or a mismatch.
+                #[allow(clippy::float_cmp)]
+                if !dead && *duration != self.ttl.as_secs_f64() {
                     return Err(Error::NotALock {
                         path: path.clone(),
                         reason: format!(

@@ -22,8 +22,8 @@ use crate::status::{LockStatus, MarkerReport, State, holder_report};
 pub(super) enum Reader {
     /// The classic soft lock.
     Classic,
-    /// A soft lease with this TTL in seconds.
-    Lease(u32),
+    /// A soft lease.
+    Lease,
 }
 
 /// How long ago the file at `path` was last modified, by the wall clock: what status can say
@@ -57,7 +57,7 @@ fn describe(sighting: &mut Sighting, path: &Path, content: &Content, reader: Rea
         Reader::Classic => "use --soft --ttl SECONDS on every host instead, so that a lock \
                             whose host is gone frees itself"
             .to_owned(),
-        Reader::Lease(_) => "every process on this lock must use the same kind".to_owned(),
+        Reader::Lease => "every process on this lock must use the same kind".to_owned(),
     };
     match content {
         Content::Owner { pid, host, .. } if verdict == Verdict::ForeignHost => {
@@ -71,7 +71,7 @@ fn describe(sighting: &mut Sighting, path: &Path, content: &Content, reader: Rea
                         path.display()
                     );
                 }
-                Reader::Lease(_) => {
+                Reader::Lease => {
                     let _ = write!(
                         text,
                         " with a classic soft-lock marker, which no lease ages out; {to_ttl}"

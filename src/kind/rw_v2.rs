@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::rw_files::{self, Dir, DirError, Ledger, MAX_RECORD, Record};
+use crate::duration::python_repr;
 use crate::identity;
 use crate::inspect::marker::pid_exists;
 
@@ -93,7 +94,7 @@ impl Snapshot {
         members
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         let mut text = format!("{PROTOCOL}\ngeneration={}\n", self.generation);
         if let Some(writer) = &self.writer {
             let _ = writeln!(text, "writer={writer}");
@@ -150,27 +151,11 @@ fn generation_name(generation: u64) -> String {
 }
 
 /// A generation number from a listed name: exactly 20 ASCII digits.
-fn listed_generation(name: &OsStr) -> Option<u64> {
+pub(super) fn listed_generation(name: &OsStr) -> Option<u64> {
     let name = name.to_str()?;
     (name.len() == DIGITS && name.bytes().all(|b| b.is_ascii_digit()))
         .then(|| name.parse().ok())
         .flatten()
-}
-
-/// A float as Python's `repr` writes it: the shortest round-tripping digits, positional
-/// from 1e-4 up to 1e16, else with an exponent of at least two digits (`1e-05`, `1e+16`).
-pub(super) fn python_repr(value: f64) -> String {
-    let magnitude = value.abs();
-    if value == 0.0 || (1e-4..1e16).contains(&magnitude) {
-        return format!("{value:?}");
-    }
-    let text = format!("{value:e}");
-    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
-    let (sign, digits) = match exponent.strip_prefix('-') {
-        Some(digits) => ('-', digits),
-        None => ('+', exponent),
-    };
-    format!("{mantissa}e{sign}{digits:0>2}")
 }
 
 /// The `holders/<token>` record; only the nonce changes between heartbeats, so its length
@@ -972,24 +957,6 @@ mod tests {
             "filelock-rw/1\ngeneration=123456789012345678901\n".to_owned(),
         ] {
             assert_eq!(parse_snapshot(bad.as_bytes()), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn floats_are_spelled_as_python_repr_spells_them() {
-        for (value, text) in [
-            (90.0, "90.0"),
-            (2.0, "2.0"),
-            (1.5, "1.5"),
-            (0.1, "0.1"),
-            (0.0001, "0.0001"),
-            (1e-5, "1e-05"),
-            (1.5e-7, "1.5e-07"),
-            (1e16, "1e+16"),
-            (1.234_567_890_123_456_8e17, "1.2345678901234568e+17"),
-            (604_800.0, "604800.0"),
-        ] {
-            assert_eq!(python_repr(value), text);
         }
     }
 

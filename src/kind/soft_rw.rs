@@ -28,6 +28,7 @@ use super::heartbeat::{Beat, Renew, Renewal};
 use super::marker_file::{self, DirectoryWatch};
 use super::rw_v1::{self, MarkerView};
 use super::rw_v2::{self, Participant, Pulse, Trouble};
+use crate::duration::Ttl;
 use crate::error::Error;
 use crate::inspect::sighting::{FileId, Sighting};
 use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, SoftLayout, Target};
@@ -90,7 +91,7 @@ impl Kind for SoftRw {
             lockable: Box::new(RwTarget {
                 lock,
                 mode: request.mode,
-                ttl: request.ttl.unwrap_or(DEFAULT_TTL),
+                ttl: request.ttl.unwrap_or(Ttl::from_secs(DEFAULT_TTL)),
                 layout: request.layout,
             }),
         })
@@ -182,7 +183,7 @@ struct RwTarget {
     /// Absolute, its directory resolved.
     lock: PathBuf,
     mode: LockMode,
-    ttl: u32,
+    ttl: Ttl,
     layout: SoftLayout,
 }
 
@@ -198,7 +199,7 @@ impl RwTarget {
     }
 
     fn threshold(&self) -> Duration {
-        Duration::from_secs(u64::from(self.ttl))
+        self.ttl.duration()
     }
 
     /// The directories whose changes may free the lock: LOCK's own (v1's `.write` and
