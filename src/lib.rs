@@ -21,6 +21,7 @@ pub mod error;
 pub mod etcd;
 pub mod exit;
 pub mod flock;
+pub mod fuzz;
 pub mod identity;
 pub mod inspect;
 pub mod kind;

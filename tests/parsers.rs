@@ -291,3 +291,41 @@ fn etcd_locks_values_and_base64_never_panic_and_round_trip() {
         let _ = unbase64(&text(&rng.bytes(24)));
     }
 }
+
+/// Every file of the committed fuzz corpora (`fuzz/corpus/<target>/`, kept by cargo-fuzz
+/// and minimised) goes through the entry point its target fuzzes, on the stable toolchain:
+/// an input that once crashed, hung or found new paths must keep passing. Every target has
+/// a non-empty corpus and every corpus a target, so a renamed target cannot skip its files.
+#[test]
+fn fuzz_corpora_replay_through_their_parsers() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut targets: Vec<String> = flockrun::fuzz::TARGETS
+        .iter()
+        .map(|(name, _)| (*name).to_owned())
+        .collect();
+    targets.sort();
+    assert_eq!(
+        on_disk, targets,
+        "fuzz/corpus and flockrun::fuzz::TARGETS differ"
+    );
+    for (name, entry) in flockrun::fuzz::TARGETS {
+        let fuzz_target = root.join("../fuzz_targets").join(format!("{name}.rs"));
+        assert!(fuzz_target.is_file(), "no {}", fuzz_target.display());
+        let mut replayed = 0;
+        for file in std::fs::read_dir(root.join(name)).unwrap() {
+            let path = file.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            let outcome = std::panic::catch_unwind(|| entry(&bytes));
+            assert!(outcome.is_ok(), "{name} panicked on {}", path.display());
+            replayed += 1;
+        }
+        assert!(replayed > 0, "the corpus of {name} is empty");
+        eprintln!("{name}: {replayed} inputs replayed");
+    }
+    flockrun::fuzz::remove_scratch();
+}

@@ -472,13 +472,16 @@ struct Head {
 enum Socket {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    /// Bytes a member sent earlier, read back by `replay_reply` for the fuzz targets.
+    Received(io::Cursor<Vec<u8>>),
 }
 
 impl Socket {
-    fn tcp(&self) -> &TcpStream {
+    fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
         match self {
-            Socket::Plain(tcp) => tcp,
-            Socket::Tls(tls) => tls.get_ref(),
+            Socket::Plain(tcp) => tcp.set_read_timeout(Some(timeout)),
+            Socket::Tls(tls) => tls.get_ref().set_read_timeout(Some(timeout)),
+            Socket::Received(_) => Ok(()),
         }
     }
 }
@@ -488,6 +491,7 @@ impl Read for Socket {
         match self {
             Socket::Plain(tcp) => tcp.read(buf),
             Socket::Tls(tls) => tls.read(buf),
+            Socket::Received(bytes) => bytes.read(buf),
         }
     }
 }
@@ -497,6 +501,7 @@ impl Write for Socket {
         match self {
             Socket::Plain(tcp) => tcp.write(buf),
             Socket::Tls(tls) => tls.write(buf),
+            Socket::Received(_) => Ok(buf.len()),
         }
     }
 
@@ -504,6 +509,7 @@ impl Write for Socket {
         match self {
             Socket::Plain(tcp) => tcp.flush(),
             Socket::Tls(tls) => tls.flush(),
+            Socket::Received(_) => Ok(()),
         }
     }
 }
@@ -648,7 +654,7 @@ impl Conn {
             // rather than to the next whole slice.
             let left = until.saturating_duration_since(Instant::now());
             let slice = left.clamp(Duration::from_millis(1), SLICE);
-            let _ = self.stream.tcp().set_read_timeout(Some(slice));
+            let _ = self.stream.set_read_timeout(slice);
             match self.stream.read(&mut buf) {
                 Ok(0) if matches!(self.stream, Socket::Tls(_)) && !self.answered => {
                     let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
@@ -973,6 +979,38 @@ impl Stream {
             }
         }
     }
+}
+
+/// Reads `bytes` as a member's whole answer to one unary request, then again as a watch
+/// stream, through the same code that reads a socket: what a fuzz target (see
+/// `crate::fuzz`) drives. Gives the reply's JSON when it was a good unary reply.
+pub(crate) fn replay_reply(bytes: &[u8]) -> Option<Value> {
+    let received = |bytes: &[u8]| Conn {
+        stream: Socket::Received(io::Cursor::new(bytes.to_vec())),
+        input: Vec::new(),
+        reusable: true,
+        host: "member.invalid".to_owned(),
+        answered: false,
+        client_cert: false,
+    };
+    let until = Instant::now() + Duration::from_secs(1);
+    let go_on = || false;
+    let mut conn = received(bytes);
+    let unary = conn
+        .read_head(until, &go_on)
+        .and_then(|head| Ok((head.status, conn.read_body(&head, until, &go_on)?)))
+        .and_then(|(status, body)| interpret(status, &body))
+        .ok();
+    let mut stream = Stream {
+        conn: received(bytes),
+        pending: Vec::new(),
+    };
+    if stream.conn.read_head(until, &go_on).is_ok() {
+        // Every message until the stream ends or breaks; each read consumes input, so this
+        // ends when the bytes do.
+        while let Ok(StreamEvent::Message(_)) = stream.next(until, &go_on) {}
+    }
+    unary
 }
 
 #[cfg(test)]

@@ -105,6 +105,22 @@ pub struct QueueEntry {
     pub owner: Option<Owner>,
 }
 
+/// Reads `bytes` as a member's answer (see `http::replay_reply`) and, when it is a range
+/// reply, its keys as a lock's queue: for `crate::fuzz`.
+pub(crate) fn replay_reply(bytes: &[u8]) {
+    let Some(reply) = http::replay_reply(bytes) else {
+        return;
+    };
+    let queue: Vec<QueueEntry> = reply
+        .get("kvs")
+        .and_then(Value::as_array)
+        .map(|kvs| kvs.iter().map(QueueEntry::from_kv).collect())
+        .unwrap_or_default();
+    for entry in &queue {
+        let _ = entry.describe();
+    }
+}
+
 impl QueueEntry {
     fn from_kv(kv: &Value) -> QueueEntry {
         let bytes = |k: &str| {

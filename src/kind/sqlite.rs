@@ -236,6 +236,25 @@ fn acquire(
     Ok(Some((transaction, id)))
 }
 
+/// The checks `acquire` makes of a file's content and the protocol's statements in a read
+/// transaction, without waiting: `Ok(true)` for an empty lock database. SQLite rolls the
+/// transaction back when the connection closes. What the fuzz target for foreign lock files
+/// drives (see `crate::fuzz`).
+pub(super) fn examine(path: &Path) -> Result<bool, Error> {
+    let (file, _) = open::open_lock_file(path, Access::ReadWrite, None, Shape::Regular)?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::system("fstat on the lock file", e))?
+        .len();
+    refuse_content(&file, size, path)?;
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sqlite_error(path, &e))?;
+    begin(&connection, LockMode::Shared).map_err(|e| sqlite_error(path, &e))
+}
+
 /// Runs the protocol's statements; `Ok(false)` when the database turns out to have tables.
 fn begin(connection: &Connection, mode: LockMode) -> rusqlite::Result<bool> {
     // After the busy handler: switching the journal mode can itself wait for a lock.
