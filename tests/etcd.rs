@@ -3,11 +3,12 @@
 //! Interop runs the real `etcdctl lock`. Readiness comes from the cluster itself (its
 //! /health answer, the lock's queue of keys), never from sleeping.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -39,6 +40,8 @@ struct Member {
     client: u16,
     peer: u16,
     process: Option<Child>,
+    /// How it was started, to start it again after a kill.
+    command: Vec<OsString>,
 }
 
 /// How a test cluster is set up beyond its size.
@@ -105,6 +108,21 @@ fn ports_on(addresses: &[&str]) -> (u16, Vec<u16>) {
     panic!("no port free on all of {addresses:?}");
 }
 
+/// Starts an etcd member with `args`, its log appended to `log`.
+fn spawn_member(args: &[OsString], log: &Path) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new("etcd")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start etcd")
+}
+
 impl Cluster {
     pub(crate) fn start(size: usize) -> Cluster {
         Cluster::start_with(size, &Setup::default())
@@ -123,6 +141,7 @@ impl Cluster {
                         client: ports[2 * i],
                         peer: ports[2 * i + 1],
                         process: None,
+                        command: Vec::new(),
                     })
                     .collect()
             }
@@ -136,6 +155,7 @@ impl Cluster {
                         client,
                         peer: peers[i],
                         process: None,
+                        command: Vec::new(),
                     })
                     .collect()
             }
@@ -147,7 +167,6 @@ impl Cluster {
         let initial = initial.join(",");
         let scheme = if setup.tls.is_some() { "https" } else { "http" };
         for m in &mut members {
-            let log = fs::File::create(dir.path().join(format!("{}.log", m.name))).unwrap();
             let client = format!("{scheme}://{}:{}", m.address, m.client);
             let peer = format!("http://{}:{}", m.address, m.peer);
             let mut tls_args: Vec<String> = Vec::new();
@@ -162,7 +181,8 @@ impl Cluster {
                     pki.ca.display().to_string(),
                 ];
             }
-            let child = Command::new("etcd")
+            let mut command = Command::new("etcd");
+            command
                 .arg("--name")
                 .arg(&m.name)
                 .arg("--data-dir")
@@ -191,12 +211,12 @@ impl Cluster {
                 // Authentication tests create users: the cheapest bcrypt etcd accepts.
                 .args(["--bcrypt-cost", "4"])
                 .args(&tls_args)
-                .args(setup.extra)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start etcd");
-            m.process = Some(child);
+                .args(setup.extra);
+            m.command = command.get_args().map(OsStr::to_owned).collect();
+            m.process = Some(spawn_member(
+                &m.command,
+                &dir.path().join(format!("{}.log", m.name)),
+            ));
         }
         let tls = setup.tls.map(|(pki, _)| TlsClient {
             ca: pki.ca.clone(),
@@ -293,19 +313,57 @@ impl Cluster {
         self.kill(i);
     }
 
+    /// Starts member `i` again after a kill, on its own data, and waits until it is healthy.
+    pub(crate) fn restart_member(&mut self, i: usize) {
+        assert!(self.members[i].process.is_none(), "member {i} still runs");
+        let log = self
+            .dir
+            .path()
+            .join(format!("{}.log", self.members[i].name));
+        self.members[i].process = Some(spawn_member(&self.members[i].command, &log));
+        wait_until(
+            "a restarted etcd member to report itself healthy",
+            Instant::now() + PATIENCE,
+            || self.healthy(i).then_some(()),
+        );
+    }
+
     /// The index of the current leader, once one is elected among the living members.
-    fn leader(&self) -> usize {
+    pub(crate) fn leader(&self) -> usize {
         wait_until("an etcd leader", Instant::now() + PATIENCE, || {
             self.members
                 .iter()
                 .enumerate()
                 .filter(|(_, m)| m.process.is_some())
-                .find_map(|(i, m)| {
-                    let status = http(m.client, "POST", "/v3/maintenance/status", "{}")?;
-                    let leader = status["leader"].as_str()?;
-                    (leader != "0" && leader == status["header"]["member_id"].as_str()?)
-                        .then_some(i)
-                })
+                .find_map(|(i, m)| self.is_leader(m).then_some(i))
+        })
+    }
+
+    fn is_leader(&self, m: &Member) -> bool {
+        if self.tls.is_none() {
+            let Some(status) = http(m.client, "POST", "/v3/maintenance/status", "{}") else {
+                return false;
+            };
+            let leader = status["leader"].as_str().unwrap_or("0");
+            return leader != "0" && Some(leader) == status["header"]["member_id"].as_str();
+        }
+        // Over TLS, etcdctl asks (its JSON has numbers where the gateway has strings).
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &format!("https://{}:{}", m.address, m.client),
+            ])
+            .args(self.tls_args())
+            .args(["--dial-timeout", "1s", "endpoint", "status", "-w", "json"])
+            .output()
+            .unwrap();
+        let Ok(status) = serde_json::from_slice::<Value>(&out.stdout) else {
+            return false;
+        };
+        let status = &status[0]["Status"];
+        status["leader"].as_u64().is_some_and(|leader| {
+            leader != 0 && Some(leader) == status["header"]["member_id"].as_u64()
         })
     }
 
@@ -1204,4 +1262,99 @@ fn a_waiter_whose_own_key_is_deleted_gives_up_at_once_with_79() {
     );
     assert!(stdout.is_empty(), "COMMAND ran: {stdout}");
     assert!(held.release().success());
+}
+
+/// etcd's own default timings (the harness's clusters elect faster).
+pub(crate) const DEFAULT_TIMINGS: &[&str] =
+    &["--heartbeat-interval", "100", "--election-timeout", "1000"];
+
+/// What became of the holds through `rounds` leader elections: for each TTL, the reasons of
+/// the holds that ended early (empty when every hold rode through).
+pub(crate) fn holds_through_elections(
+    cluster: &mut Cluster,
+    rounds: usize,
+    ttls: &[u64],
+) -> Vec<Vec<String>> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        | 1;
+    eprintln!("election kill points seeded with {seed}");
+    let mut state = u64::from(seed);
+    let mut ended = vec![Vec::new(); ttls.len()];
+    let longest = ttls.iter().copied().max().unwrap();
+    for round in 0..rounds {
+        // One holder per TTL, each on a lock of its own.
+        let holders: Vec<Holder> = ttls
+            .iter()
+            .map(|ttl| {
+                let lock = cluster.lock(&format!("election-{ttl}-{round}"));
+                let ttl = ttl.to_string();
+                let mut args = vec!["exec".to_owned(), "--ttl".to_owned(), ttl];
+                args.extend(cluster.tls_args());
+                args.extend([lock, "--".into(), "sh".into(), "-c".into(), HOLD_SH.into()]);
+                let mut holder =
+                    spawn_flockrun(&args.iter().map(String::as_str).collect::<Vec<_>>());
+                holder.expect_line("ready");
+                holder
+            })
+            .collect();
+        // A random point of the renewal cycle of every holder: up to a third of the longest
+        // TTL after they began.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let offset = Duration::from_millis(state % (longest * 1000 / 3));
+        let kill_at = Instant::now() + offset;
+        wait_until("the chosen moment", kill_at + PATIENCE, || {
+            (Instant::now() >= kill_at).then_some(())
+        });
+        let leader = cluster.leader();
+        cluster.kill(leader);
+        let killed = Instant::now();
+        assert_ne!(cluster.leader(), leader);
+        let election = killed.elapsed();
+        // Every hold must last its TTL and 2 s more after the kill.
+        let hold_until = killed + Duration::from_secs(longest + 2);
+        wait_until("the holds to run on", hold_until + PATIENCE, || {
+            (Instant::now() >= hold_until).then_some(())
+        });
+        for (i, holder) in holders.into_iter().enumerate() {
+            let (status, stderr) = holder.release_with_stderr();
+            if !status.success() {
+                let reason = stderr.lines().last().unwrap_or_default().to_owned();
+                eprintln!(
+                    "round {round}, TTL {}: leader killed {:.2}s into the hold, new leader \
+                     {:.2}s later; the hold ended with {status}: {reason}",
+                    ttls[i],
+                    offset.as_secs_f64(),
+                    election.as_secs_f64()
+                );
+                ended[i].push(reason);
+            }
+        }
+        cluster.restart_member(leader);
+    }
+    ended
+}
+
+#[test]
+fn leader_elections_with_default_timings_end_no_hold_at_ttl_5() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &Setup {
+            extra: DEFAULT_TIMINGS,
+            ..Setup::default()
+        },
+    );
+    // Holders at TTL 5 and 3 side by side, so each election tries both.
+    let ended = holds_through_elections(&mut cluster, 20, &[5, 3]);
+    eprintln!(
+        "through 20 leader elections: {} of 20 holds at TTL 5 and {} of 20 at TTL 3 ended \
+         with 79",
+        ended[0].len(),
+        ended[1].len()
+    );
+    assert!(ended[0].is_empty(), "TTL 5: {:?}", ended[0]);
 }

@@ -10,7 +10,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 use super::access::{Cluster, locked_token};
 use super::target::Endpoint;
 use super::tls::{self, Refusal, Stage};
+use crate::wait;
 
 /// How long one blocking socket call may sleep before the caller's conditions are re-checked.
 const SLICE: Duration = Duration::from_millis(200);
@@ -110,10 +112,44 @@ impl Transport {
         abort: &dyn Fn() -> bool,
     ) -> Result<Value, CallError> {
         let body = body.to_string();
+        self.authenticated(until, abort, |transport, token| {
+            transport.call_with(path, &body, token, until, abort)
+        })
+    }
+
+    /// As `call`, for requests that may be carried out more than once (renewals, reads), so
+    /// that a leader election costs no more than the election: the member that answered
+    /// last is asked first; once it fails, or has not answered within `HEDGE`, every member
+    /// is asked at once, each on a connection of its own, and each asked again soon after
+    /// it fails (a member that refused the connection only after a second). The first
+    /// answer wins. A follower holds a request while the cluster has no leader and answers
+    /// it once one is elected, so the answer comes as soon as any member can give one; one
+    /// member that hangs costs the others nothing.
+    pub fn call_any(
+        &mut self,
+        path: &str,
+        body: &Value,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Value, CallError> {
+        let body = body.to_string();
+        self.authenticated(until, abort, |transport, token| {
+            transport.spread(path, &body, token, until, abort)
+        })
+    }
+
+    /// Runs `attempt` with the token to send, and once more with a new token when the
+    /// cluster refused the old one.
+    fn authenticated(
+        &mut self,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+        mut attempt: impl FnMut(&mut Self, Option<&(String, u64)>) -> Result<Value, CallError>,
+    ) -> Result<Value, CallError> {
         let mut token = self.token(until, abort)?;
         let mut renewed = false;
         loop {
-            match self.call_with(path, &body, token.as_ref(), until, abort) {
+            match attempt(self, token.as_ref()) {
                 // The token expired (or the cluster turned authentication on): once per call,
                 // a new one and the same request again. Every call flockrun makes is safe to
                 // repeat.
@@ -288,29 +324,101 @@ impl Transport {
         until: Instant,
         abort: &dyn Fn() -> bool,
     ) -> Result<Value, Failure> {
-        // A kept-alive connection may have been closed by the server meanwhile; then one fresh
-        // connection is tried before calling the member unreachable. Every call flockrun makes
-        // is safe to repeat (see etcd::lock).
-        let reused = matches!(&self.conn, Some((i, _)) if *i == index);
+        let kept = self.kept_conn(index);
         let tls = self.cluster.tls.as_ref();
-        let endpoint = &self.endpoints[index];
-        let mut conn = match self.conn.take() {
-            Some((i, conn)) if i == index => conn,
-            _ => Conn::open(endpoint, tls, until, abort)?,
-        };
-        let result = conn.request(endpoint, path, body, token, until, abort);
-        let result = match result {
-            Err(Failure::Transient(_) | Failure::HungUp(_) | Failure::Late) if reused => {
-                conn = Conn::open(endpoint, tls, until, abort)?;
-                conn.request(endpoint, path, body, token, until, abort)
-            }
-            other => other,
-        };
-        let (status, reply) = result?;
-        if conn.reusable {
+        let (result, conn) = ask(
+            &self.endpoints[index],
+            tls,
+            kept,
+            &Request { path, body, token },
+            until,
+            abort,
+        );
+        if let Some(conn) = conn {
             self.conn = Some((index, conn));
         }
-        interpret(status, &reply)
+        result
+    }
+
+    /// The kept-alive connection, if it is to member `index`.
+    fn kept_conn(&mut self, index: usize) -> Option<Conn> {
+        match self.conn.take() {
+            Some((i, conn)) if i == index => Some(conn),
+            other => {
+                self.conn = other;
+                None
+            }
+        }
+    }
+
+    /// `call_any`'s rounds: see there.
+    fn spread(
+        &mut self,
+        path: &str,
+        body: &str,
+        token: Option<&(String, u64)>,
+        until: Instant,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Value, CallError> {
+        let request = (
+            path.to_owned(),
+            body.to_owned(),
+            token.map(|(t, _)| t.clone()),
+        );
+        let finished = Arc::new(AtomicBool::new(false));
+        // Whatever way this returns, the askers still out stop at their next slice.
+        let _finish = Finish(Arc::clone(&finished));
+        let (sender, answers) = mpsc::channel();
+        let mut members = Spread::new(&self.endpoints, self.preferred);
+        loop {
+            if abort() {
+                return Err(CallError::Aborted);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(CallError::Unreachable(members.problems()));
+            }
+            for index in members.due(now) {
+                let asker = Asker {
+                    index,
+                    endpoint: self.endpoints[index].clone(),
+                    tls: self.cluster.tls.clone(),
+                    kept: self.kept_conn(index),
+                    request: request.clone(),
+                    until: until.min(now + ATTEMPT),
+                    finished: Arc::clone(&finished),
+                    answers: sender.clone(),
+                };
+                if let Err(e) = wait::spawn_with_signals_blocked("etcd-ask", || asker.run()) {
+                    let message = format!("cannot start a thread: {e}");
+                    members.failed(index, Failure::Transient(message), now);
+                }
+            }
+            let wait = members.next_due().min(until).saturating_duration_since(now);
+            let Ok((index, result, conn)) = answers.recv_timeout(wait) else {
+                continue;
+            };
+            match result {
+                Ok(value) => {
+                    self.preferred = index;
+                    if let Some(conn) = conn {
+                        self.conn = Some((index, conn));
+                    }
+                    return Ok(value);
+                }
+                Err(Failure::Permanent(message)) => {
+                    return Err(CallError::Refused(self.at(index, &message)));
+                }
+                Err(Failure::Unauthenticated(message)) => {
+                    return Err(CallError::Unauthenticated(self.at(index, &message)));
+                }
+                Err(other) => members.failed(index, other, Instant::now()),
+            }
+            // Every member hung up on the handshake: the cluster refuses this client.
+            if members.all_hung_up() {
+                return Err(CallError::Refused(members.problems().join("; ")));
+            }
+        }
     }
 
     /// Opens a streaming request (a watch) on some member and returns the stream. Members
@@ -387,6 +495,205 @@ impl Transport {
         if token.value.is_some() {
             token.value = None;
         }
+    }
+}
+
+/// One request's parts.
+struct Request<'a> {
+    path: &'a str,
+    body: &'a str,
+    token: Option<&'a str>,
+}
+
+/// Asks member `endpoint` once, on the kept-alive connection `kept` if there is one: the
+/// reply, and the connection when it may be used again. A kept-alive connection may have
+/// been closed by the server meanwhile; then one fresh connection is tried before calling
+/// the member unreachable. Every call flockrun makes is safe to repeat (see `etcd::lock`).
+fn ask(
+    endpoint: &Endpoint,
+    tls: Option<&Arc<ClientConfig>>,
+    kept: Option<Conn>,
+    request: &Request<'_>,
+    until: Instant,
+    abort: &dyn Fn() -> bool,
+) -> (Result<Value, Failure>, Option<Conn>) {
+    let reused = kept.is_some();
+    let mut conn = match kept {
+        Some(conn) => conn,
+        None => match Conn::open(endpoint, tls, until, abort) {
+            Ok(conn) => conn,
+            Err(e) => return (Err(e), None),
+        },
+    };
+    let Request { path, body, token } = *request;
+    let mut result = conn.request(endpoint, path, body, token, until, abort);
+    if reused
+        && matches!(
+            result,
+            Err(Failure::Transient(_) | Failure::HungUp(_) | Failure::Late)
+        )
+    {
+        conn = match Conn::open(endpoint, tls, until, abort) {
+            Ok(conn) => conn,
+            Err(e) => return (Err(e), None),
+        };
+        result = conn.request(endpoint, path, body, token, until, abort);
+    }
+    match result {
+        Ok((status, reply)) => {
+            let reusable = conn.reusable;
+            (interpret(status, &reply), reusable.then_some(conn))
+        }
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// How long `call_any` waits for the member asked first before asking all of them, and
+/// how often it asks a member that has not answered yet again.
+const HEDGE: Duration = Duration::from_millis(250);
+const REASK: Duration = Duration::from_millis(100);
+/// The longest one request of `call_any` waits for its answer.
+const ATTEMPT: Duration = Duration::from_secs(1);
+/// How soon `call_any` asks a member again after it refused the connection (it is down or
+/// restarting), and the longest pause after other failures (no leader yet, a timeout).
+const REFUSED_PAUSE: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_millis(400);
+
+/// What `call_any` gets back from one member: its index, the reply, the connection.
+type Answer = (usize, Result<Value, Failure>, Option<Conn>);
+
+/// One request of `call_any`, run on a thread of its own.
+struct Asker {
+    index: usize,
+    endpoint: Endpoint,
+    tls: Option<Arc<ClientConfig>>,
+    kept: Option<Conn>,
+    /// Path, body and token.
+    request: (String, String, Option<String>),
+    until: Instant,
+    finished: Arc<AtomicBool>,
+    answers: mpsc::Sender<Answer>,
+}
+
+impl Asker {
+    fn run(self) {
+        let finished = &self.finished;
+        let abort = || finished.load(Ordering::SeqCst);
+        let (path, body, token) = &self.request;
+        let request = Request {
+            path,
+            body,
+            token: token.as_deref(),
+        };
+        let (result, conn) = ask(
+            &self.endpoint,
+            self.tls.as_ref(),
+            self.kept,
+            &request,
+            self.until,
+            &abort,
+        );
+        // Nobody listens any more once another member answered.
+        let _ = self.answers.send((self.index, result, conn));
+    }
+}
+
+/// `call_any`'s view of the members: when to ask each (again), and what went wrong.
+struct Spread {
+    names: Vec<String>,
+    next: Vec<Instant>,
+    asked: Vec<bool>,
+    pause: Vec<Duration>,
+    problems: Vec<String>,
+    hung_up: Vec<bool>,
+}
+
+impl Spread {
+    /// The member that answered last is asked at once, the others after `HEDGE`.
+    fn new(endpoints: &[Endpoint], preferred: usize) -> Spread {
+        let now = Instant::now();
+        let members = endpoints.len();
+        Spread {
+            names: endpoints.iter().map(ToString::to_string).collect(),
+            next: (0..members)
+                .map(|i| if i == preferred { now } else { now + HEDGE })
+                .collect(),
+            asked: vec![false; members],
+            pause: vec![Duration::from_millis(50); members],
+            problems: vec![String::new(); members],
+            hung_up: vec![false; members],
+        }
+    }
+
+    /// The members to ask now. A member that has not answered is asked again `REASK`
+    /// later, beside the request still out: during an election a request can stay parked
+    /// in a follower well after the new leader is there, while a fresh one is answered at
+    /// once.
+    fn due(&mut self, now: Instant) -> Vec<usize> {
+        let due: Vec<usize> = (0..self.next.len())
+            .filter(|&i| self.next[i] <= now)
+            .collect();
+        for &i in &due {
+            self.next[i] = now + REASK;
+            self.asked[i] = true;
+        }
+        due
+    }
+
+    fn next_due(&self) -> Instant {
+        self.next.iter().min().copied().unwrap_or_else(Instant::now)
+    }
+
+    /// Member `index` failed: ask it again after a pause (at once after a request that ran
+    /// out of time), and the members not asked yet now.
+    fn failed(&mut self, index: usize, failure: Failure, now: Instant) {
+        self.hung_up[index] = matches!(failure, Failure::HungUp(_));
+        let retry = match failure {
+            Failure::Transient(message) | Failure::HungUp(message) => {
+                let refused = message == nix::errno::Errno::ECONNREFUSED.desc();
+                self.problems[index] = format!("{}: {message}", self.names[index]);
+                if refused {
+                    REFUSED_PAUSE
+                } else {
+                    self.pause[index]
+                }
+            }
+            // A more telling failure seen earlier (connection refused) is kept.
+            _ => {
+                if self.problems[index].is_empty() {
+                    self.problems[index] = format!("{}: no answer in time", self.names[index]);
+                }
+                Duration::ZERO
+            }
+        };
+        for (at, asked) in self.next.iter_mut().zip(&self.asked) {
+            if !asked {
+                *at = (*at).min(now);
+            }
+        }
+        self.next[index] = now + retry;
+        self.pause[index] = (self.pause[index] * 2).min(MAX_PAUSE);
+    }
+
+    fn all_hung_up(&self) -> bool {
+        self.hung_up.iter().all(|&h| h)
+    }
+
+    fn problems(&self) -> Vec<String> {
+        self.problems
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect()
+    }
+}
+
+/// Tells the askers of a `call_any` still out to stop, when it returns.
+struct Finish(Arc<AtomicBool>);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 

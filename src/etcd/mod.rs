@@ -391,7 +391,7 @@ fn renew(
         let give_up = confirmed + ttl.saturating_sub(supervise::grace_for(ttl));
         let sent = Instant::now();
         let body = json!({ "ID": lease.to_string() });
-        let reply = match transport.call("/v3/lease/keepalive", &body, give_up, &stopping) {
+        let reply = match transport.call_any("/v3/lease/keepalive", &body, give_up, &stopping) {
             Ok(reply) => reply,
             Err(CallError::Aborted) => return,
             Err(e) => {
@@ -413,7 +413,7 @@ fn renew(
         if let Some(key) = key {
             let give_up = confirmed + ttl.saturating_sub(supervise::grace_for(ttl));
             let body = json!({ "key": key, "count_only": true });
-            match transport.call("/v3/kv/range", &body, give_up, &stopping) {
+            match transport.call_any("/v3/kv/range", &body, give_up, &stopping) {
                 Ok(reply) if int(reply.get("count")) == 0 => {
                     shared.lose("the lock's key was deleted from etcd".to_owned());
                     return;
