@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -536,26 +536,7 @@ fn a_timeout_or_a_signal_while_waiting_leaves_no_record_behind() {
 fn an_evicted_or_vanished_hold_stops_command_with_79() {
     let dir = scratch();
     // v2: flockrun frozen past its threshold, evicted by py-filelock, thawed.
-    let lock = dir.path().join("e.lock");
-    let mut held = crate::harness::spawn_flockrun(&[
-        "write",
-        "--soft",
-        "--ttl",
-        "2",
-        "--layout",
-        "v2",
-        lock.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        HOLD_SH,
-    ]);
-    held.expect_line("ready");
-    let flockrun_pid = held.pid();
-    signal(flockrun_pid, Signal::SIGSTOP);
-    let mut py = py_srw_hold("4.2.11", "write", &lock, "2");
-    signal(flockrun_pid, Signal::SIGCONT);
-    let (status, stderr) = held.release_with_stderr();
+    let (status, stderr) = stopped_and_evicted_by_py_filelock(&dir.path().join("e.lock"), "2");
     assert_eq!(status.code(), Some(79), "{stderr}");
     // Whichever noticed first: the renewal that found us evicted, or the clock (the whole
     // process was stopped past the point where a contender may take over).
@@ -564,8 +545,6 @@ fn an_evicted_or_vanished_hold_stops_command_with_79() {
             && (stderr.contains("evicted") || stderr.contains("could not be renewed")),
         "{stderr}"
     );
-    py.stdin();
-    drop(py);
     // v1: the marker removed under the holder (as an evicting peer would) is noticed at the
     // next renewal, TTL/3 later.
     let lock = dir.path().join("v.lock");
@@ -883,26 +862,26 @@ fn fractional_thresholds_are_written_evicted_kept_and_lost_as_with_py_filelock()
     );
     drop(py);
     // A stopped flockrun holder evicted by py-filelock at 1.5 s exits 79 once woken.
-    let lock = dir.path().join("lost.lock");
-    let mut held = crate::harness::spawn_flockrun(&[
-        "write",
-        "--soft",
-        "--ttl",
-        "1.5",
-        "--layout",
-        "v2",
-        lock.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        HOLD_SH,
-    ]);
+    let (status, stderr) = stopped_and_evicted_by_py_filelock(&dir.path().join("lost.lock"), "1.5");
+    assert_eq!(status.code(), Some(79), "{stderr}");
+}
+
+/// A flockrun writer (layout v2, threshold TTL) stopped with SIGSTOP until a py-filelock
+/// 4.2.11 writer has evicted it and holds, then woken: its exit status and stderr.
+fn stopped_and_evicted_by_py_filelock(lock: &Path, ttl: &str) -> (ExitStatus, String) {
+    let args = ["write", "--soft", "--ttl", ttl, "--layout", "v2"];
+    let mut held = crate::harness::spawn_flockrun(
+        &[
+            &args[..],
+            &[lock.to_str().unwrap(), "--", "sh", "-c", HOLD_SH],
+        ]
+        .concat(),
+    );
     held.expect_line("ready");
     signal(held.pid(), Signal::SIGSTOP);
-    let mut py = py_srw_hold("4.2.11", "write", &lock, "1.5");
+    let py = py_srw_hold("4.2.11", "write", lock, ttl);
     signal(held.pid(), Signal::SIGCONT);
-    let (status, stderr) = held.release_with_stderr();
-    assert_eq!(status.code(), Some(79), "{stderr}");
-    py.stdin();
-    drop(py);
+    let outcome = held.release_with_stderr();
+    assert!(py.release().success());
+    outcome
 }

@@ -120,11 +120,12 @@ impl Transport {
     /// As `call`, for requests that may be carried out more than once (renewals, reads), so
     /// that a leader election costs no more than the election: the member that answered
     /// last is asked first; once it fails, or has not answered within `HEDGE`, every member
-    /// is asked at once, each on a connection of its own, and each asked again soon after
-    /// it fails (a member that refused the connection only after a second). The first
-    /// answer wins. A follower holds a request while the cluster has no leader and answers
-    /// it once one is elected, so the answer comes as soon as any member can give one; one
-    /// member that hangs costs the others nothing.
+    /// is asked at once, each on a connection of its own, and each asked again every
+    /// `REASK` while it has not answered (a member that refused the connection only after
+    /// `REFUSED_PAUSE`). The first answer wins. A follower parks a request that arrives
+    /// while the cluster has no leader until its next look for one, up to an election
+    /// timeout later, but answers a fresh request as soon as the new leader is there; and
+    /// one member that hangs costs the others nothing.
     pub fn call_any(
         &mut self,
         path: &str,
