@@ -567,7 +567,9 @@ fn watch_for(seconds: f64) {
 
 /// What software emulation adds to a takeover on the bed (a guest's flockrun start, its
 /// NFS calls), measured and said in README.md.
-const EMULATION_SLACK: f64 = 1.0;
+/// Up to 0.9 s with the machine otherwise quiet; 1.5 s (a soft-rw reader's eviction) with
+/// the rest of the suite, two 3-member etcd clusters among it, running beside the bed.
+const EMULATION_SLACK: f64 = 2.0;
 
 #[test]
 fn a_live_lease_held_past_its_ttl_is_not_taken_over_through_nfs_attribute_caches() {

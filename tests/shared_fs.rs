@@ -365,6 +365,29 @@ fn a_live_lease_held_past_its_ttl_is_not_taken_over_even_through_attribute_cache
             held.release().success(),
             "{cache:?}: the holder lost its lease"
         );
+        if ttl.contains('.') {
+            // And the other way: a live py-filelock lease, a flockrun contender.
+            let held = py_hold(&bed, Host::A, "4.2.11", &["lease", "py-live.lock", ttl]);
+            let out = bed
+                .flockrun(
+                    Host::B,
+                    &[
+                        "exec",
+                        "-w",
+                        &wait,
+                        "--soft",
+                        "--ttl",
+                        ttl,
+                        "py-live.lock",
+                        "--",
+                        "true",
+                    ],
+                )
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
+            drop(held);
+        }
     }
 }
 
