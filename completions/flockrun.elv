@@ -34,7 +34,7 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand -w 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
             cand --timeout 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
             cand --wait 'Wait at most SECONDS for the lock (a decimal fraction is allowed; 0 means a single attempt). Default: wait as long as it takes'
-            cand --ttl 'The lease''s time to live in seconds: for an etcd:// LOCK, whole seconds [default: 10], and with --soft, 0.1 or more with fractions allowed as py-filelock''s `lease_duration`, where it makes the lock a soft lease (py-filelock''s `SoftFileLease`) that a crashed holder''s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL'
+            cand --ttl 'The lease''s time to live in seconds: for an etcd:// LOCK, whole seconds [default: 10], and with --soft, 0.1 or more with fractions allowed as py-filelock''s `lease_duration`, where it makes the lock a soft lease (py-filelock''s `SoftFileLease`) that a crashed holder''s host cannot keep forever. flockrun renews a soft lease every TTL/3 and an etcd lease every TTL/4; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL'
             cand -E 'Exit status when the lock is busy or the wait times out (0-255)'
             cand --conflict-exit-code 'Exit status when the lock is busy or the wait times out (0-255)'
             cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'
@@ -68,7 +68,7 @@ set edit:completion:arg-completer[flockrun] = {|@words|
             cand --version 'Print version'
         }
         &'flockrun;try'= {
-            cand --ttl 'The lease''s time to live in seconds: for an etcd:// LOCK, whole seconds [default: 10], and with --soft, 0.1 or more with fractions allowed as py-filelock''s `lease_duration`, where it makes the lock a soft lease (py-filelock''s `SoftFileLease`) that a crashed holder''s host cannot keep forever. flockrun renews the lease every TTL/3; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL'
+            cand --ttl 'The lease''s time to live in seconds: for an etcd:// LOCK, whole seconds [default: 10], and with --soft, 0.1 or more with fractions allowed as py-filelock''s `lease_duration`, where it makes the lock a soft lease (py-filelock''s `SoftFileLease`) that a crashed holder''s host cannot keep forever. flockrun renews a soft lease every TTL/3 and an etcd lease every TTL/4; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same TTL'
             cand -E 'Exit status when the lock is busy or the wait times out (0-255)'
             cand --conflict-exit-code 'Exit status when the lock is busy or the wait times out (0-255)'
             cand -c 'Run STRING with $SHELL -c (/bin/sh -c when SHELL is unset or empty)'

@@ -268,8 +268,8 @@ pub struct KernelLockArgs {
     /// The lease's time to live in seconds: for an etcd:// LOCK, whole seconds [default: 10],
     /// and with --soft, 0.1 or more with fractions allowed as py-filelock's `lease_duration`,
     /// where it makes the lock a soft lease (py-filelock's `SoftFileLease`) that a crashed
-    /// holder's host cannot keep forever. flockrun renews the lease every TTL/3; if it dies,
-    /// the lock frees itself after about TTL. Every user of a soft lease must give the same
+    /// holder's host cannot keep forever. flockrun renews a soft lease every TTL/3 and an etcd
+    /// lease every TTL/4; if it dies, the lock frees itself after about TTL. Every user of a soft lease must give the same
     /// TTL
     #[arg(long, value_name = "SECONDS", value_parser = Ttl::parse)]
     pub ttl: Option<Ttl>,

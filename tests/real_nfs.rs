@@ -529,28 +529,34 @@ fn started_at(mut child: std::process::Child) -> f64 {
 
 #[test]
 fn a_lease_whose_client_crashed_is_taken_over_by_the_other_client_within_its_ttl() {
-    const TTL: f64 = 3.0;
     let bed = NfsBed::take();
     let dir = bed.fresh_dir(Mount::V4, "crash");
-    for holder in ["flockrun", "py-filelock"] {
-        let lock = lock_in(&dir, &format!("{holder}.lock"));
+    // A whole TTL and a fractional one (py-filelock's lease_duration is a float).
+    for (holder, ttl) in [
+        ("flockrun", "3"),
+        ("py-filelock", "3"),
+        ("flockrun", "3.5"),
+        ("py-filelock", "3.5"),
+    ] {
+        let seconds: f64 = ttl.parse().unwrap();
+        let lock = lock_in(&dir, &format!("{holder}-{ttl}.lock"));
         let held = match holder {
-            "flockrun" => bed.hold_flockrun(Machine::A, &["exec", "--soft", "--ttl", "3", &lock]),
-            _ => py_soft_hold(&bed, Machine::A, "4.2.11", &["lease", &lock, "3"]),
+            "flockrun" => bed.hold_flockrun(Machine::A, &["exec", "--soft", "--ttl", ttl, &lock]),
+            _ => py_soft_hold(&bed, Machine::A, "4.2.11", &["lease", &lock, ttl]),
         };
-        let waiter = waiting_contender(&bed, Machine::B, &lock, "3");
+        let waiter = waiting_contender(&bed, Machine::B, &lock, ttl);
         // The contender watches the live lease for a few renewals first.
-        watch_for(2.0 * TTL);
+        watch_for(2.0 * seconds);
         let crashed = bed.clock(Machine::S);
         bed.crash(Machine::A);
         drop(held);
         let took = started_at(waiter) - crashed;
-        eprintln!("{holder}: taken over {took:.2}s after client A crashed");
+        eprintln!("{holder} (TTL {ttl}): taken over {took:.2}s after client A crashed");
         // The last renewal came at most TTL/3 before the crash; under software emulation a
         // flockrun start and an NFS round trip cost tenths of a second more than natively.
         assert!(
-            took > TTL * 2.0 / 3.0 - 0.1 && took < TTL + 0.5 + EMULATION_SLACK,
-            "{holder}'s lease taken over {took:.2}s after its client crashed"
+            took > seconds * 2.0 / 3.0 - 0.1 && took < seconds + 0.5 + EMULATION_SLACK,
+            "{holder}'s lease (TTL {ttl}) taken over {took:.2}s after its client crashed"
         );
         bed.boot(Machine::A);
     }
