@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::duration::Ttl;
-use crate::exit::CONFLICT_DEFAULT;
+use flockrun::duration::Ttl;
+use flockrun::exit::CONFLICT_DEFAULT;
 
 const ABOUT: &str = "Run a command while holding a lock, and release it when the command ends";
 
@@ -159,8 +159,8 @@ pub struct StatusArgs {
 
     /// Inspect LOCK as this kind instead of detecting it from the kernel's locks and the
     /// file's content
-    #[arg(long, value_name = "KIND", value_parser = crate::kind::parse_inspectable)]
-    pub kind: Option<&'static dyn crate::lock::Kind>,
+    #[arg(long, value_name = "KIND", value_parser = flockrun::kind::parse_inspectable)]
+    pub kind: Option<&'static dyn flockrun::lock::Kind>,
 
     /// Also print the kernel's lock lines for each LOCK
     #[arg(short = 'v', long, conflicts_with = "quiet")]
@@ -214,7 +214,7 @@ pub struct ReadWriteArgs {
     /// With --soft: the on-disk layout to take: v1 (py-filelock 3.27-3.32), v2 (4.0 and
     /// later), or both, v1 first, which keeps out Python peers of either age [default: both]
     #[arg(long, value_name = "LAYOUT", value_enum, requires = "soft")]
-    pub layout: Option<crate::lock::SoftLayout>,
+    pub layout: Option<flockrun::lock::SoftLayout>,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -341,9 +341,9 @@ pub struct EtcdArgs {
 impl EtcdArgs {
     /// In the library's terms.
     #[must_use]
-    pub fn access(&self) -> crate::etcd::Access {
-        crate::etcd::Access {
-            tls: crate::etcd::TlsFiles {
+    pub fn access(&self) -> flockrun::etcd::Access {
+        flockrun::etcd::Access {
+            tls: flockrun::etcd::TlsFiles {
                 cacert: self.cacert.clone(),
                 cert: self.cert.clone(),
                 key: self.key.clone(),
@@ -468,8 +468,8 @@ impl Cli {
 impl WaitArgs {
     /// The deadline these options ask for.
     #[must_use]
-    pub fn deadline(&self) -> crate::wait::Deadline {
-        use crate::wait::Deadline;
+    pub fn deadline(&self) -> flockrun::wait::Deadline {
+        use flockrun::wait::Deadline;
         match (self.nonblock, self.timeout) {
             (true, _) => Deadline::after(Duration::ZERO),
             (false, Some(limit)) => Deadline::after(limit),
@@ -479,7 +479,7 @@ impl WaitArgs {
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    crate::duration::parse_seconds(text)
+    flockrun::duration::parse_seconds(text)
 }
 
 fn parse_fd(text: &str) -> Result<i32, String> {

@@ -1,5 +1,5 @@
 //! The library's typed errors. Each variant carries what the binary needs to print a message
-//! that names the path and says what to do, and to pick the exit status (see `crate::run`)
+//! that names the path and says what to do, and to pick the exit status (see the binary's `run`)
 //! without parsing strings.
 
 use std::ffi::OsString;

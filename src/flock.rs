@@ -19,13 +19,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
-use crate::exit;
-use crate::lock::{ByteRange, Hold, Request, Target, Verb};
-use crate::mode::LockMode;
-use crate::road::{self, Voice, say_as};
-use crate::supervise::Command;
-use crate::wait::{Deadline, WaitObserver};
+use flockrun::error::Error;
+use flockrun::exit;
+use flockrun::lock::{ByteRange, Hold, Request, Target, Verb};
+use flockrun::mode::LockMode;
+use flockrun::road::{self, Voice, say_as};
+use flockrun::supervise::Command;
+use flockrun::wait::{Deadline, WaitObserver};
 
 const NAME: &str = "flock";
 

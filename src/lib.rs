@@ -1,7 +1,8 @@
 //! flockrun: run a command while holding a lock.
 //!
-//! The library does the locking; the `flockrun` binary only parses arguments (`cli`) and
-//! turns outcomes into exit statuses (`run`). The pieces, bottom up:
+//! The library does the locking; the `flockrun` binary (`src/main.rs` with its own modules
+//! `cli`, `run` and `flock`) only parses its two command lines, flockrun's and util-linux
+//! flock(1)'s, and turns outcomes into exit statuses. The pieces, bottom up:
 //!
 //! * [`mode`], [`error`], [`inspect::sighting`]: plain types every other part names;
 //! * [`wait`] (deadlines, stop signals, waiting in the kernel), [`open`] (opening lock files
@@ -11,16 +12,14 @@
 //!   yields a hold;
 //! * [`kind`]: one file per kind (kernel, ofd, sqlite, soft, etcd, the last on top of the
 //!   cluster client in [`etcd`]) and the choice among them;
-//! * [`road`]: the one road from a request through a hold and COMMAND back to a status;
-//! * [`run`] (flockrun's own command line) and [`flock`] (util-linux flock(1)'s): arguments
-//!   in, exit status out, each in its own words; [`version`] what `--version` says.
+//! * [`road`]: the one road from a request through a hold and COMMAND back to a status,
+//!   which both command lines take, each in its own words; [`exit`] the statuses they
+//!   answer with; [`version`] what `--version` says.
 
-pub mod cli;
 pub mod duration;
 pub mod error;
 pub mod etcd;
 pub mod exit;
-pub mod flock;
 pub mod fuzz;
 pub mod identity;
 pub mod inspect;
@@ -32,7 +31,6 @@ pub mod nested;
 pub mod nss;
 pub mod open;
 pub mod road;
-pub mod run;
 pub mod status;
 pub mod supervise;
 pub mod utc;

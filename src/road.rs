@@ -20,8 +20,8 @@ pub fn say_as(name: &str, message: &str) {
     let _ = writeln!(io::stderr().lock(), "{name}: {message}");
 }
 
-/// Who speaks on the road and what it adds to it: flockrun's own voice (in `run`), or the
-/// flock(1) front end's (`crate::flock`).
+/// Who speaks on the road and what it adds to it: flockrun's own voice (the binary's `run`), or the
+/// flock(1) front end's (the binary's `flock`).
 pub trait Voice: WaitObserver {
     /// The word before every message: `flockrun` or `flock`.
     fn name(&self) -> &'static str;

@@ -3,7 +3,7 @@
 //! to stderr, all starting with `flockrun: `; a failing write never changes the status.
 //!
 //! Every kind takes the same road (`run_locked`): the command line becomes a `Request`, the
-//! kind that claims it makes a `Target`, and taking it yields a `Hold` (see `crate::lock`).
+//! kind that claims it makes a `Target`, and taking it yields a `Hold` (see `flockrun::lock`).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -13,27 +13,27 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, KernelLockArgs, RunArgs, StatusArgs};
-use crate::duration::format_seconds;
-use crate::error::Error;
-use crate::exit;
-use crate::inspect::sighting::Sighting;
-use crate::kind;
-use crate::lock::{Hold, Request, SoftLayout, Target, Verb};
-use crate::mode::LockMode;
-use crate::road::{Voice, run_locked, say_as};
-use crate::status::{self, State};
-use crate::supervise;
-use crate::wait::{Deadline, WaitObserver};
+use flockrun::duration::format_seconds;
+use flockrun::error::Error;
+use flockrun::exit;
+use flockrun::inspect::sighting::Sighting;
+use flockrun::kind;
+use flockrun::lock::{Hold, Request, SoftLayout, Target, Verb};
+use flockrun::mode::LockMode;
+use flockrun::road::{Voice, run_locked, say_as};
+use flockrun::status::{self, State};
+use flockrun::supervise;
+use flockrun::wait::{Deadline, WaitObserver};
 
 /// Runs flockrun with `args` (including the program name) and returns its exit status.
 #[must_use]
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args: Vec<OsString> = args.into_iter().collect();
-    if let Some(verbose) = crate::version::asked(&args) {
+    if let Some(verbose) = flockrun::version::asked(&args) {
         let text = if verbose {
-            crate::version::verbose()
+            flockrun::version::verbose()
         } else {
-            crate::version::line() + "\n"
+            flockrun::version::line() + "\n"
         };
         let _ = io::stdout().lock().write_all(text.as_bytes());
         return 0;

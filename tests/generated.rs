@@ -23,7 +23,7 @@ fn man_page(cmd: clap::Command, extras: &[&str]) -> Vec<u8> {
 fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    let cmd = flockrun::cli::Cli::command();
+    let cmd = crate::cli::Cli::command();
     let page = man_page(cmd.clone(), &["exit-status.roff", "flockrun.roff"]);
     files.push((root.join("man/flockrun.1"), page));
     for sub in cmd.get_subcommands() {
@@ -46,12 +46,7 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         (Shell::PowerShell, "_flockrun.ps1"),
     ] {
         let mut out = Vec::new();
-        clap_complete::generate(
-            shell,
-            &mut flockrun::cli::Cli::command(),
-            "flockrun",
-            &mut out,
-        );
+        clap_complete::generate(shell, &mut crate::cli::Cli::command(), "flockrun", &mut out);
         files.push((root.join("completions").join(file), out));
     }
     files

@@ -2,6 +2,15 @@
 
 mod harness;
 
+// The binary's command-line modules, compiled here too: their unit tests run in this one
+// test binary, and `generated` renders man pages and completions from `cli`'s definition.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../src/cli.rs"]
+mod cli;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../src/flock.rs"]
+mod flock;
+
 mod bed;
 mod code_shape;
 mod etcd;

@@ -10,8 +10,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime};
 
+use crate::cli::Cli;
 use clap::Parser;
-use flockrun::cli::Cli;
 use flockrun::duration::{format_seconds, parse_seconds};
 use flockrun::identity::StartToken;
 use flockrun::inspect::marker;
