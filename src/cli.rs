@@ -341,9 +341,9 @@ pub struct EtcdArgs {
 impl EtcdArgs {
     /// In the library's terms.
     #[must_use]
-    pub fn access(&self) -> flockrun::etcd::Access {
-        flockrun::etcd::Access {
-            tls: flockrun::etcd::TlsFiles {
+    pub fn access(&self) -> flockrun::kind::etcd::Access {
+        flockrun::kind::etcd::Access {
+            tls: flockrun::kind::etcd::TlsFiles {
                 cacert: self.cacert.clone(),
                 cert: self.cert.clone(),
                 key: self.key.clone(),

@@ -66,7 +66,7 @@ pub fn sqlite_file(bytes: &[u8]) {
 /// JSON reply or error, and as a watch stream of JSON lines; the keys of a lock's queue and
 /// the holder details in their values.
 pub fn etcd_reply(bytes: &[u8]) {
-    crate::etcd::replay_reply(bytes);
+    crate::kind::etcd::mutex::replay_reply(bytes);
 }
 
 /// `/proc/locks` and the `lock:` lines of `/proc/PID/fdinfo/FD`.

@@ -18,7 +18,6 @@
 
 pub mod duration;
 pub mod error;
-pub mod etcd;
 pub mod exit;
 pub mod fuzz;
 pub mod identity;

@@ -104,7 +104,7 @@ pub struct Request {
     pub command: String,
     /// `--cacert`, `--cert`, `--key`, `--user`, `--password-file`: how to reach an etcd
     /// cluster.
-    pub etcd: crate::etcd::Access,
+    pub etcd: crate::kind::etcd::access::Access,
 }
 
 impl Request {
@@ -133,7 +133,7 @@ impl Request {
             create_mode: None,
             deadline: Deadline::forever(),
             command: String::new(),
-            etcd: crate::etcd::Access::default(),
+            etcd: crate::kind::etcd::access::Access::default(),
         }
     }
 
@@ -266,7 +266,7 @@ pub trait Kind: Sync {
     fn inspect_named(
         &self,
         _lock: &std::ffi::OsStr,
-        _etcd: &crate::etcd::Access,
+        _etcd: &crate::kind::etcd::access::Access,
     ) -> Option<Result<LockStatus, Error>> {
         None
     }

@@ -132,7 +132,7 @@ pub struct LockStatus {
     /// The `/proc/locks` lines on the lock's inode at the time of inspection.
     pub kernel_lines: Vec<String>,
     /// For an etcd lock: its queue, holder first (then `holders` and `waiters` are empty).
-    pub etcd_queue: Vec<crate::etcd::QueueEntry>,
+    pub etcd_queue: Vec<crate::kind::etcd::mutex::QueueEntry>,
     /// Locks held on part of the file only (OFD byte ranges).
     pub ranges: Vec<RangeReport>,
     /// For a soft reader/writer lock: its participants (then `holders` and `waiters` are
@@ -460,7 +460,7 @@ fn lock_json(s: &LockStatus) -> String {
             opt(owner.since.as_deref().map(json_str)),
             json_str(&entry.key),
             entry.create_revision,
-            json_str(&crate::etcd::lease_hex(entry.lease)),
+            json_str(&crate::kind::etcd::target::lease_hex(entry.lease)),
         );
         if i == 0 {
             holders.push(json);

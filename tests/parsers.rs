@@ -262,7 +262,8 @@ fn inherited_held_variable_never_panics() {
 
 #[test]
 fn etcd_locks_values_and_base64_never_panic_and_round_trip() {
-    use flockrun::etcd::{Owner, Target, base64, unbase64};
+    use flockrun::kind::etcd::target::Target;
+    use flockrun::kind::etcd::{Owner, base64, unbase64};
     let mut rng = Rng::new();
     let samples: &[&[u8]] = &[
         b"etcd://127.0.0.1:2379,[::1]:2380,db/nightly/backup",

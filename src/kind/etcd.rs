@@ -1,23 +1,38 @@
 //! The etcd kind: LOCK `etcd://HOST:PORT[,HOST:PORT...]/NAME` (`etcds://` over TLS), one
-//! lock across machines,
-//! taken as `etcdctl lock` takes it (the protocol and the cluster client are in
-//! `crate::etcd`). flockrun itself holds it through a lease, so COMMAND inherits nothing
-//! and dies with flockrun; the lease can be lost while COMMAND runs, and then COMMAND is
-//! stopped.
+//! lock across machines, taken as `etcdctl lock` takes it. flockrun itself holds it through
+//! a lease kept alive by the network kinds' session (`kind::network`), so COMMAND inherits
+//! nothing and dies with flockrun; the lease can be lost while COMMAND runs, and then
+//! COMMAND is stopped.
+//!
+//! The protocol is in this folder: `mutex` (the lock recipe, the lease and its renewals),
+//! `http` (the cluster client over etcd's JSON gateway), `access` (endpoints, credentials,
+//! the environment etcdctl reads), `target` (LOCK's form), `tls`.
+
+pub mod access;
+pub mod http;
+pub(crate) mod mutex;
+pub mod target;
+mod tls;
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::access::{Access, Credentials};
+use self::mutex::{self as cluster, HeldEtcd};
+pub use self::mutex::{DEFAULT_TTL, QueueEntry, is_target};
+pub use self::target::{SCHEME, TLS_SCHEME, base64, lease_hex, unbase64};
+pub use self::tls::TlsFiles;
+use super::network;
+pub use super::network::owner::Owner;
 use crate::error::Error;
-use crate::etcd::{self as cluster, HeldEtcd};
 use crate::inspect::sighting::FileId;
 use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
 use crate::nested::HeldKey;
 use crate::status::{LockStatus, State};
-use crate::supervise::{self, LostWatch};
+use crate::supervise::LostWatch;
 use crate::wait::{Deadline, WaitObserver};
 
 pub struct Etcd;
@@ -28,44 +43,23 @@ impl Kind for Etcd {
     }
 
     fn claims(&self, request: &Request) -> Option<Claim> {
-        cluster::is_target(request.lock.as_os_str()).then_some(Claim::ByName)
+        is_target(request.lock.as_os_str()).then_some(Claim::ByName)
     }
 
     fn target(&self, request: &Request) -> Result<Target, Error> {
         request.refuse_descriptor_options("etcd")?;
-        let usage = |message: String| Error::Usage { message };
         let text = utf8(request.lock.as_os_str())?;
         if request.verb.is_read_write() {
-            return Err(usage(format!(
-                "read and write take a SQLite lock file, not {text}; an etcd lock is \
-                 exclusive: use exec or try"
-            )));
-        }
-        let not_for_etcd = [
-            (request.mode == LockMode::Shared, "-s/--shared"),
-            (request.fcntl, "--fcntl"),
-            (request.soft, "--soft"),
-            (request.no_fork, "-F/--no-fork"),
-            (request.create_mode.is_some(), "--mode"),
-        ];
-        if let Some((_, flag)) = not_for_etcd.iter().find(|(given, _)| *given) {
-            return Err(usage(format!(
-                "{flag} does not apply to {text}: an etcd lock is exclusive, held by flockrun \
-                 itself, and has no file"
-            )));
-        }
-        let ttl = match request.ttl {
-            None => cluster::DEFAULT_TTL,
-            Some(ttl) => ttl.whole_seconds().ok_or_else(|| Error::Usage {
+            return Err(Error::Usage {
                 message: format!(
-                    "--ttl {ttl}: an etcd lease lasts whole seconds; give a whole number such \
-                     as {} (fractions are for --soft leases)",
-                    ttl.as_secs_f64().ceil()
+                    "read and write take a SQLite lock file, not {text}; an etcd lock is \
+                     exclusive: use exec or try"
                 ),
-            })?,
-        };
-        let (target, reach) =
-            cluster::Cluster::resolve(text, &request.etcd, &cluster::process_env)?;
+            });
+        }
+        network::refuse_file_options(request, text, "an etcd lock")?;
+        let ttl = network::whole_second_ttl(request, DEFAULT_TTL, "an etcd lease")?;
+        let (target, reach) = access::Cluster::resolve(text, &request.etcd, &access::process_env)?;
         Ok(Target {
             kind: self.name(),
             mode: LockMode::Exclusive,
@@ -87,9 +81,9 @@ impl Kind for Etcd {
     fn inspect_named(
         &self,
         lock: &OsStr,
-        access: &cluster::Access,
+        access: &Access,
     ) -> Option<Result<LockStatus, Error>> {
-        cluster::is_target(lock).then(|| inspect(lock, access))
+        is_target(lock).then(|| inspect(lock, access))
     }
 
     fn inspects_files(&self) -> bool {
@@ -105,18 +99,13 @@ impl Kind for Etcd {
 }
 
 fn utf8(lock: &OsStr) -> Result<&str, Error> {
-    lock.to_str().ok_or_else(|| Error::Usage {
-        message: format!(
-            "{}: an etcd:// LOCK must be valid UTF-8",
-            lock.to_string_lossy()
-        ),
-    })
+    network::lock_text(lock, "etcd://")
 }
 
 /// The status of an etcd lock: its queue of keys, the oldest holding it.
-fn inspect(lock: &OsStr, access: &cluster::Access) -> Result<LockStatus, Error> {
+fn inspect(lock: &OsStr, given: &Access) -> Result<LockStatus, Error> {
     let text = utf8(lock)?;
-    let (target, reach) = cluster::Cluster::resolve(text, access, &cluster::process_env)?;
+    let (target, reach) = access::Cluster::resolve(text, given, &access::process_env)?;
     let queue = cluster::queue(&target, &Arc::new(reach))?;
     let mut status = LockStatus::new(PathBuf::from(text));
     status.exists = true;
@@ -130,8 +119,8 @@ fn inspect(lock: &OsStr, access: &cluster::Access) -> Result<LockStatus, Error> 
 }
 
 struct EtcdTarget {
-    target: cluster::Target,
-    cluster: Arc<cluster::Cluster>,
+    target: target::Target,
+    cluster: Arc<access::Cluster>,
     ttl: u32,
     /// What the key's value says the holder runs.
     command: String,
@@ -210,12 +199,7 @@ impl Hold for HeldLease {
     }
 
     fn loss(&self) -> Option<LostWatch> {
-        Some(LostWatch {
-            is_lost: self.held.session.lost_flag(),
-            grace: supervise::grace_for(self.held.session.ttl()),
-            // The renewal thread signals a loss; its calls all have deadlines.
-            poll: None,
-        })
+        Some(self.held.session.watch())
     }
 
     fn lost(&self) -> Option<String> {

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::heartbeat::{self, Beat, Renew, Renewal};
-use super::marker_file::{self, DirectoryWatch, Unchanged, Woke};
-use super::marker_status::{self, Reader};
-use super::takeover::{self, Guard};
+use super::marker::heartbeat::{self, Beat, Renew, Renewal};
+use super::marker::file::{self as marker_file, DirectoryWatch, Unchanged, Woke};
+use super::marker::status::{self as marker_status, Reader};
+use super::marker::takeover::{self, Guard};
 use crate::duration::Ttl;
 use crate::error::Error;
 use crate::identity::{self, StartToken};

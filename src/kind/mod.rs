@@ -3,14 +3,8 @@
 //! `status` finds at a path.
 
 mod descriptor;
-mod heartbeat;
-mod marker_file;
-mod marker_status;
-mod nfs_watch;
-mod rw_files;
-mod rw_v1;
-mod rw_v2;
-mod takeover;
+mod marker;
+pub mod network;
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -123,7 +117,7 @@ pub fn parse_inspectable(name: &str) -> Result<&'static dyn Kind, String> {
 pub fn inspect(
     lock: &Path,
     forced: Option<&'static dyn Kind>,
-    etcd_access: &crate::etcd::Access,
+    etcd_access: &etcd::Access,
 ) -> Result<LockStatus, Error> {
     for kind in KINDS {
         if let Some(report) = kind.inspect_named(lock.as_os_str(), etcd_access) {
@@ -223,16 +217,19 @@ fn detect(file: &LockFile<'_>) -> &'static dyn Kind {
 /// Each checks what must hold of any record it accepts: writing it out again gives a record
 /// that parses to the same thing.
 pub(crate) fn replay_soft_rw_record(bytes: &[u8]) {
-    if let Some(marker) = rw_v1::parse_marker(bytes) {
+    if let Some(marker) = soft_rw::v1::parse_marker(bytes) {
         let again = format!("{}\n{}\n{}\n", marker.token, marker.pid, marker.host);
-        assert_eq!(rw_v1::parse_marker(again.as_bytes()), Some(marker));
+        assert_eq!(soft_rw::v1::parse_marker(again.as_bytes()), Some(marker));
     }
-    if let Some(snapshot) = rw_v2::parse_snapshot(bytes) {
-        assert_eq!(rw_v2::parse_snapshot(&snapshot.encode()), Some(snapshot));
+    if let Some(snapshot) = soft_rw::v2::parse_snapshot(bytes) {
+        assert_eq!(
+            soft_rw::v2::parse_snapshot(&snapshot.encode()),
+            Some(snapshot)
+        );
     }
     // A v2 holder record's lease, and the bytes as a name listed in `gen/`.
-    let _ = rw_v2::holder_lease(Some(bytes));
-    let _ = rw_v2::listed_generation(std::ffi::OsStr::from_bytes(bytes));
+    let _ = soft_rw::v2::holder_lease(Some(bytes));
+    let _ = soft_rw::v2::listed_generation(std::ffi::OsStr::from_bytes(bytes));
 }
 
 /// Opens `path` as the SQLite kind's lock file, short of waiting or locking anything for

@@ -15,9 +15,9 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::marker_file::{Woke, self, DirectoryWatch, Unchanged};
-use super::marker_status::{self, Reader};
-use super::takeover::{self, GUARD_STALE_MIN, Guard};
+use super::marker::file::{Woke, self as marker_file, DirectoryWatch, Unchanged};
+use super::marker::status::{self as marker_status, Reader};
+use super::marker::takeover::{self, GUARD_STALE_MIN, Guard};
 use crate::error::Error;
 use crate::inspect::marker::{self, Content, Record, RecordMode, Verdict};
 use crate::inspect::sighting::FileId;

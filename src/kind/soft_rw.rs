@@ -1,8 +1,8 @@
 //! The soft reader/writer kind: `read --soft` and `write --soft`, py-filelock's
 //! `SoftReadWriteLock`, for filesystems where neither kernel locks nor SQLite's locking reach
 //! every host (NFS, SMB, FUSE). It has two on-disk layouts that do not see each other: v1
-//! (`LOCK.state`, `LOCK.write`, `LOCK.readers/`; py-filelock 3.27–3.32) in `rw_v1`, and v2
-//! (the generation log `LOCK.rw/`; 4.0 and later) in `rw_v2`. A Python peer of either age
+//! (`LOCK.state`, `LOCK.write`, `LOCK.readers/`; py-filelock 3.27–3.32) in `v1`, and v2
+//! (the generation log `LOCK.rw/`; 4.0 and later) in `v2`. A Python peer of either age
 //! may share the path, and a lock that silently fails to exclude is the worst outcome, so by
 //! default a hold takes both, always v1 first; `--layout` narrows it to one.
 //!
@@ -15,6 +15,10 @@
 //! thread renews the records every TTL/3; when they are evicted, replaced, or cannot be
 //! renewed in time, COMMAND is stopped and flockrun exits 79.
 
+mod files;
+pub(super) mod v1;
+pub(super) mod v2;
+
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
@@ -24,10 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::heartbeat::{Beat, Renew, Renewal};
-use super::marker_file::{self, DirectoryWatch};
-use super::rw_v1::{self, MarkerView};
-use super::rw_v2::{self, Participant, Pulse, Trouble};
+use super::marker::heartbeat::{Beat, Renew, Renewal};
+use super::marker::file::{self as marker_file, DirectoryWatch};
+use v1::MarkerView;
+use v2::{Participant, Pulse, Trouble};
 use crate::duration::Ttl;
 use crate::error::Error;
 use crate::inspect::sighting::{FileId, Sighting};
@@ -135,17 +139,17 @@ fn canonical(path: &Path) -> Result<PathBuf, Error> {
     }
 }
 
-fn v1_mode(mode: LockMode) -> rw_v1::Mode {
+fn v1_mode(mode: LockMode) -> v1::Mode {
     match mode {
-        LockMode::Shared => rw_v1::Mode::Read,
-        LockMode::Exclusive => rw_v1::Mode::Write,
+        LockMode::Shared => v1::Mode::Read,
+        LockMode::Exclusive => v1::Mode::Write,
     }
 }
 
-fn v2_mode(mode: LockMode) -> rw_v2::Mode {
+fn v2_mode(mode: LockMode) -> v2::Mode {
     match mode {
-        LockMode::Shared => rw_v2::Mode::Read,
-        LockMode::Exclusive => rw_v2::Mode::Write,
+        LockMode::Shared => v2::Mode::Read,
+        LockMode::Exclusive => v2::Mode::Write,
     }
 }
 
@@ -230,7 +234,7 @@ impl RwTarget {
 /// What this process has entered so far; given up again (our records removed or committed
 /// out) unless it becomes a hold.
 struct Entry {
-    v1: Option<rw_v1::Layout>,
+    v1: Option<v1::Layout>,
     v2: Option<Participant>,
 }
 
@@ -260,7 +264,7 @@ impl Lockable for RwTarget {
             v1: self
                 .layout
                 .has_v1()
-                .then(|| rw_v1::Layout::new(&self.lock, v1_mode(self.mode), threshold)),
+                .then(|| v1::Layout::new(&self.lock, v1_mode(self.mode), threshold)),
             v2: self
                 .layout
                 .has_v2()
@@ -416,7 +420,7 @@ impl RwTarget {
                 }
                 None => true,
             };
-            let v1_claimed = entry.v1.as_ref().is_none_or(rw_v1::Layout::has_claim);
+            let v1_claimed = entry.v1.as_ref().is_none_or(v1::Layout::has_claim);
             let v2_held = match &mut entry.v2 {
                 None => true,
                 // Granted while v1 still drains: kept fresh, not committed again. Only while
@@ -454,7 +458,7 @@ impl RwTarget {
                 {
                     self.keep_v1(v1)?;
                 }
-                return Ok(entry.v1.as_ref().map_or_else(Instant::now, rw_v1::Layout::renewed));
+                return Ok(entry.v1.as_ref().map_or_else(Instant::now, v1::Layout::renewed));
             }
             if !writer
                 && v1_held
@@ -487,7 +491,7 @@ impl RwTarget {
     }
 
     /// Renews the v1 marker a writer holds while it waits for v2.
-    fn keep_v1(&self, v1: &mut rw_v1::Layout) -> Result<(), Option<Error>> {
+    fn keep_v1(&self, v1: &mut v1::Layout) -> Result<(), Option<Error>> {
         match v1.renew() {
             Ok(false) => Err(Some(Error::LockLost {
                 lock: self.lock.display().to_string(),
@@ -506,7 +510,7 @@ impl RwTarget {
 
 /// Both layouts' records, renewed together by the heartbeat thread.
 struct Renewer {
-    v1: Option<rw_v1::Layout>,
+    v1: Option<v1::Layout>,
     v2: Option<Participant>,
 }
 
@@ -657,7 +661,7 @@ fn look(lock: &Path, layout: SoftLayout) -> Result<Seen, Error> {
         warnings: Vec::new(),
     };
     if layout.has_v1()
-        && let Some(v1) = rw_v1::view(lock)?
+        && let Some(v1) = v1::view(lock)?
     {
         seen.report.layouts.push("v1");
         if let Some(writer) = &v1.writer {
@@ -687,7 +691,7 @@ fn look(lock: &Path, layout: SoftLayout) -> Result<Seen, Error> {
     if layout.has_v2() {
         let mut root = lock.as_os_str().to_os_string();
         root.push(".rw");
-        if let Some(v2) = rw_v2::view(lock).map_err(|t| trouble(Path::new(&root), t))? {
+        if let Some(v2) = v2::view(lock).map_err(|t| trouble(Path::new(&root), t))? {
             seen.report.layouts.push("v2");
             seen.report.generation = Some(v2.snapshot.generation);
             let snapshot = &v2.snapshot;

@@ -16,7 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::rw_files::{self, Dir, DirError, Ledger, MAX_RECORD, Record};
+use super::files::{self, Dir, DirError, Ledger, MAX_RECORD, Record};
 use crate::duration::python_repr;
 use crate::identity;
 use crate::inspect::marker::pid_exists;
@@ -36,14 +36,14 @@ const TEMPORARY_PREFIX: &str = ".commit-";
 const ATTEMPTS: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
+pub(crate) enum Mode {
     Read,
     Write,
 }
 
 /// Why the log cannot be used.
 #[derive(Debug)]
-pub(super) enum Trouble {
+pub(crate) enum Trouble {
     /// State that cannot be read without risking two holders (py-filelock raises
     /// `SoftFileLockProtocolError` at once too): a malformed generation record, a log that
     /// names no readable snapshot.
@@ -74,7 +74,7 @@ type R<T> = Result<T, Trouble>;
 
 /// The state at one generation.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(super) struct Snapshot {
+pub(crate) struct Snapshot {
     pub generation: u64,
     pub writer: Option<String>,
     pub readers: BTreeSet<String>,
@@ -88,13 +88,13 @@ impl Snapshot {
         }
     }
 
-    pub(super) fn members(&self) -> BTreeSet<String> {
+    pub(crate) fn members(&self) -> BTreeSet<String> {
         let mut members = self.readers.clone();
         members.extend(self.writer.clone());
         members
     }
 
-    pub(super) fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut text = format!("{PROTOCOL}\ngeneration={}\n", self.generation);
         if let Some(writer) = &self.writer {
             let _ = writeln!(text, "writer={writer}");
@@ -108,7 +108,7 @@ impl Snapshot {
 
 /// The snapshot a `gen/<N>` record encodes, `None` when malformed (any unknown line, a
 /// duplicate, a non-canonical number, no final newline).
-pub(super) fn parse_snapshot(data: &[u8]) -> Option<Snapshot> {
+pub(crate) fn parse_snapshot(data: &[u8]) -> Option<Snapshot> {
     if data.is_empty() || data.len() > MAX_RECORD || !data.is_ascii() {
         return None;
     }
@@ -133,10 +133,10 @@ pub(super) fn parse_snapshot(data: &[u8]) -> Option<Snapshot> {
             {
                 generation = Some(value.parse::<u64>().ok()?);
             }
-            "writer" if snapshot.writer.is_none() && rw_files::is_token(value) => {
+            "writer" if snapshot.writer.is_none() && files::is_token(value) => {
                 snapshot.writer = Some(value.to_owned());
             }
-            "reader" if rw_files::is_token(value) && !snapshot.readers.contains(value) => {
+            "reader" if files::is_token(value) && !snapshot.readers.contains(value) => {
                 snapshot.readers.insert(value.to_owned());
             }
             _ => return None,
@@ -151,7 +151,7 @@ fn generation_name(generation: u64) -> String {
 }
 
 /// A generation number from a listed name: exactly 20 ASCII digits.
-pub(super) fn listed_generation(name: &OsStr) -> Option<u64> {
+pub(crate) fn listed_generation(name: &OsStr) -> Option<u64> {
     let name = name.to_str()?;
     (name.len() == DIGITS && name.bytes().all(|b| b.is_ascii_digit()))
         .then(|| name.parse().ok())
@@ -169,7 +169,7 @@ fn encode_holder(token: &str, nonce: &str, host: &str, lease: &str) -> Vec<u8> {
 }
 
 /// A field of a holder record (`pid`, `host`, `lease`…), if present.
-pub(super) fn holder_field<'a>(record: &'a [u8], key: &str) -> Option<&'a str> {
+pub(crate) fn holder_field<'a>(record: &'a [u8], key: &str) -> Option<&'a str> {
     std::str::from_utf8(record)
         .ok()?
         .split('\n')
@@ -177,7 +177,7 @@ pub(super) fn holder_field<'a>(record: &'a [u8], key: &str) -> Option<&'a str> {
 }
 
 /// The `lease` a holder record carries, only in the exact spelling Python's `repr` writes.
-pub(super) fn holder_lease(record: Option<&[u8]>) -> Option<Duration> {
+pub(crate) fn holder_lease(record: Option<&[u8]>) -> Option<Duration> {
     let text = holder_field(record?, "lease")?;
     let lease: f64 = text.parse().ok()?;
     (lease.is_finite() && lease > 0.0 && python_repr(lease) == text)
@@ -221,7 +221,7 @@ impl Tree {
         if self.admitted != Some((stat.st_dev, stat.st_ino)) {
             let parent = Dir::open(&self.parent)?
                 .ok_or_else(|| Trouble::Io(io::Error::from_raw_os_error(libc::ENOENT)))?;
-            rw_files::refuse_foreign(&root, &parent.stat()?)?;
+            files::refuse_foreign(&root, &parent.stat()?)?;
             self.admitted = Some((stat.st_dev, stat.st_ino));
         }
         Ok(root.sub(sub)?)
@@ -259,7 +259,7 @@ enum Place {
 
 /// The generation log: found by listing and probing, advanced by linking the next snapshot.
 #[derive(Debug)]
-pub(super) struct Log {
+pub(crate) struct Log {
     tree: Tree,
     epoch: Option<Vec<u8>>,
     latest: Option<Snapshot>,
@@ -282,7 +282,7 @@ impl Log {
     ///
     /// # Errors
     /// `Malformed` for a malformed snapshot or a log that names none it can read.
-    pub(super) fn latest(&mut self) -> R<Snapshot> {
+    pub(crate) fn latest(&mut self) -> R<Snapshot> {
         for _ in 0..2 {
             if let Some(latest) = self.find()? {
                 self.latest = Some(latest.clone());
@@ -337,7 +337,7 @@ impl Log {
         if self.read_only {
             return Ok(None);
         }
-        let token = format!("{}\n", rw_files::new_token());
+        let token = format!("{}\n", files::new_token());
         match dir.create(EPOCH, token.as_bytes(), true) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -364,7 +364,7 @@ impl Log {
     fn valid_epoch(&self) -> Option<&[u8]> {
         let epoch = self.epoch.as_deref()?;
         let text = String::from_utf8_lossy(epoch);
-        rw_files::is_token(text.strip_suffix('\n').unwrap_or(&text)).then_some(epoch)
+        files::is_token(text.strip_suffix('\n').unwrap_or(&text)).then_some(epoch)
     }
 
     /// `gen/HEAD`'s snapshot, if its epoch is this log's.
@@ -492,7 +492,7 @@ fn probe(gen_dir: Option<&Dir>, start: Snapshot, patience: u64) -> R<Snapshot> {
 
 /// Writes `data` complete under a private name, then puts it at `target`.
 fn publish(dir: &Dir, target: &str, data: &[u8], place: Place, durable: bool) -> R<bool> {
-    let temporary = format!("{TEMPORARY_PREFIX}{}", rw_files::new_token());
+    let temporary = format!("{TEMPORARY_PREFIX}{}", files::new_token());
     match dir.create(&temporary, data, durable) {
         Ok(_) => {}
         // No gen/: removed, or not prepared yet; the caller reads whatever log exists next.
@@ -532,7 +532,7 @@ fn compact_through(dir: &Dir, expired: u64) -> R<()> {
 
 /// What one heartbeat found.
 #[derive(Debug)]
-pub(super) enum Pulse {
+pub(crate) enum Pulse {
     Ok,
     /// Evicted, or our record is gone or replaced.
     Lost,
@@ -542,7 +542,7 @@ pub(super) enum Pulse {
 
 /// One acquisition: publishing a claim, waiting, holding, leaving.
 #[derive(Debug)]
-pub(super) struct Participant {
+pub(crate) struct Participant {
     pub token: String,
     mode: Mode,
     /// The generation of the commit that granted the lock: the fencing token.
@@ -560,9 +560,9 @@ pub(super) struct Participant {
 
 impl Participant {
     /// A participant on the log beside `lock` (absolute; its directory already resolved).
-    pub(super) fn new(lock: &Path, mode: Mode, threshold: Duration) -> Self {
+    pub(crate) fn new(lock: &Path, mode: Mode, threshold: Duration) -> Self {
         Participant {
-            token: rw_files::new_token(),
+            token: files::new_token(),
             mode,
             generation: None,
             threshold,
@@ -577,12 +577,12 @@ impl Participant {
     }
 
     /// The log's root, `LOCK.rw`.
-    pub(super) fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.log.tree.root_path()
     }
 
     fn record(&self) -> Vec<u8> {
-        encode_holder(&self.token, &rw_files::new_token(), &self.host, &self.lease)
+        encode_holder(&self.token, &files::new_token(), &self.host, &self.lease)
     }
 
     /// Creates our holder record, which exists before our token appears in any snapshot.
@@ -608,7 +608,7 @@ impl Participant {
     }
 
     /// Whether the latest snapshot we read names us (a writer's claim, or a hold).
-    pub(super) fn entered(&self) -> bool {
+    pub(crate) fn entered(&self) -> bool {
         self.entered
     }
 
@@ -616,7 +616,7 @@ impl Participant {
     /// no live writer is named; a writer enters likewise, which keeps new readers out, then
     /// waits for the named readers to leave, and its final admission is a commit of its own.
     /// Publishes our holder record first if it is not there yet.
-    pub(super) fn advance(&mut self) -> R<bool> {
+    pub(crate) fn advance(&mut self) -> R<bool> {
         if self.holder_id.is_none() {
             self.publish()?;
         }
@@ -707,7 +707,7 @@ impl Participant {
         if let Some(holders) = self.log.tree.dir(HOLDERS)? {
             for name in holders.names()? {
                 let Some(name) = name.to_str() else { continue };
-                if name != self.token && !members.contains(name) && rw_files::is_token(name) {
+                if name != self.token && !members.contains(name) && files::is_token(name) {
                     let key = format!("holder:{name}");
                     watched.insert(key.clone());
                     self.collect(&holders, &key, name)?;
@@ -786,7 +786,7 @@ impl Participant {
     /// Ages the members' records in our ledger without entering, so that once this process
     /// does enter (after taking layout v1), a dead member has already been watched for as
     /// long as we waited.
-    pub(super) fn observe(&mut self) {
+    pub(crate) fn observe(&mut self) {
         let Ok(latest) = self.log.latest() else {
             return;
         };
@@ -796,7 +796,7 @@ impl Participant {
     }
 
     /// Rewrites our nonce and checks that the latest snapshot still names us.
-    pub(super) fn heartbeat(&mut self) -> Pulse {
+    pub(crate) fn heartbeat(&mut self) -> Pulse {
         match self.refresh_nonce() {
             Ok(true) => {}
             Ok(false) | Err(Trouble::Refused(_)) => return Pulse::Lost,
@@ -817,7 +817,7 @@ impl Participant {
 
     /// Commits us out of the latest snapshot, then removes our holder record (also when the
     /// log cannot be read: a member still named ages out the same way without one).
-    pub(super) fn leave(&mut self) {
+    pub(crate) fn leave(&mut self) {
         for _ in 0..1000 {
             let Ok(latest) = self.log.latest() else { break };
             if !latest.members().contains(&self.token) {
@@ -845,7 +845,7 @@ impl Participant {
 
 /// A holder record as `status` shows it.
 #[derive(Debug, Clone)]
-pub(super) struct HolderView {
+pub(crate) struct HolderView {
     pub token: String,
     pub pid: Option<i32>,
     pub host: Option<String>,
@@ -859,7 +859,7 @@ pub(super) struct HolderView {
 
 /// What `status` sees of a log, read without writing anything.
 #[derive(Debug, Clone)]
-pub(super) struct View {
+pub(crate) struct View {
     pub snapshot: Snapshot,
     /// Every holder record, members and waiters alike.
     pub holders: Vec<HolderView>,
@@ -869,7 +869,7 @@ pub(super) struct View {
 ///
 /// # Errors
 /// A malformed log or an unusable directory.
-pub(super) fn view(lock: &Path) -> R<Option<View>> {
+pub(crate) fn view(lock: &Path) -> R<Option<View>> {
     let mut log = Log::new(tree_of(lock), true);
     if Dir::open(&log.tree.root_path())?.is_none() {
         return Ok(None);
@@ -879,7 +879,7 @@ pub(super) fn view(lock: &Path) -> R<Option<View>> {
     let mut holders = Vec::new();
     if let Some(dir) = log.tree.dir(HOLDERS)? {
         for name in dir.names()? {
-            let Some(token) = name.to_str().filter(|n| rw_files::is_token(n)) else {
+            let Some(token) = name.to_str().filter(|n| files::is_token(n)) else {
                 continue;
             };
             let Some(record) = dir.read(token, MAX_RECORD)? else {

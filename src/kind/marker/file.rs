@@ -21,10 +21,10 @@ use crate::wait;
 
 /// A file's state as far as "did it change?" goes: inode, modification and change time.
 /// A holder renewing its marker changes the times; a new marker changes the inode.
-pub(super) type FileState = (u64, i64, i64);
+pub(crate) type FileState = (u64, i64, i64);
 
 /// The state of `meta`.
-pub(super) fn state_of(meta: &fs::Metadata) -> FileState {
+pub(crate) fn state_of(meta: &fs::Metadata) -> FileState {
     (
         meta.ino(),
         meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
@@ -36,13 +36,13 @@ pub(super) fn state_of(meta: &fs::Metadata) -> FileState {
 /// only clock a takeover may trust, since the holder's and the file server's clocks can be
 /// anywhere. A fresh observer has seen nothing, so it always waits the full span itself.
 #[derive(Debug, Default)]
-pub(super) struct Unchanged {
+pub(crate) struct Unchanged {
     seen: Option<(FileState, Instant)>,
 }
 
 impl Unchanged {
     /// Records `state` as seen now and says for how long it has been seen unchanged.
-    pub(super) fn observe(&mut self, state: FileState) -> Duration {
+    pub(crate) fn observe(&mut self, state: FileState) -> Duration {
         match self.seen {
             Some((seen, since)) if seen == state => since.elapsed(),
             _ => {
@@ -54,7 +54,7 @@ impl Unchanged {
 }
 
 /// The record this process writes: `pid\nhost\n[token\n]`.
-pub(super) fn owner_record() -> String {
+pub(crate) fn owner_record() -> String {
     let pid = nix::unistd::getpid().as_raw();
     let mut record = format!("{pid}\n{}\n", identity::host_name());
     if let Some(token) = StartToken::of(pid) {
@@ -64,7 +64,7 @@ pub(super) fn owner_record() -> String {
 }
 
 /// 16 random bytes as 32 lowercase hex digits, as py-filelock writes its tokens.
-pub(super) fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     let mut random = [0u8; 16];
     // SAFETY: the buffer is valid for its length; a short read leaves zeros, still unique
     // enough beside the pid in every name that uses this.
@@ -81,7 +81,7 @@ pub(super) fn random_hex() -> String {
 /// number cannot be reused, so "the path still names the judged marker" cannot be fooled by
 /// a holder that releases and a newcomer whose marker gets the same number. (On FUSE the
 /// attributes of a file removed meanwhile fail with ENOENT: gone too.)
-pub(super) fn pin_inode(path: &Path) -> Option<(File, fs::Metadata)> {
+pub(crate) fn pin_inode(path: &Path) -> Option<(File, fs::Metadata)> {
     let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: a NUL-terminated path; the descriptor is owned below.
     let fd = unsafe {
@@ -101,7 +101,7 @@ pub(super) fn pin_inode(path: &Path) -> Option<(File, fs::Metadata)> {
 
 /// Whether `path` names the file `judged` describes, unchanged: same device, inode, size
 /// and modification time to the nanosecond.
-pub(super) fn same_file(path: &Path, judged: &fs::Metadata) -> bool {
+pub(crate) fn same_file(path: &Path, judged: &fs::Metadata) -> bool {
     fs::symlink_metadata(path).is_ok_and(|now| {
         now.dev() == judged.dev()
             && now.ino() == judged.ino()
@@ -117,7 +117,7 @@ pub(super) fn same_file(path: &Path, judged: &fs::Metadata) -> bool {
 /// lock held forever. Where the filesystem has no `O_TMPFILE`, the record is written under a
 /// private name and linked to the path. Group and other never get write access: a record others could
 /// rewrite is a record contenders would act on.
-pub(super) fn create_marker(
+pub(crate) fn create_marker(
     path: &Path,
     record: &str,
     create_mode: Option<u32>,
@@ -246,7 +246,7 @@ fn publish_complete(path: &Path, record: &str, create_mode: Option<u32>) -> io::
 
 /// `<name>.break.<pid>.<32 hex>` beside the lock, py-filelock's name for a takeover in
 /// progress (its own recovery looks for exactly this shape).
-pub(super) fn aside_path(path: &Path) -> PathBuf {
+pub(crate) fn aside_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -258,7 +258,7 @@ pub(super) fn aside_path(path: &Path) -> PathBuf {
     ))
 }
 
-pub(super) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     let a = CString::new(a.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
     let b = CString::new(b.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
     // SAFETY: both paths are NUL-terminated; renameat2 only reads them.
@@ -281,7 +281,7 @@ pub(super) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 /// An inotify watch on the lock's directory, so a waiter wakes when the marker goes away.
 /// Absent where inotify does not work; the naps alone then pace the retries.
 #[derive(Debug)]
-pub(super) struct DirectoryWatch {
+pub(crate) struct DirectoryWatch {
     fd: Option<OwnedFd>,
     /// The directory is on NFS with record locks that reach every client: waiters sleep on
     /// the holder's release signal (`signal_release`), since inotify hears nothing another
@@ -302,7 +302,7 @@ struct SleptOn {
 
 /// What ended a `wait_for_release`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Woke {
+pub(crate) enum Woke {
     /// The holder may have let go (or nothing tells): try again.
     Maybe,
     /// The holder's release signal is still up: it holds, and is alive or its lock has not
@@ -313,7 +313,7 @@ pub(super) enum Woke {
 /// Whether record locks on the filesystem of `fd` reach every host through a server (NFS
 /// without `nolock` or `local_lock=posix|all`): there, a marker's holder can tell waiters on
 /// other hosts that it let go.
-pub(super) fn signals_reach_other_hosts(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+pub(crate) fn signals_reach_other_hosts(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     Filesystem::of(fd).is_some_and(|fs| {
         fs.mount.fs_type.starts_with("nfs") && fs.remote_holders(KernelLock::Record).is_some()
     })
@@ -322,7 +322,7 @@ pub(super) fn signals_reach_other_hosts(fd: std::os::fd::BorrowedFd<'_>) -> bool
 /// The attributes that tell whether the marker at `path` changed, fresh from the server
 /// (`AT_STATX_FORCE_SYNC`: NFS asks for them even when its cache would answer), without
 /// opening it; `None` when it is gone.
-pub(super) fn fresh_state(path: &Path) -> Option<FileState> {
+pub(crate) fn fresh_state(path: &Path) -> Option<FileState> {
     let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: statx is plain data; all-zero is a valid starting value.
     let mut stat: libc::statx = unsafe { std::mem::zeroed() };
@@ -356,7 +356,7 @@ pub(super) fn fresh_state(path: &Path) -> Option<FileState> {
 /// `known` is what the caller already knows of the filesystem (a waiter's
 /// `DirectoryWatch::release_signals`); `None` costs an `fstatfs`, which on NFS is a request
 /// to the server.
-pub(super) fn signal_release(marker: &File, known: Option<bool>) {
+pub(crate) fn signal_release(marker: &File, known: Option<bool>) {
     use std::os::fd::AsFd;
     if !known.unwrap_or_else(|| signals_reach_other_hosts(marker.as_fd())) {
         return;
@@ -369,11 +369,11 @@ pub(super) fn signal_release(marker: &File, known: Option<bool>) {
 /// How long a waiter sleeps on NFS when the holder sends no release signal (py-filelock's
 /// markers, a marker whose holder died): a few file operations each time, a fifth or less
 /// of the load py-filelock's 50 ms polling puts on the server.
-pub(super) const UNSIGNALLED_NAP: Duration = Duration::from_millis(500);
+pub(crate) const UNSIGNALLED_NAP: Duration = Duration::from_millis(500);
 
 impl DirectoryWatch {
     /// Watches the directory of the marker at `path` for a marker going away or arriving.
-    pub(super) fn new(path: &Path) -> Self {
+    pub(crate) fn new(path: &Path) -> Self {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -384,7 +384,7 @@ impl DirectoryWatch {
     }
 
     /// Watches each of `dirs` that exists for `events` (inotify's `IN_*` bits).
-    pub(super) fn watching(dirs: &[&Path], events: u32) -> Self {
+    pub(crate) fn watching(dirs: &[&Path], events: u32) -> Self {
         // SAFETY: plain system calls; the descriptor is owned below.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if fd < 0 {
@@ -425,7 +425,7 @@ impl DirectoryWatch {
     /// `UNSIGNALLED_NAP` where the marker sends no signal. The descriptor stays open from
     /// one sleep to the next while the path names the same marker, so a quiet wait costs
     /// the server one lock request per sleep. Elsewhere as `wait(nap)`.
-    pub(super) fn wait_for_release(
+    pub(crate) fn wait_for_release(
         &self,
         marker: &Path,
         nap: Duration,
@@ -506,13 +506,13 @@ impl DirectoryWatch {
 
     /// Whether the watched directory is on NFS with record locks that reach every client,
     /// where waiters sleep on release signals instead of hearing changes.
-    pub(super) fn release_signals(&self) -> bool {
+    pub(crate) fn release_signals(&self) -> bool {
         self.release_signals
     }
 
     /// Forgets the changes seen so far: those our own attempt made would otherwise wake us
     /// at once.
-    pub(super) fn discard(&self) {
+    pub(crate) fn discard(&self) {
         if let Some(fd) = &self.fd {
             drain(fd);
         }
@@ -521,7 +521,7 @@ impl DirectoryWatch {
     /// Sleeps up to `nap`, less if a signal arrives or something changes in the watched
     /// directories under a name `ignored` does not pass over (changes this process makes
     /// itself, or that cannot free the lock).
-    pub(super) fn wait_unless_ignored(&self, nap: Duration, ignored: &dyn Fn(&[u8]) -> bool) {
+    pub(crate) fn wait_unless_ignored(&self, nap: Duration, ignored: &dyn Fn(&[u8]) -> bool) {
         let Some(fd) = &self.fd else {
             wait::nap(nap);
             return;
@@ -560,7 +560,7 @@ impl DirectoryWatch {
     }
 
     /// Sleeps up to `nap`, less if the directory changes or a signal arrives.
-    pub(super) fn wait(&self, nap: Duration) {
+    pub(crate) fn wait(&self, nap: Duration) {
         let Some(fd) = &self.fd else {
             wait::nap(nap);
             return;

@@ -19,18 +19,18 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::marker_file::{self, Unchanged};
+use super::file::{self as marker_file, Unchanged};
 use crate::error::Error;
 use crate::inspect::marker::{self, Verdict};
 use crate::open;
 
 /// A guard whose breaker has not finished for this long is taken for dead: a takeover takes
 /// milliseconds.
-pub(super) const GUARD_STALE_MIN: Duration = Duration::from_secs(10);
+pub(crate) const GUARD_STALE_MIN: Duration = Duration::from_secs(10);
 
 /// What a contender remembers about the takeover guard between its attempts.
 #[derive(Debug)]
-pub(super) struct Guard {
+pub(crate) struct Guard {
     seen: Unchanged,
     stale_after: Duration,
     /// The filesystem refused `RENAME_EXCHANGE` once: no need to ask again.
@@ -40,7 +40,7 @@ pub(super) struct Guard {
 impl Guard {
     /// A guard taken for dead once unchanged for `stale_after` (or once its breaker, on this
     /// host, is provably gone).
-    pub(super) fn new(stale_after: Duration) -> Self {
+    pub(crate) fn new(stale_after: Duration) -> Self {
         Guard {
             seen: Unchanged::default(),
             stale_after: stale_after.max(GUARD_STALE_MIN),
@@ -54,7 +54,7 @@ impl Guard {
 ///
 /// # Errors
 /// When the filesystem fails in a way contending again cannot help.
-pub(super) fn take_over(
+pub(crate) fn take_over(
     path: &Path,
     judged: &fs::Metadata,
     record: &str,

@@ -19,7 +19,7 @@ use crate::status::{LockStatus, MarkerReport, State, holder_report};
 
 /// Which kind is looking at the marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Reader {
+pub(crate) enum Reader {
     /// The classic soft lock.
     Classic,
     /// A soft lease.
@@ -35,7 +35,7 @@ fn modified_ago(path: &Path) -> Option<Duration> {
 }
 
 /// Who holds the marker at `path`, for busy and timeout messages.
-pub(super) fn sight(path: &Path, reader: Reader) -> Sighting {
+pub(crate) fn sight(path: &Path, reader: Reader) -> Sighting {
     let mut sighting = Sighting::default();
     match marker::read(path) {
         Ok(Some(content)) => describe(&mut sighting, path, &content, reader),
@@ -157,7 +157,7 @@ fn describe(sighting: &mut Sighting, path: &Path, content: &Content, reader: Rea
 ///
 /// # Errors
 /// When the marker cannot be read.
-pub(super) fn fill(status: &mut LockStatus, path: &Path) -> Result<(), Error> {
+pub(crate) fn fill(status: &mut LockStatus, path: &Path) -> Result<(), Error> {
     let content = marker::read(path).map_err(|e| Error::Open {
         path: path.to_owned(),
         hint: "cannot read the marker; ask its owner for read access".to_owned(),
@@ -255,7 +255,7 @@ pub(super) fn fill(status: &mut LockStatus, path: &Path) -> Result<(), Error> {
 }
 
 /// Warnings for the leftovers of an interrupted takeover beside `path`.
-pub(super) fn stranded_warnings(path: &Path) -> Vec<String> {
+pub(crate) fn stranded_warnings(path: &Path) -> Vec<String> {
     marker::stranded(path)
         .into_iter()
         .map(|p| {

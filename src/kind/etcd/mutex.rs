@@ -13,27 +13,20 @@
 //! writes an empty value and ignores values. Calls go through etcd's JSON gateway (see
 //! `http`).
 
-mod access;
-pub mod http;
-mod target;
-mod tls;
-
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use super::access::Cluster;
+use super::http::{CallError, StreamEvent, Transport};
+use super::target::{SCHEME, TLS_SCHEME, Target, base64, lease_hex, prefix_end, unbase64};
 use crate::error::Error;
 use crate::inspect::sighting::Sighting;
-use crate::supervise;
-use crate::utc::utc_timestamp;
+use crate::kind::network::owner::Owner;
+use crate::kind::network::session::{Liveness, Renew, Renewal};
+use crate::supervise::LostWatch;
 use crate::wait::{self, Deadline, WaitObserver};
-pub use access::{Access, Cluster, Credentials, ENV_ENDPOINTS, process_env};
-use http::{CallError, StreamEvent, Transport};
-pub use target::{SCHEME, TLS_SCHEME, Target, base64, lease_hex, prefix_end, unbase64};
-pub use tls::TlsFiles;
 
 /// `--ttl` when not given: etcdctl's default.
 pub const DEFAULT_TTL: u32 = 10;
@@ -55,47 +48,6 @@ pub fn is_target(lock: &std::ffi::OsStr) -> bool {
     bytes.starts_with(SCHEME.as_bytes()) || bytes.starts_with(TLS_SCHEME.as_bytes())
 }
 
-/// What a flockrun writes into its key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Owner {
-    pub host: Option<String>,
-    pub pid: Option<i32>,
-    pub command: Option<String>,
-    /// UTC, `2026-11-23T19:00:01Z`: when the hold began (when the wait began, for a waiter).
-    pub since: Option<String>,
-}
-
-impl Owner {
-    /// The value for this process.
-    fn mine(command: &str, now: SystemTime) -> Value {
-        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        json!({
-            "host": crate::identity::host_name(),
-            "pid": std::process::id(),
-            "command": command.chars().take(200).collect::<String>(),
-            "since": utc_timestamp(secs),
-            "by": "flockrun",
-        })
-    }
-
-    /// Reads a key's value; `None` for an empty value (etcdctl) or one that is not ours.
-    #[must_use]
-    pub fn parse(value: &[u8]) -> Option<Owner> {
-        let value: Value = serde_json::from_slice(value).ok()?;
-        let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
-        let owner = Owner {
-            host: text("host"),
-            pid: value
-                .get("pid")
-                .and_then(Value::as_i64)
-                .and_then(|p| i32::try_from(p).ok()),
-            command: text("command"),
-            since: text("since"),
-        };
-        (owner != Owner::default()).then_some(owner)
-    }
-}
-
 /// One key in a lock's queue.
 #[derive(Debug, Clone)]
 pub struct QueueEntry {
@@ -108,7 +60,7 @@ pub struct QueueEntry {
 /// Reads `bytes` as a member's answer (see `http::replay_reply`) and, when it is a range
 /// reply, its keys as a lock's queue: for `crate::fuzz`.
 pub(crate) fn replay_reply(bytes: &[u8]) {
-    let Some(reply) = http::replay_reply(bytes) else {
+    let Some(reply) = super::http::replay_reply(bytes) else {
         return;
     };
     let queue: Vec<QueueEntry> = reply
@@ -142,21 +94,7 @@ impl QueueEntry {
     #[must_use]
     pub fn describe(&self) -> String {
         match &self.owner {
-            Some(o) => {
-                let mut text = match (o.pid, &o.host) {
-                    (Some(pid), Some(host)) => format!("pid {pid} on {host}"),
-                    (Some(pid), None) => format!("pid {pid}"),
-                    (None, Some(host)) => format!("a process on {host}"),
-                    (None, None) => "a flockrun".to_owned(),
-                };
-                if let Some(command) = &o.command {
-                    let _ = write!(text, " ({command})");
-                }
-                if let Some(since) = &o.since {
-                    let _ = write!(text, " since {since}");
-                }
-                text
-            }
+            Some(owner) => owner.describe(),
             None => format!(
                 "key {} (created at revision {}; written by etcdctl lock or another client, \
                  which leaves no details)",
@@ -183,32 +121,6 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The state the renewal thread shares with the main thread.
-struct Shared {
-    lost: AtomicBool,
-    stop: AtomicBool,
-    reason: Mutex<String>,
-    /// The base64 key whose existence each renewal confirms, once created.
-    key: Mutex<Option<String>>,
-    /// A transaction for the renewal thread to send at once (the holder's "since" update,
-    /// kept off the path between winning the lock and starting COMMAND). Also the mutex
-    /// the thread sleeps on.
-    pending: Mutex<Option<Value>>,
-    wake: Condvar,
-}
-
-impl Shared {
-    fn lose(&self, reason: String) {
-        *locked(&self.reason) = reason;
-        self.lost.store(true, Ordering::SeqCst);
-        // The main thread may sleep in a socket call or in sigwaitinfo: SIGALRM interrupts
-        // the first (its handler is installed without SA_RESTART) and is taken by the second
-        // (supervise watches it for the etcd kind). The renewal thread blocks every signal,
-        // so this process-directed signal can only reach the main thread.
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGALRM);
-    }
-}
-
 /// A lease and its renewal thread. Dropping it revokes the lease (best effort), which
 /// deletes every key attached to it.
 pub struct Session {
@@ -216,7 +128,9 @@ pub struct Session {
     target: Target,
     lease: i64,
     ttl: Duration,
-    shared: Arc<Shared>,
+    liveness: Arc<Liveness<Value>>,
+    /// The base64 key whose existence each renewal confirms, once created.
+    key: Arc<Mutex<Option<String>>>,
     revoked: bool,
 }
 
@@ -243,59 +157,50 @@ impl Session {
             });
         }
         let ttl = Duration::from_secs(granted.unsigned_abs());
-        let shared = Arc::new(Shared {
-            lost: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            reason: Mutex::new(String::new()),
-            key: Mutex::new(None),
-            pending: Mutex::new(None),
-            wake: Condvar::new(),
-        });
-        let session = Session {
+        let key = Arc::new(Mutex::new(None));
+        let renewer = Renewer {
+            transport: Transport::new(Arc::clone(cluster)),
+            lease,
+            key: Arc::clone(&key),
+        };
+        let liveness = Liveness::start(
+            renewer,
+            ttl,
+            RENEWALS_PER_TTL,
+            sent,
+            ("lease", "starting the lease renewal thread"),
+        )?;
+        Ok(Session {
             transport,
             target: target.clone(),
             lease,
             ttl,
-            shared: Arc::clone(&shared),
+            liveness,
+            key,
             revoked: false,
-        };
-        let cluster = Arc::clone(cluster);
-        wait::spawn_with_signals_blocked("lease", move || {
-            renew(cluster, lease, ttl, sent, &shared);
         })
-        .map_err(|e| Error::system("starting the lease renewal thread", e))?;
-        Ok(session)
-    }
-
-    /// The TTL etcd granted (it may raise a very short one to its minimum).
-    #[must_use]
-    pub fn ttl(&self) -> Duration {
-        self.ttl
     }
 
     /// Why the lease is lost, if it is.
     #[must_use]
     pub fn lost(&self) -> Option<String> {
-        self.shared
-            .lost
-            .load(Ordering::SeqCst)
-            .then(|| locked(&self.shared.reason).clone())
+        self.liveness.lost()
     }
 
-    /// The flag supervise reads before starting COMMAND.
+    /// How the supervisor learns that the lease is lost. The TTL is the one etcd granted
+    /// (it may raise a very short one to its minimum).
     #[must_use]
-    pub fn lost_flag(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
-        let shared = Arc::clone(&self.shared);
-        Arc::new(move || shared.lost.load(Ordering::SeqCst))
+    pub fn watch(&self) -> LostWatch {
+        self.liveness.watch(self.ttl)
     }
 
     fn should_stop(&self) -> bool {
-        wait::stop_signal().is_some() || self.shared.lost.load(Ordering::SeqCst)
+        self.liveness.ending()
     }
 
     fn call(&mut self, path: &str, body: &Value, until: Instant) -> Result<Value, Error> {
-        let shared = Arc::clone(&self.shared);
-        let abort = move || wait::stop_signal().is_some() || shared.lost.load(Ordering::SeqCst);
+        let liveness = Arc::clone(&self.liveness);
+        let abort = move || liveness.ending();
         let reply = self.transport.call(path, body, until, &abort);
         reply.map_err(|e| call_error(&self.target, e, self.lost()))
     }
@@ -312,14 +217,7 @@ impl Session {
             return None;
         }
         self.revoked = true;
-        {
-            // Under the mutex the renewal thread sleeps on, so the wake-up cannot slip in
-            // between its check and its sleep.
-            let _pending = locked(&self.shared.pending);
-            self.shared.stop.store(true, Ordering::SeqCst);
-            self.shared.wake.notify_all();
-        }
-        if self.shared.lost.load(Ordering::SeqCst) {
+        if self.liveness.stop() {
             // Nothing to revoke: etcd dropped the lease, or cannot be reached to hear it.
             return None;
         }
@@ -351,87 +249,68 @@ impl Drop for Session {
     }
 }
 
-/// The renewal loop: every quarter of the TTL, a keep-alive and a check that the key still
-/// exists. A quarter rather than etcdctl's third leaves a renewal due when the leader has
-/// just died half the TTL to get through the election before the grace period (a quarter)
-/// begins: with etcd's default timings an election can take 2 s, so TTL 5 rides through
-/// one with room to spare (see README.md, etcd locks). Gives up, declaring the lease lost, when etcd says it is gone or when no member
-/// has confirmed a renewal for TTL minus the grace period.
-fn renew(
-    cluster: Arc<Cluster>,
+/// Renewals per TTL. A quarter rather than etcdctl's third leaves a renewal due when the
+/// leader has just died half the TTL to get through the election before the grace period
+/// (a quarter) begins: with etcd's default timings an election can take 2 s, so TTL 5
+/// rides through one with room to spare (see README.md, etcd locks).
+const RENEWALS_PER_TTL: u32 = 4;
+
+/// The renewal thread's side of a session: a keep-alive, then a check that the key still
+/// exists. Both ask every member at once (`Transport::call_any`), so a member that hangs
+/// in an election cannot eat the others' time.
+struct Renewer {
+    transport: Transport,
     lease: i64,
-    mut ttl: Duration,
-    mut confirmed: Instant,
-    shared: &Shared,
-) {
-    let mut transport = Transport::new(cluster);
-    let stopping = || shared.stop.load(Ordering::SeqCst);
-    loop {
-        let next = confirmed + ttl / 4;
-        let mut pending = locked(&shared.pending);
-        while !stopping() && Instant::now() < next && pending.is_none() {
-            let left = next.saturating_duration_since(Instant::now());
-            pending = shared
-                .wake
-                .wait_timeout(pending, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
+    key: Arc<Mutex<Option<String>>>,
+}
+
+impl Renew for Renewer {
+    /// A transaction to send at once: the holder's "since" update, kept off the path
+    /// between winning the lock and starting COMMAND.
+    type Chore = Value;
+
+    fn renew(&mut self, until: Instant, stopping: &dyn Fn() -> bool) -> Renewal {
+        let body = json!({ "ID": self.lease.to_string() });
+        match self
+            .transport
+            .call_any("/v3/lease/keepalive", &body, until, stopping)
+        {
+            Ok(reply) => match int(reply.get("TTL")) {
+                left if left <= 0 => {
+                    Renewal::Lost("etcd says the lease expired or was revoked".to_owned())
+                }
+                left => Renewal::Renewed(Some(Duration::from_secs(left.unsigned_abs()))),
+            },
+            Err(CallError::Aborted) => Renewal::Stopped,
+            Err(e) => Renewal::Lost(format!(
+                "the lease could not be renewed: {}",
+                describe_call_error(&e)
+            )),
         }
-        let update = pending.take();
-        drop(pending);
-        if stopping() {
-            return;
-        }
-        if let Some(txn) = update {
-            // Best effort: the value is only for status. A failure here shows up in the
-            // renewal that follows.
-            let give_up = confirmed + ttl.saturating_sub(supervise::grace_for(ttl));
-            let _ = transport.call("/v3/kv/txn", &txn, give_up, &stopping);
-            if Instant::now() < next {
-                continue;
-            }
-        }
-        let give_up = confirmed + ttl.saturating_sub(supervise::grace_for(ttl));
-        let sent = Instant::now();
-        let body = json!({ "ID": lease.to_string() });
-        let reply = match transport.call_any("/v3/lease/keepalive", &body, give_up, &stopping) {
-            Ok(reply) => reply,
-            Err(CallError::Aborted) => return,
-            Err(e) => {
-                shared.lose(format!(
-                    "the lease could not be renewed: {}",
-                    describe_call_error(&e)
-                ));
-                return;
-            }
+    }
+
+    fn check(&mut self, until: Instant, stopping: &dyn Fn() -> bool) -> Renewal {
+        let Some(key) = locked(&self.key).clone() else {
+            return Renewal::Renewed(None);
         };
-        let left = int(reply.get("TTL"));
-        if left <= 0 {
-            shared.lose("etcd says the lease expired or was revoked".to_owned());
-            return;
-        }
-        confirmed = sent;
-        ttl = Duration::from_secs(left.unsigned_abs());
-        let key = locked(&shared.key).clone();
-        if let Some(key) = key {
-            let give_up = confirmed + ttl.saturating_sub(supervise::grace_for(ttl));
-            let body = json!({ "key": key, "count_only": true });
-            match transport.call_any("/v3/kv/range", &body, give_up, &stopping) {
-                Ok(reply) if int(reply.get("count")) == 0 => {
-                    shared.lose("the lock's key was deleted from etcd".to_owned());
-                    return;
-                }
-                Ok(_) => {}
-                Err(CallError::Aborted) => return,
-                Err(e) => {
-                    shared.lose(format!(
-                        "the lock's key could not be checked: {}",
-                        describe_call_error(&e)
-                    ));
-                    return;
-                }
+        let body = json!({ "key": key, "count_only": true });
+        match self.transport.call_any("/v3/kv/range", &body, until, stopping) {
+            Ok(reply) if int(reply.get("count")) == 0 => {
+                Renewal::Lost("the lock's key was deleted from etcd".to_owned())
             }
+            Ok(_) => Renewal::Renewed(None),
+            Err(CallError::Aborted) => Renewal::Stopped,
+            Err(e) => Renewal::Lost(format!(
+                "the lock's key could not be checked: {}",
+                describe_call_error(&e)
+            )),
         }
+    }
+
+    fn chore(&mut self, txn: Value, until: Instant, stopping: &dyn Fn() -> bool) {
+        // Best effort: the value is only for status. A failure here shows up in the
+        // renewal that follows.
+        let _ = self.transport.call("/v3/kv/txn", &txn, until, stopping);
     }
 }
 
@@ -525,7 +404,7 @@ pub fn acquire(
         ],
     });
     let reply = session.call("/v3/kv/txn", &txn, reach_until(deadline, ttl))?;
-    *locked(&session.shared.key) = Some(key64.clone());
+    *locked(&session.key) = Some(key64.clone());
     let responses = reply.get("responses").and_then(Value::as_array);
     let kvs = |i: usize| -> Vec<Value> {
         responses
@@ -574,8 +453,7 @@ pub fn acquire(
             }}],
             "failure": [],
         });
-        *locked(&session.shared.pending) = Some(update);
-        session.shared.wake.notify_all();
+        session.liveness.queue(update);
     }
     Ok(HeldEtcd {
         session,
@@ -632,8 +510,8 @@ fn wait_turn(
         } else {
             json!({"create_request": {"key": ahead.key, "start_revision": ahead.from.to_string()}})
         };
-        let shared = Arc::clone(&session.shared);
-        let abort = move || wait::stop_signal().is_some() || shared.lost.load(Ordering::SeqCst);
+        let liveness = Arc::clone(&session.liveness);
+        let abort = move || liveness.ending();
         let mut stream =
             match session
                 .transport
@@ -908,21 +786,6 @@ fn queue_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn owner_values() {
-        let value = Owner::mine(
-            "./deploy.sh",
-            UNIX_EPOCH + Duration::from_secs(1_795_460_401),
-        );
-        let owner = Owner::parse(value.to_string().as_bytes()).unwrap();
-        assert_eq!(owner.pid, i32::try_from(std::process::id()).ok());
-        assert_eq!(owner.command.as_deref(), Some("./deploy.sh"));
-        assert_eq!(owner.since.as_deref(), Some("2026-11-23T19:00:01Z"));
-        assert_eq!(Owner::parse(b""), None);
-        assert_eq!(Owner::parse(b"{}"), None);
-        assert_eq!(Owner::parse(b"not json"), None);
-    }
 
     #[test]
     fn protobuf_int64s() {

@@ -51,7 +51,7 @@ impl Target {
     /// one looks.
     ///
     /// ```
-    /// use flockrun::etcd::Target;
+    /// use flockrun::kind::etcd::target::Target;
     /// let t = Target::parse("etcd://10.0.0.5:2379,10.0.0.6/nightly").unwrap();
     /// assert_eq!(t.endpoints.len(), 2);
     /// assert_eq!(t.endpoints[1].port, 2379);

@@ -146,7 +146,7 @@ struct Probe {
 }
 
 /// A kernel lock on NFSv4 under watch.
-pub(super) struct NfsWatch {
+pub(crate) struct NfsWatch {
     page: SharedPage,
     /// A pidfd of the prober, to wait for it to go.
     prober: Option<OwnedFd>,
@@ -161,7 +161,7 @@ impl NfsWatch {
     /// Starts watching the lock `fd` holds in `mode`, on a mount whose server is `server`
     /// and whose lease the kernel says is `lease` (`None`: it does not say). The lock was
     /// granted by the server just now, which counts as the first answer.
-    pub(super) fn start(
+    pub(crate) fn start(
         fd: RawFd,
         mode: LockMode,
         lease: Option<Duration>,
@@ -216,7 +216,7 @@ impl NfsWatch {
     }
 
     /// Why the hold is lost, if it is.
-    pub(super) fn reason(&self) -> Option<String> {
+    pub(crate) fn reason(&self) -> Option<String> {
         let server = &self.server;
         match self.page.get().lost.load(Ordering::SeqCst) {
             LOST_EIO => {
@@ -266,7 +266,7 @@ impl NfsWatch {
     }
 
     /// How the supervisor notices: SIGALRM from the prober, or the clock.
-    pub(super) fn watch(self: &Arc<Self>) -> LostWatch {
+    pub(crate) fn watch(self: &Arc<Self>) -> LostWatch {
         let watch = Arc::clone(self);
         let grace = supervise::grace_for(self.lease);
         LostWatch {
@@ -281,7 +281,7 @@ impl NfsWatch {
     /// not go in time (stuck in a call the server does not answer). A lost hold's prober is
     /// left alone: it keeps the file open until flockrun has gone, so that no close of
     /// flockrun's waits for the server.
-    pub(super) fn stop(&self) -> bool {
+    pub(crate) fn stop(&self) -> bool {
         let page = self.page.get();
         page.quit.store(1, Ordering::SeqCst);
         let pid = page.prober.load(Ordering::SeqCst);
@@ -305,7 +305,7 @@ impl NfsWatch {
     }
 
     /// Whether the hold is lost (for release: then nothing of it is ours to clean).
-    pub(super) fn lost(&self) -> bool {
+    pub(crate) fn lost(&self) -> bool {
         self.is_lost()
     }
 }

@@ -20,11 +20,11 @@ use nix::sys::stat::{FileStat, Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 /// The largest record either layout reads (py-filelock's `MAX_RECORD_SIZE`).
-pub(super) const MAX_RECORD: usize = 1 << 20;
+pub(crate) const MAX_RECORD: usize = 1 << 20;
 
 /// What a record's name led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Record {
+pub(crate) struct Record {
     /// The bytes, empty when the name is not a regular file.
     pub data: Vec<u8>,
     pub id: (u64, u64),
@@ -34,7 +34,7 @@ pub(super) struct Record {
 
 impl Record {
     /// How long ago it was modified by this host's wall clock (zero if in the future).
-    pub(super) fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -64,7 +64,7 @@ fn gone(errno: Errno) -> bool {
 
 /// Why a protocol directory cannot be used.
 #[derive(Debug)]
-pub(super) enum DirError {
+pub(crate) enum DirError {
     /// It is a symbolic link or not a directory, or another account owns it under a sticky
     /// parent: someone else could move the records.
     Refused(String),
@@ -85,7 +85,7 @@ impl From<Errno> for DirError {
 
 /// An open directory of records.
 #[derive(Debug)]
-pub(super) struct Dir {
+pub(crate) struct Dir {
     fd: OwnedFd,
     /// For messages.
     pub path: PathBuf,
@@ -95,7 +95,7 @@ pub(super) struct Dir {
 
 impl Dir {
     /// Opens `path` (no symbolic link at its last component); `None` when it does not exist.
-    pub(super) fn open(path: &Path) -> Result<Option<Dir>, DirError> {
+    pub(crate) fn open(path: &Path) -> Result<Option<Dir>, DirError> {
         let mut dir = open_dir(nix::fcntl::AT_FDCWD, path, path, OFlag::empty())?;
         if let Some(dir) = &mut dir {
             dir.direct = OFlag::from_bits_truncate(crate::mounts::uncached(dir.fd.as_fd()));
@@ -104,7 +104,7 @@ impl Dir {
     }
 
     /// Opens the subdirectory `name`; `None` when it does not exist.
-    pub(super) fn sub(&self, name: impl AsRef<OsStr>) -> Result<Option<Dir>, DirError> {
+    pub(crate) fn sub(&self, name: impl AsRef<OsStr>) -> Result<Option<Dir>, DirError> {
         let name = name.as_ref();
         open_dir(
             self.fd.as_fd(),
@@ -116,7 +116,7 @@ impl Dir {
 
     /// Creates the subdirectory `name` (0700) if missing and opens it, refusing a link, a
     /// non-directory, and one another account owns when this directory is sticky.
-    pub(super) fn make_sub(&self, name: impl AsRef<OsStr>) -> Result<Dir, DirError> {
+    pub(crate) fn make_sub(&self, name: impl AsRef<OsStr>) -> Result<Dir, DirError> {
         let name = name.as_ref();
         match mkdirat(self.fd.as_fd(), name, Mode::from_bits_truncate(0o700)) {
             Ok(()) | Err(Errno::EEXIST) => {}
@@ -129,12 +129,12 @@ impl Dir {
         Ok(dir)
     }
 
-    pub(super) fn stat(&self) -> io::Result<FileStat> {
+    pub(crate) fn stat(&self) -> io::Result<FileStat> {
         Ok(fstat(self.fd.as_fd())?)
     }
 
     /// The record at `name`, `None` when missing. Reads at most `limit` + 1 bytes.
-    pub(super) fn read(&self, name: impl AsRef<OsStr>, limit: usize) -> io::Result<Option<Record>> {
+    pub(crate) fn read(&self, name: impl AsRef<OsStr>, limit: usize) -> io::Result<Option<Record>> {
         let name = name.as_ref();
         let fd = match openat(
             self.fd.as_fd(),
@@ -177,7 +177,7 @@ impl Dir {
     }
 
     /// The attributes of `name` itself (a link is not followed); `None` when missing.
-    pub(super) fn lstat(&self, name: impl AsRef<OsStr>) -> io::Result<Option<FileStat>> {
+    pub(crate) fn lstat(&self, name: impl AsRef<OsStr>) -> io::Result<Option<FileStat>> {
         let name = name.as_ref();
         match fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(stat) => Ok(Some(stat)),
@@ -189,7 +189,7 @@ impl Dir {
     /// Creates `name` exclusively (0600, not following a link) with all of `data` in it,
     /// flushed to stable storage if `durable`; removes it again if writing fails. Returns
     /// its device and inode, which `overwrite` checks. `EEXIST` when it exists.
-    pub(super) fn create(
+    pub(crate) fn create(
         &self,
         name: impl AsRef<OsStr>,
         data: &[u8],
@@ -225,7 +225,7 @@ impl Dir {
 
     /// Rewrites `name` from offset 0 with `data` if it is still the file `id` names, a
     /// regular file with no second name. `Ok(false)` when it is not (gone, replaced, linked).
-    pub(super) fn overwrite(
+    pub(crate) fn overwrite(
         &self,
         name: impl AsRef<OsStr>,
         data: &[u8],
@@ -258,7 +258,7 @@ impl Dir {
     }
 
     /// Removes `name`; one already gone is fine.
-    pub(super) fn unlink(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+    pub(crate) fn unlink(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
         let name = name.as_ref();
         match unlinkat(self.fd.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) => Ok(()),
@@ -271,7 +271,7 @@ impl Dir {
     /// is not trusted (an NFS client can report a link that landed as failed): `Ok(true)`
     /// when `target` names `source`'s file afterwards, `Ok(false)` when another file is there.
     /// An error that says the filesystem has no hard links is returned as it is.
-    pub(super) fn link(
+    pub(crate) fn link(
         &self,
         source: impl AsRef<OsStr>,
         target: impl AsRef<OsStr>,
@@ -296,7 +296,7 @@ impl Dir {
     }
 
     /// Renames `source` to `target` in this directory, replacing `target`.
-    pub(super) fn rename(
+    pub(crate) fn rename(
         &self,
         source: impl AsRef<OsStr>,
         target: impl AsRef<OsStr>,
@@ -311,7 +311,7 @@ impl Dir {
     }
 
     /// The names in the directory (without `.` and `..`).
-    pub(super) fn names(&self) -> io::Result<Vec<OsString>> {
+    pub(crate) fn names(&self) -> io::Result<Vec<OsString>> {
         let fd = openat(
             self.fd.as_fd(),
             ".",
@@ -332,7 +332,7 @@ impl Dir {
 
     /// Touches `name`'s times (now), through a descriptor so a link is never followed.
     /// `Ok(false)` when it is gone.
-    pub(super) fn touch(&self, name: impl AsRef<OsStr>) -> io::Result<bool> {
+    pub(crate) fn touch(&self, name: impl AsRef<OsStr>) -> io::Result<bool> {
         let name = name.as_ref();
         let fd = match openat(
             self.fd.as_fd(),
@@ -382,7 +382,7 @@ fn open_dir<Fd: AsFd>(
 
 /// Refuses `dir` when its parent is sticky (such as /tmp) and `dir` belongs to an account
 /// other than ours or the parent's: that account could move our records away.
-pub(super) fn refuse_foreign(dir: &Dir, parent: &FileStat) -> Result<(), DirError> {
+pub(crate) fn refuse_foreign(dir: &Dir, parent: &FileStat) -> Result<(), DirError> {
     let stat = dir.stat()?;
     if !is_directory(&stat) {
         return Err(DirError::Refused(format!(
@@ -403,19 +403,19 @@ pub(super) fn refuse_foreign(dir: &Dir, parent: &FileStat) -> Result<(), DirErro
 }
 
 /// 16 random bytes as 32 lowercase hex digits: a claim token, a nonce, an epoch.
-pub(super) fn new_token() -> String {
-    super::marker_file::random_hex()
+pub(crate) fn new_token() -> String {
+    crate::kind::marker::file::random_hex()
 }
 
 /// Whether `text` is a token: exactly 32 lowercase hex digits.
-pub(super) fn is_token(text: &str) -> bool {
+pub(crate) fn is_token(text: &str) -> bool {
     text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// How long each observed value has stayed the same, on this process's monotonic clock. A
 /// value never seen change has no history: a fresh observer waits the full span itself.
 #[derive(Debug)]
-pub(super) struct Ledger<K> {
+pub(crate) struct Ledger<K> {
     seen: HashMap<K, Seen>,
 }
 
@@ -439,7 +439,7 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
     /// Records `value` for `key` and says how long it has stayed the same, counted up to
     /// `asked` (the clock reading taken before the value was fetched, so a pause between the
     /// fetch and this call adds nothing).
-    pub(super) fn observe(&mut self, key: &K, value: Option<&[u8]>, asked: Instant) -> Duration {
+    pub(crate) fn observe(&mut self, key: &K, value: Option<&[u8]>, asked: Instant) -> Duration {
         match self.seen.get_mut(key) {
             Some(seen) if seen.value.as_deref() == value => {
                 asked.saturating_duration_since(seen.since)
@@ -465,18 +465,18 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
     }
 
     /// Whether this observer saw `key`'s value change less than `span` ago.
-    pub(super) fn changed_within(&self, key: &K, span: Duration) -> bool {
+    pub(crate) fn changed_within(&self, key: &K, span: Duration) -> bool {
         self.seen
             .get(key)
             .is_some_and(|s| s.changed && s.since.elapsed() < span)
     }
 
-    pub(super) fn forget(&mut self, key: &K) {
+    pub(crate) fn forget(&mut self, key: &K) {
         self.seen.remove(key);
     }
 
     /// Forgets every key not in `keys`: peers that left would otherwise stay forever.
-    pub(super) fn retain(&mut self, keys: &std::collections::HashSet<K>) {
+    pub(crate) fn retain(&mut self, keys: &std::collections::HashSet<K>) {
         self.seen.retain(|k, _| keys.contains(k));
     }
 }

@@ -16,9 +16,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::marker_file::{self, Unchanged};
-use super::rw_files::{self, Dir, DirError, Ledger, Record};
-use super::takeover::{self, Guard};
+use crate::kind::marker::file::{self as marker_file, Unchanged};
+use super::files::{self, Dir, DirError, Ledger, Record};
+use crate::kind::marker::takeover::{self, Guard};
 use crate::error::Error;
 use crate::inspect::marker::pid_exists;
 use crate::open;
@@ -33,7 +33,7 @@ const BREAK: &str = ".break";
 const STATE_DEAD_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
+pub(crate) enum Mode {
     Read,
     Write,
 }
@@ -48,7 +48,7 @@ enum Phase {
 
 /// A v1 marker: `<token>\n<pid>\n<host>\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Marker {
+pub(crate) struct Marker {
     pub token: String,
     pub pid: i32,
     pub host: String,
@@ -56,7 +56,7 @@ pub(super) struct Marker {
 
 /// 3.28's parser: non-empty, at most 1024 bytes of ASCII, a 32-hex token, a pid without
 /// leading zero up to 2³¹−1, a host of 1–253 printable characters, then only newlines.
-pub(super) fn parse_marker(data: &[u8]) -> Option<Marker> {
+pub(crate) fn parse_marker(data: &[u8]) -> Option<Marker> {
     if data.is_empty() || data.len() > MAX_MARKER || !data.is_ascii() {
         return None;
     }
@@ -68,7 +68,7 @@ pub(super) fn parse_marker(data: &[u8]) -> Option<Marker> {
         && pid.bytes().all(|b| b.is_ascii_digit());
     let host_ok =
         (1..=253).contains(&host.len()) && host.bytes().all(|b| (0x21..=0x7e).contains(&b));
-    if !(rw_files::is_token(token) && pid_ok && host_ok) {
+    if !(files::is_token(token) && pid_ok && host_ok) {
         return None;
     }
     Some(Marker {
@@ -80,7 +80,7 @@ pub(super) fn parse_marker(data: &[u8]) -> Option<Marker> {
 
 /// The host name as 3.28 writes it (`socket.gethostname()`, raw), or py-filelock 4's
 /// escaped form when the raw name has bytes a v1 marker cannot carry.
-pub(super) fn raw_host_name() -> String {
+pub(crate) fn raw_host_name() -> String {
     let node = nix::sys::utsname::uname()
         .map(|u| u.nodename().to_owned())
         .unwrap_or_default();
@@ -108,13 +108,13 @@ fn housekeeping(name: &OsStr) -> bool {
 fn aside_name(name: &OsStr) -> OsString {
     with_suffix(
         name,
-        &format!("{BREAK}.{}.{}", std::process::id(), rw_files::new_token()),
+        &format!("{BREAK}.{}.{}", std::process::id(), files::new_token()),
     )
 }
 
 /// Files of layout v1 beside `LOCK`.
 #[derive(Debug, Clone)]
-pub(super) struct Paths {
+pub(crate) struct Paths {
     pub parent: PathBuf,
     pub state: OsString,
     pub write: OsString,
@@ -122,7 +122,7 @@ pub(super) struct Paths {
 }
 
 impl Paths {
-    pub(super) fn of(lock: &Path) -> Self {
+    pub(crate) fn of(lock: &Path) -> Self {
         let name = lock.file_name().unwrap_or_default();
         Paths {
             parent: lock
@@ -134,7 +134,7 @@ impl Paths {
         }
     }
 
-    pub(super) fn state_path(&self) -> PathBuf {
+    pub(crate) fn state_path(&self) -> PathBuf {
         self.parent.join(&self.state)
     }
 }
@@ -163,7 +163,7 @@ enum Slot {
 }
 
 /// One process's part in layout v1.
-pub(super) struct Layout {
+pub(crate) struct Layout {
     paths: Paths,
     mode: Mode,
     threshold: Duration,
@@ -188,12 +188,12 @@ pub(super) struct Layout {
 type R<T> = Result<T, Error>;
 
 impl Layout {
-    pub(super) fn new(lock: &Path, mode: Mode, threshold: Duration) -> Self {
+    pub(crate) fn new(lock: &Path, mode: Mode, threshold: Duration) -> Self {
         Layout {
             paths: Paths::of(lock),
             mode,
             threshold,
-            token: rw_files::new_token(),
+            token: files::new_token(),
             host: raw_host_name(),
             phase: Phase::Outside,
             slot: None,
@@ -230,7 +230,7 @@ impl Layout {
     }
 
     /// One step towards holding the lock, under `LOCK.state`; `Ok(true)` once held.
-    pub(super) fn step(&mut self) -> R<bool> {
+    pub(crate) fn step(&mut self) -> R<bool> {
         if self.phase == Phase::Held {
             return Ok(true);
         }
@@ -309,7 +309,7 @@ impl Layout {
             return Ok(false);
         }
         let readers = self.readers(parent)?;
-        let name = OsString::from(format!("{}.{}", rw_files::new_token(), std::process::id()));
+        let name = OsString::from(format!("{}.{}", files::new_token(), std::process::id()));
         readers
             .create(&name, self.record().as_bytes(), false)
             .map_err(|e| open::classify_create_error(&readers.path.join(&name), e))?;
@@ -461,25 +461,25 @@ impl Layout {
     /// Whether a change to the file `name` (in LOCK's directory or `LOCK.readers`) is one
     /// of our own steps or a transition in progress, which cannot free the lock by itself:
     /// `LOCK.state` and its takeover files, and our readers' markers (`<token>.<our pid>`).
-    pub(super) fn is_noise(&self, name: &[u8]) -> bool {
+    pub(crate) fn is_noise(&self, name: &[u8]) -> bool {
         let state = self.paths.state.as_encoded_bytes();
         let ours = format!(".{}", std::process::id());
         name.starts_with(state) || name.ends_with(ours.as_bytes())
     }
 
     /// Whether we hold the lock or, as a writer, the claim on it.
-    pub(super) fn has_claim(&self) -> bool {
+    pub(crate) fn has_claim(&self) -> bool {
         self.phase != Phase::Outside
     }
 
     /// When our marker was last written or touched.
-    pub(super) fn renewed(&self) -> Instant {
+    pub(crate) fn renewed(&self) -> Instant {
         self.renewed
     }
 
     /// Renews our marker (its times, after checking it still carries our token).
     /// `Ok(false)` when it is gone or another's: the hold is lost.
-    pub(super) fn renew(&mut self) -> io::Result<bool> {
+    pub(crate) fn renew(&mut self) -> io::Result<bool> {
         let Ok(Some((dir, name))) = self.marker_at() else {
             return Ok(false);
         };
@@ -496,7 +496,7 @@ impl Layout {
 
     /// Removes our marker if it is still ours (by its token; 3.28 removes whatever is
     /// there, even a successor's).
-    pub(super) fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if let Ok(Some((dir, name))) = self.marker_at() {
             let ours = dir
                 .read(&name, MAX_MARKER)
@@ -513,7 +513,7 @@ impl Layout {
     }
 
     /// What the hold is, for messages.
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut text = String::new();
         match &self.slot {
             Some(Slot::Reader(name)) => {
@@ -576,7 +576,7 @@ fn not_a_marker(path: &Path) -> Error {
 
 /// What `status` sees of layout v1.
 #[derive(Debug, Clone)]
-pub(super) struct View {
+pub(crate) struct View {
     /// `LOCK.state`'s content and age, if it exists (a transition in progress, or a marker
     /// left by a crash).
     pub state: Option<(String, Duration)>,
@@ -586,7 +586,7 @@ pub(super) struct View {
 
 /// A v1 marker as `status` shows it.
 #[derive(Debug, Clone)]
-pub(super) struct MarkerView {
+pub(crate) struct MarkerView {
     pub name: OsString,
     pub marker: Option<Marker>,
     /// By this host's clock against its mtime.
@@ -597,7 +597,7 @@ pub(super) struct MarkerView {
 ///
 /// # Errors
 /// When a directory cannot be read.
-pub(super) fn view(lock: &Path) -> Result<Option<View>, Error> {
+pub(crate) fn view(lock: &Path) -> Result<Option<View>, Error> {
     let paths = Paths::of(lock);
     let Some(parent) = Dir::open(&paths.parent).map_err(|e| dir_error(&paths.parent, e))? else {
         return Ok(None);

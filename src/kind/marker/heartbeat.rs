@@ -17,7 +17,7 @@ use crate::wait;
 
 /// What one renewal found.
 #[derive(Debug)]
-pub(super) enum Renewal {
+pub(crate) enum Renewal {
     Renewed,
     /// Not renewed this time, for a reason that may pass (a filesystem error, a record
     /// moved aside for a moment); lost only if it lasts.
@@ -27,7 +27,7 @@ pub(super) enum Renewal {
 }
 
 /// The records a heartbeat keeps alive.
-pub(super) trait Renew: Send + 'static {
+pub(crate) trait Renew: Send + 'static {
     fn renew(&mut self) -> Renewal;
     /// Gives the hold up (removes or commits out our records).
     fn release(&mut self);
@@ -42,7 +42,7 @@ enum Order {
 }
 
 /// The state the renewal thread shares with the holder.
-pub(super) struct Beat<R> {
+pub(crate) struct Beat<R> {
     renewer: Mutex<R>,
     /// What the lock is, for messages.
     what: String,
@@ -69,7 +69,7 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<R: Renew> Beat<R> {
     /// Starts renewing `renewer` every TTL/3. `renewed_at` is when its records were last
     /// written (the hold counts from then). `what` names the lock in messages.
-    pub(super) fn start(
+    pub(crate) fn start(
         renewer: R,
         what: String,
         ttl: Duration,
@@ -109,7 +109,7 @@ impl<R: Renew> Beat<R> {
         )
     }
 
-    pub(super) fn is_lost(&self) -> bool {
+    pub(crate) fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst) || self.unrenewed_for() >= self.lose_after
     }
 
@@ -123,7 +123,7 @@ impl<R: Renew> Beat<R> {
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGALRM);
     }
 
-    pub(super) fn lost_reason(&self) -> Option<String> {
+    pub(crate) fn lost_reason(&self) -> Option<String> {
         if self.lost.load(Ordering::SeqCst) {
             return Some(locked(&self.reason).clone());
         }
@@ -188,7 +188,7 @@ impl<R: Renew> Beat<R> {
 
     /// Asks the thread to release and waits for it, within `budget`. False when the
     /// filesystem did not answer in time.
-    pub(super) fn release(&self, budget: Duration) -> bool {
+    pub(crate) fn release(&self, budget: Duration) -> bool {
         let until = Instant::now() + budget;
         let mut order = locked(&self.order);
         if *order == Order::Released {
@@ -211,7 +211,7 @@ impl<R: Renew> Beat<R> {
     }
 
     /// Stops renewing without releasing (the hold is lost: nothing of it is ours).
-    pub(super) fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let mut order = locked(&self.order);
         if *order == Order::Renew {
             *order = Order::Stop;
@@ -222,7 +222,7 @@ impl<R: Renew> Beat<R> {
     /// Ends the hold: releases it unless it is lost (then the filesystem may not answer,
     /// and the records are no longer ours anyway). A warning when the filesystem did not
     /// answer within `budget`.
-    pub(super) fn end(&self, budget: Duration) -> Option<String> {
+    pub(crate) fn end(&self, budget: Duration) -> Option<String> {
         if self.is_lost() {
             self.stop();
             return None;
@@ -238,7 +238,7 @@ impl<R: Renew> Beat<R> {
     }
 
     /// How the supervisor notices a loss: SIGALRM from this thread, or the clock.
-    pub(super) fn watch(self: &Arc<Self>) -> LostWatch {
+    pub(crate) fn watch(self: &Arc<Self>) -> LostWatch {
         let beat = Arc::clone(self);
         let grace = supervise::grace_for(self.ttl);
         LostWatch {
@@ -250,6 +250,6 @@ impl<R: Renew> Beat<R> {
 }
 
 /// The text of an I/O error for `Renewal::Failed`.
-pub(super) fn failed(e: &io::Error) -> Renewal {
+pub(crate) fn failed(e: &io::Error) -> Renewal {
     Renewal::Failed(e.to_string())
 }

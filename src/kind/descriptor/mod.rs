@@ -5,6 +5,8 @@
 //! descriptor is the caller's, locked in place.
 #![allow(unsafe_code)]
 
+mod nfs_watch;
+
 use std::cell::OnceCell;
 use std::fs::File;
 use std::io::{self, Write as _};
@@ -14,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::nfs_watch::NfsWatch;
 use crate::error::Error;
 use crate::inspect::descriptors;
 use crate::inspect::sighting::{FileId, Sighting};
@@ -26,9 +27,10 @@ use crate::open::{self, Access, Shape};
 use crate::status::{self, LockStatus};
 use crate::supervise::LostWatch;
 use crate::wait::{self, Deadline, WaitEnd, WaitObserver};
+use nfs_watch::NfsWatch;
 
 /// What tells the two descriptor kinds apart.
-pub(super) trait DescriptorLock: Sync {
+pub(crate) trait DescriptorLock: Sync {
     /// The kind's name.
     fn name(&self) -> &'static str;
     /// The lock class as `/proc/locks` and fdinfo print it.
@@ -48,7 +50,7 @@ pub(super) trait DescriptorLock: Sync {
 
 /// The target for either descriptor kind: LOCK, or with `--fd` a descriptor this process
 /// inherited.
-pub(super) fn target(
+pub(crate) fn target(
     lock: &'static dyn DescriptorLock,
     request: &Request,
 ) -> Result<Target, Error> {
@@ -93,7 +95,7 @@ pub(super) fn target(
 }
 
 /// `status` for either descriptor kind: holders and waiters from the kernel.
-pub(super) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: &LockFile<'_>) {
+pub(crate) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: &LockFile<'_>) {
     let class = lock.proc_class();
     let sighting = descriptors::sight_in(file.locks, file.id, class);
     status::fill_from_sighting(report, &sighting, LockMode::name);
