@@ -10,8 +10,9 @@
 //!   flockrun holds), [`supervise`] (running COMMAND and passing signals on);
 //! * [`lock`]: the interface every kind implements: a request becomes a target, taking it
 //!   yields a hold;
-//! * [`kind`]: one file per kind (kernel, ofd, sqlite, soft, etcd, the last on top of the
-//!   cluster client in [`etcd`]) and the choice among them;
+//! * [`kind`]: one file per kind (kernel, ofd, sqlite, soft, lease, soft-rw, etcd), a
+//!   folder per family of kinds for what they share (the network kinds' session core is
+//!   `kind::network`), and the choice among them;
 //! * [`road`]: the one road from a request through a hold and COMMAND back to a status,
 //!   which both command lines take, each in its own words; [`exit`] the statuses they
 //!   answer with; [`version`] what `--version` says.
