@@ -69,9 +69,25 @@ pub enum Error {
     EtcdUnreachable { lock: String, problems: Vec<String> },
     /// etcd answered, but with an error or something that is not an etcd reply.
     EtcdRefused { lock: String, message: String },
-    /// A file an etcd option names (`--cacert`, `--cert`, `--key`, `--password-file`) cannot
-    /// be read (`unreadable`, 66) or does not hold what it should (65).
-    EtcdFile {
+    /// A server a network kind names (a PostgreSQL server) could not be reached in time.
+    ServerUnreachable {
+        lock: String,
+        server: &'static str,
+        problems: Vec<String>,
+    },
+    /// The server refused us: login, database, TLS (76).
+    ServerRefused {
+        lock: String,
+        server: &'static str,
+        message: String,
+    },
+    /// The server answered, but a lock taken there would not be one (a hot standby, a
+    /// pooler that shares sessions): 65, with what to do.
+    ServerUnfit { lock: String, message: String },
+    /// A file an option or setting names (etcd's `--cacert`, `--cert`, `--key`,
+    /// `--password-file`; PostgreSQL's `sslrootcert`, `sslcert`, `sslkey`, a service file)
+    /// cannot be read (`unreadable`, 66) or does not hold what it should (65).
+    OptionFile {
         option: &'static str,
         path: PathBuf,
         problem: String,
@@ -177,7 +193,10 @@ impl fmt::Display for Error {
             Error::Usage { message } => f.write_str(message),
             Error::EtcdUnreachable { .. }
             | Error::EtcdRefused { .. }
-            | Error::EtcdFile { .. }
+            | Error::ServerUnreachable { .. }
+            | Error::ServerRefused { .. }
+            | Error::ServerUnfit { .. }
+            | Error::OptionFile { .. }
             | Error::LockLost { .. } => self.fmt_etcd(f),
             Error::Internal(e) => write!(f, "internal error (please report it): {e:#}"),
         }
@@ -205,9 +224,29 @@ fn fmt_cannot(
 }
 
 impl Error {
-    /// The messages of the etcd kind's errors.
+    /// The messages of the network kinds' errors.
     fn fmt_etcd(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::ServerUnreachable {
+                lock,
+                server,
+                problems,
+            } => {
+                write!(f, "cannot reach {server} for {lock}")?;
+                if !problems.is_empty() {
+                    write!(f, " ({})", problems.join("; "))?;
+                }
+                write!(
+                    f,
+                    "; check that the server runs and that LOCK (or PGHOST and PGPORT) names it"
+                )
+            }
+            Error::ServerRefused {
+                lock,
+                server,
+                message,
+            } => write!(f, "{server} refused {lock}: {message}"),
+            Error::ServerUnfit { lock, message } => write!(f, "{lock}: {message}"),
             Error::EtcdUnreachable { lock, problems } => {
                 write!(f, "cannot reach etcd for {lock}")?;
                 if !problems.is_empty() {
@@ -231,7 +270,7 @@ impl Error {
                 }
                 Ok(())
             }
-            Error::EtcdFile {
+            Error::OptionFile {
                 option,
                 path,
                 problem,

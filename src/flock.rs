@@ -653,7 +653,10 @@ fn report(error: &Error, inv: &Invocation) -> i32 {
         Error::WouldDeadlock { .. }
         | Error::EtcdUnreachable { .. }
         | Error::EtcdRefused { .. }
-        | Error::EtcdFile { .. }
+        | Error::ServerUnreachable { .. }
+        | Error::ServerRefused { .. }
+        | Error::ServerUnfit { .. }
+        | Error::OptionFile { .. }
         | Error::LockLost { .. }
         | Error::Internal(_) => {
             say_as(NAME, &error.to_string());

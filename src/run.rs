@@ -239,10 +239,13 @@ pub fn exit_status(error: &Error, conflict: u8) -> i32 {
         }
         Error::Interrupted { signal } => exit::from_signal(*signal),
         Error::Open { .. }
-        | Error::EtcdFile {
+        | Error::OptionFile {
             unreadable: true, ..
         } => exit::NO_INPUT,
-        Error::NotALock { .. } | Error::BadDescriptor { .. } | Error::EtcdFile { .. } => exit::DATA,
+        Error::NotALock { .. }
+        | Error::BadDescriptor { .. }
+        | Error::OptionFile { .. }
+        | Error::ServerUnfit { .. } => exit::DATA,
         Error::CannotCreate { .. } => exit::CANT_CREATE,
         Error::Spawn { source, .. } => match source.kind() {
             io::ErrorKind::NotFound => exit::NOT_FOUND,
@@ -250,8 +253,8 @@ pub fn exit_status(error: &Error, conflict: u8) -> i32 {
         },
         Error::LockFailed { .. } | Error::System { .. } => exit::OS_ERROR,
         Error::Usage { .. } => exit::USAGE,
-        Error::EtcdUnreachable { .. } => exit::UNAVAILABLE,
-        Error::EtcdRefused { .. } => exit::PROTOCOL,
+        Error::EtcdUnreachable { .. } | Error::ServerUnreachable { .. } => exit::UNAVAILABLE,
+        Error::EtcdRefused { .. } | Error::ServerRefused { .. } => exit::PROTOCOL,
         Error::LockLost { .. } => exit::LOCK_LOST,
         Error::Internal(_) => exit::SOFTWARE,
     }

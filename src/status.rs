@@ -133,6 +133,11 @@ pub struct LockStatus {
     pub kernel_lines: Vec<String>,
     /// For an etcd lock: its queue, holder first (then `holders` and `waiters` are empty).
     pub etcd_queue: Vec<crate::kind::etcd::mutex::QueueEntry>,
+    /// For a lock held in a database server: its sessions, each with whether it holds
+    /// (`true`) or waits, holders first (then `holders` and `waiters` are empty).
+    pub sessions: Vec<(bool, SessionReport)>,
+    /// For a lock held in a database server: the key it is, as the server sees it.
+    pub server_key: Option<String>,
     /// Locks held on part of the file only (OFD byte ranges).
     pub ranges: Vec<RangeReport>,
     /// For a soft reader/writer lock: its participants (then `holders` and `waiters` are
@@ -159,12 +164,33 @@ impl LockStatus {
             warnings: Vec::new(),
             kernel_lines: Vec::new(),
             etcd_queue: Vec::new(),
+            sessions: Vec::new(),
+            server_key: None,
             ranges: Vec::new(),
             rw_holders: Vec::new(),
             rw_waiters: Vec::new(),
             soft_rw: None,
         }
     }
+}
+
+/// A database session that holds or waits for a lock: a flockrun's (with what it recorded
+/// of itself, as far as the server lets this role read it) or another program's.
+#[derive(Debug, Clone, Default)]
+pub struct SessionReport {
+    /// The session in words, as busy messages say it.
+    pub described: String,
+    pub pid: Option<i32>,
+    pub host: Option<String>,
+    pub command: Option<String>,
+    pub since: Option<String>,
+    /// The server process serving the session.
+    pub backend_pid: i32,
+    pub user: Option<String>,
+    pub application: Option<String>,
+    pub client: Option<String>,
+    /// `exclusive` or `shared`.
+    pub mode: String,
 }
 
 /// Fills in state, mode, holders, waiters and warnings from what was seen of a lock the
@@ -284,6 +310,22 @@ pub fn render_human(status: &LockStatus) -> String {
             );
         }
         out.push('\n');
+    }
+    for (granted, session) in &status.sessions {
+        let role = if *granted { "holder" } else { "waiter" };
+        let _ = write!(out, "  {role:<8} {}", session.described);
+        if let Some(age) = session
+            .since
+            .as_deref()
+            .and_then(parse_utc_timestamp)
+            .and_then(age_of)
+        {
+            let _ = write!(out, " ({})", format_seconds(age));
+        }
+        let _ = writeln!(out, ", {}", session.mode);
+    }
+    if let Some(key) = &status.server_key {
+        let _ = writeln!(out, "  key      {key}");
     }
     for r in &status.ranges {
         let end = r
@@ -463,6 +505,25 @@ fn lock_json(s: &LockStatus) -> String {
             json_str(&crate::kind::etcd::target::lease_hex(entry.lease)),
         );
         if i == 0 {
+            holders.push(json);
+        } else {
+            waiters.push(json);
+        }
+    }
+    for (granted, session) in &s.sessions {
+        let json = format!(
+            "{{\"pid\":{},\"host\":{},\"command\":{},\"since\":{},\"backend_pid\":{},\"user\":{},\"application\":{},\"client\":{},\"mode\":{}}}",
+            opt(session.pid.map(|p| p.to_string())),
+            opt(session.host.as_deref().map(json_str)),
+            opt(session.command.as_deref().map(json_str)),
+            opt(session.since.as_deref().map(json_str)),
+            session.backend_pid,
+            opt(session.user.as_deref().map(json_str)),
+            opt(session.application.as_deref().map(json_str)),
+            opt(session.client.as_deref().map(json_str)),
+            json_str(&session.mode),
+        );
+        if *granted {
             holders.push(json);
         } else {
             waiters.push(json);

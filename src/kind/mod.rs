@@ -35,6 +35,7 @@ kinds![
     lease::Lease,
     soft_rw::SoftRw,
     etcd::Etcd,
+    postgres::Postgres,
 ];
 
 /// What `status` takes a lock file for when neither its kernel locks nor its content say.

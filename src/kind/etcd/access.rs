@@ -125,7 +125,7 @@ impl Cluster {
     ///
     /// # Errors
     /// `Usage` for a malformed LOCK or options that contradict it, a user without a
-    /// password; `EtcdFile` for a certificate, key or password file that cannot be used.
+    /// password; `OptionFile` for a certificate, key or password file that cannot be used.
     pub fn resolve(text: &str, access: &Access, env: Env<'_>) -> Result<(Target, Cluster), Error> {
         let files = TlsFiles {
             cacert: access
@@ -222,7 +222,7 @@ fn credentials(access: &Access, env: Env<'_>) -> Result<Option<Credentials>, Err
 
 /// The password in `file`: its first line, without the line end.
 fn read_password(file: &Path) -> Result<String, Error> {
-    let text = std::fs::read(file).map_err(|e| Error::EtcdFile {
+    let text = std::fs::read(file).map_err(|e| Error::OptionFile {
         option: "--password-file",
         path: file.to_owned(),
         problem: format!("cannot read it: {e}"),
@@ -230,7 +230,7 @@ fn read_password(file: &Path) -> Result<String, Error> {
     })?;
     let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    String::from_utf8(line.to_vec()).map_err(|_| Error::EtcdFile {
+    String::from_utf8(line.to_vec()).map_err(|_| Error::OptionFile {
         option: "--password-file",
         path: file.to_owned(),
         problem: "its first line is not valid UTF-8".to_owned(),
@@ -294,7 +294,7 @@ mod tests {
         ));
         assert!(matches!(
             read_password(&dir.path().join("missing")),
-            Err(Error::EtcdFile {
+            Err(Error::OptionFile {
                 unreadable: true,
                 ..
             })

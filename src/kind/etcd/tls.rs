@@ -33,7 +33,7 @@ impl TlsFiles {
 
 /// A problem with one of the files, named by its option.
 fn file_error(option: &'static str, path: &Path, problem: String, unreadable: bool) -> Error {
-    Error::EtcdFile {
+    Error::OptionFile {
         option,
         path: path.to_owned(),
         problem,
@@ -74,7 +74,7 @@ fn certificates(option: &'static str, path: &Path) -> Result<Vec<CertificateDer<
 /// The rustls client configuration for `files`.
 ///
 /// # Errors
-/// `Usage` for `--cert` without `--key` or the reverse; `EtcdFile` for a file that cannot be
+/// `Usage` for `--cert` without `--key` or the reverse; `OptionFile` for a file that cannot be
 /// read (66) or holds no usable certificate or key (65).
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Error> {
     let pair = match (&files.cert, &files.key) {
@@ -321,7 +321,7 @@ mod tests {
         };
         assert!(matches!(
             client_config(&missing),
-            Err(Error::EtcdFile {
+            Err(Error::OptionFile {
                 unreadable: true,
                 ..
             })
