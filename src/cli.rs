@@ -207,8 +207,9 @@ pub struct ReadWriteArgs {
 
     /// With --soft: the stale threshold in seconds, 0.1 or more, fractions allowed as
     /// py-filelock's `stale_threshold` [default: 90, py-filelock's]: a participant whose
-    /// records stay unrenewed this long is evicted. Give every user of the lock the same one
-    #[arg(long, value_name = "SECONDS", value_parser = Ttl::parse, requires = "soft")]
+    /// records stay unrenewed this long is evicted. Give every user of the lock the same one.
+    /// For a postgresql:// LOCK: the lease in whole seconds, 3 or more [default: 10]
+    #[arg(long, value_name = "SECONDS", value_parser = Ttl::parse)]
     pub ttl: Option<Ttl>,
 
     /// With --soft: the on-disk layout to take: v1 (py-filelock 3.27-3.32), v2 (4.0 and
@@ -265,7 +266,8 @@ pub struct KernelLockArgs {
     #[arg(short = 'F', long, conflicts_with = "close")]
     pub no_fork: bool,
 
-    /// The lease's time to live in seconds: for an etcd:// LOCK, whole seconds [default: 10],
+    /// The lease's time to live in seconds: for an etcd:// or postgresql:// LOCK, whole
+    /// seconds [default: 10; at least 3 for PostgreSQL],
     /// and with --soft, 0.1 or more with fractions allowed as py-filelock's `lease_duration`,
     /// where it makes the lock a soft lease (py-filelock's `SoftFileLease`) that a crashed
     /// holder's host cannot keep forever. flockrun renews a soft lease every TTL/3 and an etcd

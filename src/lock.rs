@@ -390,6 +390,14 @@ pub trait Hold {
         None
     }
 
+    /// A descriptor COMMAND inherits although the lock is not on it: the connection of a
+    /// lock the server frees when the connection closes, so that the connection stays open,
+    /// and the lock held, until COMMAND and what it started are gone even if flockrun is
+    /// killed (they die with flockrun, but the kernel closes flockrun's descriptors first).
+    fn session_fd(&self) -> Option<RawFd> {
+        None
+    }
+
     /// Variables COMMAND gets besides `FLOCKRUN_LOCK`, `FLOCKRUN_KIND`, `FLOCKRUN_MODE` and
     /// `FLOCKRUN_HELD` (a fencing token, names other tools use).
     fn env(&self) -> Vec<(OsString, OsString)> {

@@ -105,10 +105,11 @@ pub fn run_locked(
     } else {
         hold.descriptor()
     };
+    let session_fd = hold.session_fd();
     voice.launching(command);
     let launch = Launch {
         command,
-        inherit_fd,
+        inherit_fd: inherit_fd.or(session_fd),
         // `--close` with `--fd`: the caller's descriptor is not CLOEXEC, so COMMAND would
         // inherit it unless it is closed on the way.
         close_fd: if target.close && request.fd.is_some() {

@@ -598,3 +598,26 @@ fn killing_flockrun_at_random_never_gives_two_holders_etcd_over_tls() {
     );
     chaos_etcd(&cluster, "chaos-tls");
 }
+
+/// The PostgreSQL kind, 8 workers (writers and readers): a killed flockrun takes its COMMAND
+/// with it, and its connection, which COMMAND inherits, closes only when COMMAND is gone, so
+/// the server hands the lock on only after that.
+#[test]
+fn killing_flockrun_at_random_never_gives_two_holders_postgresql() {
+    let pg = crate::postgres::Pg::start();
+    let lock = pg.lock("chaos");
+    let chaos = Chaos {
+        max_pause: Duration::from_millis(300),
+        max_kills: 12,
+    };
+    let mut run = Run::with_lock(scratch(), lock, Some(chaos));
+    let write: &[&str] = &["write", "--ttl", "5"];
+    let read: &[&str] = &["read", "--ttl", "5"];
+    let mut everyone: Vec<(Who<'_>, usize)> =
+        (0..6).map(|_| (Who::Flockrun(write, "x"), 15)).collect();
+    everyone.extend((0..2).map(|_| (Who::Flockrun(read, "s"), 15)));
+    let kills = run.go(&everyone);
+    assert!(kills > 0, "the chaos thread never killed anything");
+    eprintln!("{kills} flockrun processes killed");
+    run.assert_free_afterwards(&["write", "-w", "10"]);
+}

@@ -27,6 +27,7 @@ mod nested;
 mod nfs_bed;
 mod parsers;
 mod pki;
+mod postgres;
 mod read_write;
 mod real_nfs;
 mod replaced_lock;

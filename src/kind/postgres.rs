@@ -229,6 +229,10 @@ impl Hold for HeldPg {
         self.held.waited
     }
 
+    fn session_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.held.socket)
+    }
+
     fn env(&self) -> Vec<(OsString, OsString)> {
         self.held
             .fence

@@ -48,6 +48,15 @@ impl Kind for Sqlite {
 
     fn target(&self, request: &Request) -> Result<Target, Error> {
         request.refuse_descriptor_options("read/write")?;
+        if request.ttl.is_some() {
+            return Err(Error::Usage {
+                message: format!(
+                    "--ttl applies to read and write with --soft, or with a postgresql:// \
+                     LOCK; {} is a SQLite lock file, held until flockrun lets go",
+                    request.lock.display()
+                ),
+            });
+        }
         let path = request.lock_file()?;
         Ok(Target {
             kind: self.name(),

@@ -366,6 +366,8 @@ pub struct HeldAdvisory {
     pub backend_pid: i32,
     pub fence: Option<String>,
     pub waited: Duration,
+    /// The connection's socket, for COMMAND to inherit (see `Hold::session_fd`).
+    pub socket: std::os::fd::RawFd,
     shown: String,
 }
 
@@ -622,10 +624,11 @@ pub fn acquire(
         .max(target.info.connect_timeout.unwrap_or_default());
     let name = application_name();
     let mut warnings = Vec::new();
-    let mut conn = target.connect(&name, reach, &mut |w| warnings.push(w))?;
+    let connected = target.connect(&name, reach, &mut |w| warnings.push(w));
     for w in &warnings {
         observer.warn(w);
     }
+    let mut conn = connected?;
     let abort = || wait::stop_signal().is_some();
     if let Err(e) = prepare(target, &mut conn, &name, reach, observer) {
         conn.terminate();
@@ -659,6 +662,7 @@ pub fn acquire(
     }
     let fence = fence(target, &mut conn, &name);
     let backend_pid = conn.backend_pid;
+    let socket = conn.raw_fd();
     let check = if target.info.pooled {
         "true".to_owned()
     } else {
@@ -695,6 +699,7 @@ pub fn acquire(
         backend_pid,
         fence,
         waited: waited_from.map_or(Duration::ZERO, |t| t.elapsed()),
+        socket,
         shown: target.info.shown.clone(),
     })
 }

@@ -101,6 +101,16 @@ impl Write for Socket {
     }
 }
 
+impl std::os::fd::AsRawFd for Socket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Unix(s) => s.as_raw_fd(),
+            Socket::Tls(s) => s.get_ref().as_raw_fd(),
+        }
+    }
+}
+
 /// A row of a query's result, each column as text (`None` for NULL).
 pub type Row = Vec<Option<String>>;
 
@@ -384,6 +394,12 @@ impl Conn {
             },
         };
         let _ = sent;
+    }
+
+    /// The connection's socket.
+    #[must_use]
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
     }
 
     /// Ends the session politely (the server then releases its locks at once).

@@ -1,0 +1,871 @@
+//! The PostgreSQL kind against real servers: each test starts its own cluster (Debian's
+//! PostgreSQL, `initdb` as the `postgres` user in a scratch directory, on a free loopback
+//! port and a private socket directory) and stops it, whatever happens. Peers are `psql`
+//! running the advisory-lock idiom by hand and other flockruns.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::harness::{
+    FLOCKRUN, Holder, PATIENCE, install_missing, scratch, wait_until, wait_with_deadline,
+};
+use crate::pki::Pki;
+
+/// The directory of the newest PostgreSQL's programs Debian installed.
+fn pg_bin() -> PathBuf {
+    install_missing(&[("psql", "postgresql")]);
+    let newest = fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .max();
+    if newest.is_none() {
+        install_missing(&[("initdb-not-on-path", "postgresql")]);
+    }
+    let newest = newest.or_else(|| {
+        fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .max()
+    });
+    let dir = PathBuf::from(format!(
+        "/usr/lib/postgresql/{}/bin",
+        newest.expect("PostgreSQL installed under /usr/lib/postgresql")
+    ));
+    assert!(
+        dir.join("initdb").is_file(),
+        "no initdb in {}",
+        dir.display()
+    );
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `program args` as the `postgres` user, checking that it succeeds.
+fn as_postgres(program: &Path, args: &[&str]) -> Output {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run setpriv");
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn chown_postgres(path: &Path) {
+    let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    nix::unistd::chown(path, Some(user.uid), Some(user.gid)).unwrap();
+}
+
+/// How a test server is set up.
+#[derive(Default)]
+pub(crate) struct Setup {
+    /// TLS with the test PKI's member certificate; the role `app` (password `secret`)
+    /// logs in over TLS with SCRAM only, and `root` with its client certificate.
+    pub tls: bool,
+    /// A streaming standby of this primary.
+    pub standby_of: Option<u16>,
+}
+
+/// A throw-away PostgreSQL cluster.
+pub(crate) struct Pg {
+    dir: TempDir,
+    bin: PathBuf,
+    pub port: u16,
+    pub pki: Option<Pki>,
+}
+
+impl Pg {
+    pub fn start() -> Pg {
+        Pg::start_with(&Setup::default())
+    }
+
+    pub fn start_with(setup: &Setup) -> Pg {
+        let bin = pg_bin();
+        let dir = scratch();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        fs::create_dir(&sock).unwrap();
+        chown_postgres(&sock);
+        let port = free_port();
+        if let Some(primary) = setup.standby_of {
+            fs::create_dir(&data).unwrap();
+            chown_postgres(&data);
+            fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+            as_postgres(
+                &bin.join("pg_basebackup"),
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &primary.to_string(),
+                    "-U",
+                    "postgres",
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-R",
+                    "-X",
+                    "stream",
+                ],
+            );
+        } else {
+            fs::create_dir(&data).unwrap();
+            chown_postgres(&data);
+            as_postgres(
+                &bin.join("initdb"),
+                &[
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                ],
+            );
+        }
+        let mut conf = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             max_connections = 100\nwal_level = replica\nmax_wal_senders = 4\n\
+             log_connections = on\nlog_disconnections = on\n",
+            sock.display()
+        );
+        let pki = setup.tls.then(Pki::new);
+        if let Some(pki) = &pki {
+            for (from, name) in [
+                (&pki.member.cert, "server.crt"),
+                (&pki.member.key, "server.key"),
+            ] {
+                let to = data.join(name);
+                fs::copy(from, &to).unwrap();
+                chown_postgres(&to);
+                fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            let ca = data.join("ca.crt");
+            fs::copy(&pki.ca, &ca).unwrap();
+            chown_postgres(&ca);
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\npassword_encryption = 'scram-sha-256'\n");
+            fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all app 127.0.0.1/32 scram-sha-256\n\
+                 host all app 127.0.0.1/32 reject\n\
+                 hostssl all root 127.0.0.1/32 cert\n\
+                 host all all 127.0.0.1/32 trust\n\
+                 host replication all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+        } else if setup.standby_of.is_none() {
+            fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhost all all 127.0.0.1/32 trust\n\
+                 host replication all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+        }
+        let conf_path = data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&conf_path).unwrap_or_default();
+        text.push_str(&conf);
+        fs::write(&conf_path, text).unwrap();
+        let pg = Pg {
+            dir,
+            bin,
+            port,
+            pki,
+        };
+        pg.ctl("start");
+        if setup.tls {
+            pg.sql("CREATE ROLE app LOGIN PASSWORD 'secret'; CREATE ROLE root LOGIN SUPERUSER");
+        }
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    fn ctl(&self, action: &str) {
+        let log = self.dir.path().join("server.log");
+        if !log.exists() {
+            fs::write(&log, "").unwrap();
+            chown_postgres(&log);
+        }
+        as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "-m",
+                "fast",
+                action,
+            ],
+        );
+    }
+
+    pub fn restart(&self) {
+        self.ctl("restart");
+    }
+
+    /// Runs `sql` through psql over the socket as the superuser; its output, unaligned.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = self.psql().args(["-c", sql]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A psql command over the socket as the superuser.
+    pub fn psql(&self) -> Command {
+        let mut cmd = Command::new(self.bin.join("psql"));
+        cmd.args([
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .arg("-h")
+        .arg(self.socket_dir())
+        .args(["-p", &self.port.to_string()])
+        .stdin(Stdio::null());
+        cmd
+    }
+
+    /// LOCK for NAME over TCP as the superuser.
+    pub fn lock(&self, name: &str) -> String {
+        format!(
+            "postgresql://postgres@127.0.0.1:{}/postgres/{name}",
+            self.port
+        )
+    }
+
+    /// The flockrun backends' pids, by their application name.
+    pub fn flockrun_backends(&self) -> Vec<i32> {
+        self.sql("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'flockrun:%'")
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+
+    /// How many sessions hold the advisory lock `key_sql` (`hashtext('x')`, `42`).
+    pub fn holders_of(&self, key_sql: &str) -> usize {
+        self.sql(&format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND \
+             objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = ({key_sql})::bigint"
+        ))
+        .parse()
+        .unwrap()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = Command::new("setpriv")
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ])
+            .arg(self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!("--- PostgreSQL log (last lines, newest first) ---");
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+fn flockrun_out(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(FLOCKRUN);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_with_deadline(&mut child);
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// psql holding the lock by hand, as a shell script would, until released.
+fn psql_holding(pg: &Pg, lock_sql: &str) -> Holder {
+    let script = format!(
+        "{} -c \"SELECT {lock_sql}\" -c \"\\echo ready\" -c \"\\! cat >/dev/null\"",
+        shell_psql(pg)
+    );
+    Holder::start("sh", &["-c".as_ref(), script.as_ref()], "ready")
+}
+
+fn shell_psql(pg: &Pg) -> String {
+    format!(
+        "{} -X -q -At -U postgres -d postgres -h {} -p {}",
+        pg.bin.join("psql").display(),
+        pg.socket_dir().display(),
+        pg.port
+    )
+}
+
+#[test]
+fn flockrun_and_psql_exclude_each_other_both_ways() {
+    let pg = Pg::start();
+    // psql holds hashtext('nightly') as scripts do; flockrun finds it busy and names it.
+    let held = psql_holding(&pg, "pg_advisory_lock(hashtext('nightly'))");
+    let out = flockrun_out(&["try", &pg.lock("nightly"), "--", "true"], &[]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("application psql"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(held);
+    // flockrun holds; psql's try fails until flockrun lets go.
+    let try_sql = "SELECT pg_try_advisory_lock(hashtext('nightly'))";
+    let out = flockrun_out(
+        &[
+            "exec",
+            &pg.lock("nightly"),
+            "--",
+            "sh",
+            "-c",
+            &format!("{} -c \"{try_sql}\"", shell_psql(&pg)),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "f");
+    assert_eq!(pg.sql(try_sql), "t", "released after COMMAND");
+}
+
+#[test]
+fn numeric_names_are_keys_as_given() {
+    let pg = Pg::start();
+    for (name, psql_key) in [("4242", "4242"), ("-7", "-7::bigint"), ("1,2", "1, 2")] {
+        let held = psql_holding(&pg, &format!("pg_advisory_lock({psql_key})"));
+        let out = flockrun_out(&["try", &pg.lock(name), "--", "true"], &[]);
+        assert_eq!(out.status.code(), Some(75), "{name}: {}", text(&out.stderr));
+        drop(held);
+        let out = flockrun_out(&["try", &pg.lock(name), "--", "true"], &[]);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+    }
+    // The two-integer key space is not the bigint one.
+    let held = psql_holding(&pg, "pg_advisory_lock(1, 2)");
+    let bigint = (1_i64 << 32) | 2;
+    let out = flockrun_out(&["try", &pg.lock(&bigint.to_string()), "--", "true"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(held);
+}
+
+#[test]
+fn readers_share_and_a_writer_waits_for_them() {
+    let pg = Pg::start();
+    let lock = pg.lock("report");
+    let reader = Holder::flockrun(&["read", &lock]);
+    let out = flockrun_out(&["read", "-n", &lock, "--", "true"], &[]);
+    assert!(
+        out.status.success(),
+        "a second reader: {}",
+        text(&out.stderr)
+    );
+    let out = flockrun_out(&["write", "-n", &lock, "--", "true"], &[]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    // A psql holding it shared is a reader too.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -c \"SELECT pg_try_advisory_lock_shared(hashtext('report'))\"",
+            shell_psql(&pg)
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "t");
+    let started = Instant::now();
+    let mut writer = Command::new(FLOCKRUN)
+        .args(["write", "-w", "30", &lock, "--", "true"])
+        .spawn()
+        .unwrap();
+    wait_until("the writer waits", Instant::now() + PATIENCE, || {
+        pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            .eq("1")
+            .then_some(())
+    });
+    assert!(reader.release().success());
+    let status = wait_with_deadline(&mut writer);
+    assert!(status.success());
+    assert!(started.elapsed() < PATIENCE);
+}
+
+/// Holds `lock` with a COMMAND that starts a grandchild and reports its pid; returns the
+/// holder and the grandchild's pid.
+fn hold_with_grandchild(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    i32,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut child = Command::new(FLOCKRUN)
+        .args(args)
+        .args(["--", "sh", "-c", "sleep 600 & echo $!; echo ready; wait"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let grandchild: i32 = line.trim().parse().unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (child, grandchild, stdout)
+}
+
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut s = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn a_terminated_backend_stops_the_whole_command_and_exits_79() {
+    let pg = Pg::start();
+    let lock = pg.lock("terminated");
+    let (mut child, grandchild, _out) = hold_with_grandchild(&["exec", "--ttl", "6", &lock]);
+    let backends = pg.flockrun_backends();
+    assert_eq!(backends.len(), 1, "{backends:?}");
+    let killed_at = Instant::now();
+    pg.sql(&format!("SELECT pg_terminate_backend({})", backends[0]));
+    let status = wait_with_deadline(&mut child);
+    let stderr = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(79), "{stderr}");
+    assert!(
+        stderr.contains("lost the lock") && stderr.contains("COMMAND was stopped"),
+        "{stderr}"
+    );
+    // Noticed at the next heartbeat (a third of the TTL), then COMMAND's tree is stopped.
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    assert!(!alive(grandchild), "COMMAND's child outlived the lost lock");
+}
+
+#[test]
+fn a_restarted_server_is_a_lost_lock() {
+    let pg = Pg::start();
+    let lock = pg.lock("restarted");
+    let (mut child, grandchild, _out) = hold_with_grandchild(&["exec", "--ttl", "6", &lock]);
+    pg.restart();
+    let status = wait_with_deadline(&mut child);
+    let stderr = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(79), "{stderr}");
+    assert!(!alive(grandchild));
+    // The lock is free on the restarted server.
+    let out = flockrun_out(&["try", &lock, "--", "true"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_silent_holder_is_freed_by_the_server_within_its_ttl() {
+    // flockrun stopped dead (SIGSTOP): no heartbeat, no FIN. The server's
+    // idle_session_timeout ends the session and frees the lock within the TTL.
+    let pg = Pg::start();
+    let lock = pg.lock("silent");
+    let mut held = Holder::flockrun(&["exec", "--ttl", "4", &lock]);
+    assert_eq!(pg.holders_of("hashtext('silent')"), 1);
+    let pid = held.pid();
+    crate::harness::signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    let stopped = Instant::now();
+    wait_until(
+        "the server frees the lock",
+        Instant::now() + PATIENCE,
+        || (pg.holders_of("hashtext('silent')") == 0).then_some(()),
+    );
+    let took = stopped.elapsed();
+    // The last heartbeat may have been just before the stop: TTL plus a second at most.
+    assert!(
+        took > Duration::from_secs(1) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert!(
+        pg.log().contains("idle-session timeout"),
+        "the server's own timeout freed it"
+    );
+    crate::harness::signal(pid, nix::sys::signal::Signal::SIGCONT);
+    let status = wait_with_deadline(&mut held.child);
+    assert_eq!(status.code(), Some(79));
+}
+
+#[test]
+fn a_standby_is_refused_and_the_first_primary_is_taken() {
+    let primary = Pg::start();
+    let standby = Pg::start_with(&Setup {
+        standby_of: Some(primary.port),
+        ..Setup::default()
+    });
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t");
+    let out = flockrun_out(&["try", &standby.lock("job"), "--", "true"], &[]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("hot standby"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Standby first, primary second: the lock is taken on the primary.
+    let both = format!(
+        "postgresql://postgres@127.0.0.1:{},127.0.0.1:{}/postgres/job",
+        standby.port, primary.port
+    );
+    let out = flockrun_out(
+        &[
+            "exec",
+            &both,
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "{} -c \"SELECT pg_try_advisory_lock(hashtext('job'))\"",
+                shell_psql(&primary)
+            ),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "f", "held on the primary");
+}
+
+/// A TLS server with SCRAM and certificate logins, a scratch home, and flockrun `try` with
+/// the server in libpq's variables plus `extra`.
+struct Secure {
+    pg: Pg,
+    home: TempDir,
+}
+
+impl Secure {
+    fn start() -> Secure {
+        Secure {
+            pg: Pg::start_with(&Setup {
+                tls: true,
+                ..Setup::default()
+            }),
+            home: scratch(),
+        }
+    }
+
+    fn try_lock(&self, lock: &str, extra: &[(&str, &str)]) -> Output {
+        let port = self.pg.port.to_string();
+        let mut env: Vec<(&str, &str)> = vec![
+            ("HOME", self.home.path().to_str().unwrap()),
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", &port),
+            ("PGDATABASE", "postgres"),
+        ];
+        env.extend_from_slice(extra);
+        flockrun_out(&["try", lock, "--", "true"], &env)
+    }
+
+    fn pki(&self) -> &Pki {
+        self.pg.pki.as_ref().unwrap()
+    }
+}
+
+fn assert_status(out: &Output, code: i32, why: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{why}: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn logins_follow_libpq_settings_and_files() {
+    let s = Secure::start();
+    let port = s.pg.port.to_string();
+    // SCRAM over TLS: the password from the URL, PGPASSWORD, the password file.
+    assert_status(
+        &s.try_lock("postgresql://app:secret@/postgres/job?sslmode=require", &[]),
+        0,
+        "URL password",
+    );
+    assert_status(
+        &s.try_lock(
+            "postgresql:///job",
+            &[("PGUSER", "app"), ("PGPASSWORD", "secret")],
+        ),
+        0,
+        "PGPASSWORD",
+    );
+    let out = s.try_lock("postgresql://app:wrong@/postgres/job", &[]);
+    assert_status(&out, 76, "wrong password");
+    assert!(
+        text(&out.stderr).contains("password"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stderr).contains("wrong"),
+        "the password is not shown"
+    );
+    let pgpass = s.home.path().join(".pgpass");
+    fs::write(&pgpass, format!("127.0.0.1:{port}:*:app:secret\n")).unwrap();
+    fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_status(
+        &s.try_lock("postgresql:///job", &[("PGUSER", "app")]),
+        0,
+        "~/.pgpass",
+    );
+    fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = s.try_lock("postgresql:///job", &[("PGUSER", "app")]);
+    assert_status(&out, 76, "an open ~/.pgpass is ignored");
+    assert!(
+        text(&out.stderr).contains("group or world access"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A service file names the server and the user.
+    let services = s.home.path().join("services.conf");
+    fs::write(
+        &services,
+        format!(
+            "[locks]\nhost=127.0.0.1\nport={port}\nuser=app\npassword=secret\ndbname=postgres\n"
+        ),
+    )
+    .unwrap();
+    let out = flockrun_out(
+        &["try", "postgresql:///job", "--", "true"],
+        &[
+            ("HOME", s.home.path().to_str().unwrap()),
+            ("PGSERVICEFILE", services.to_str().unwrap()),
+            ("PGSERVICE", "locks"),
+        ],
+    );
+    assert_status(&out, 0, "service file");
+    // An unknown database: 76 naming it; nothing listening: 69.
+    let out = s.try_lock("postgresql://app:secret@/nosuchdb/job", &[]);
+    assert_status(&out, 76, "unknown database");
+    assert!(
+        text(&out.stderr).contains("nosuchdb"),
+        "{}",
+        text(&out.stderr)
+    );
+    let nobody = format!(
+        "postgresql://app:secret@127.0.0.1:{}/postgres/job",
+        free_port()
+    );
+    assert_status(&s.try_lock(&nobody, &[]), 69, "nothing listening");
+}
+
+#[test]
+fn tls_follows_sslmode_and_its_files() {
+    let s = Secure::start();
+    let ca = s.pki().ca.to_str().unwrap().to_owned();
+    let other = s.pki().other_ca.to_str().unwrap().to_owned();
+    // pg_hba refuses app without TLS.
+    assert_status(
+        &s.try_lock("postgresql://app:secret@/postgres/job?sslmode=disable", &[]),
+        76,
+        "no TLS",
+    );
+    let full =
+        format!("postgresql://app:secret@/postgres/job?sslmode=verify-full&sslrootcert={ca}");
+    assert_status(&s.try_lock(&full, &[]), 0, "verify-full");
+    let untrusted =
+        format!("postgresql://app:secret@/postgres/job?sslmode=verify-ca&sslrootcert={other}");
+    assert_status(
+        &s.try_lock(&untrusted, &[]),
+        76,
+        "a CA that signed nothing here",
+    );
+    assert_status(
+        &s.try_lock(
+            "postgresql://app:secret@/postgres/job?sslmode=verify-full",
+            &[],
+        ),
+        64,
+        "verify-full without a CA",
+    );
+    let env = [
+        ("PGUSER", "app"),
+        ("PGPASSWORD", "secret"),
+        ("PGSSLMODE", "verify-full"),
+        ("PGSSLROOTCERT", ca.as_str()),
+    ];
+    assert_status(
+        &s.try_lock("postgresql:///job", &env),
+        0,
+        "PGSSLMODE and PGSSLROOTCERT",
+    );
+    // ~/.postgresql/root.crt is used by default, and makes require check the chain.
+    let dot = s.home.path().join(".postgresql");
+    fs::create_dir(&dot).unwrap();
+    fs::copy(&other, dot.join("root.crt")).unwrap();
+    assert_status(
+        &s.try_lock("postgresql://app:secret@/postgres/job?sslmode=require", &[]),
+        76,
+        "require with an unrelated root.crt",
+    );
+    fs::copy(&ca, dot.join("root.crt")).unwrap();
+    assert_status(
+        &s.try_lock(
+            "postgresql://app:secret@/postgres/job?sslmode=verify-full",
+            &[],
+        ),
+        0,
+        "the default root.crt",
+    );
+    // A client certificate (CN root) logs in without a password.
+    let cert = s.pki().client.cert.to_str().unwrap().to_owned();
+    let key = s.pki().client.key.to_str().unwrap().to_owned();
+    let by_cert = format!(
+        "postgresql://root@/postgres/job?sslmode=verify-full&sslrootcert={ca}&sslcert={cert}&sslkey={key}"
+    );
+    assert_status(&s.try_lock(&by_cert, &[]), 0, "client certificate");
+}
+
+#[test]
+fn status_names_holder_and_waiters_in_text_and_json() {
+    let pg = Pg::start();
+    let lock = pg.lock("shown");
+    let held = Holder::flockrun(&["exec", &lock]);
+    let waiter = psql_waiting(&pg, "pg_advisory_lock(hashtext('shown'))");
+    wait_until("psql waits", Instant::now() + PATIENCE, || {
+        pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            .eq("1")
+            .then_some(())
+    });
+    let out = flockrun_out(&["status", &lock], &[]);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "held: {shown}");
+    assert!(
+        shown.contains(&format!("holder   pid {}", held.pid())),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("sh -c echo ready"),
+        "the holder's command: {shown}"
+    );
+    assert!(
+        shown.contains("waiter   backend") && shown.contains("application psql"),
+        "{shown}"
+    );
+    assert!(shown.contains("key      hashtext('shown') = "), "{shown}");
+    let out = flockrun_out(&["status", "--json", &lock], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = &json["locks"][0];
+    assert_eq!(status["kind"], "postgresql");
+    assert_eq!(status["state"], "held");
+    assert_eq!(status["holders"][0]["pid"], held.pid());
+    assert_eq!(status["waiters"][0]["application"], "psql");
+    drop(waiter);
+    assert!(held.release().success());
+}
+
+/// psql waiting for (and then holding) a lock, until its stdin closes.
+fn psql_waiting(pg: &Pg, lock_sql: &str) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -c \"SELECT {lock_sql}\" -c \"\\! cat >/dev/null\"",
+            shell_psql(pg)
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
