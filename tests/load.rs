@@ -621,3 +621,18 @@ fn killing_flockrun_at_random_never_gives_two_holders_postgresql() {
     eprintln!("{kills} flockrun processes killed");
     run.assert_free_afterwards(&["write", "-w", "10"]);
 }
+
+/// PostgreSQL through a transaction-pooling PgBouncer with `pooled=1`: writers and readers,
+/// no overlap and no lost update.
+#[test]
+fn postgresql_pooled_locks_through_pgbouncer_under_load() {
+    let pg = crate::postgres::Pg::start();
+    let bouncer = crate::postgres::Bouncer::start(&pg);
+    let mut run = Run::with_lock(scratch(), bouncer.lock("load", "pooled=1"), None);
+    let write: &[&str] = &["write"];
+    let read: &[&str] = &["read"];
+    let mut everyone: Vec<(Who<'_>, usize)> =
+        (0..4).map(|_| (Who::Flockrun(write, "x"), 10)).collect();
+    everyone.push((Who::Flockrun(read, "s"), 10));
+    run.go(&everyone);
+}

@@ -869,3 +869,122 @@ fn psql_waiting(pg: &Pg, lock_sql: &str) -> std::process::Child {
         .spawn()
         .unwrap()
 }
+
+/// A PgBouncer in front of `pg`, in transaction pooling, run as user postgres (it refuses
+/// root), stopped on drop.
+pub(crate) struct Bouncer {
+    _dir: TempDir,
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Bouncer {
+    pub fn start(pg: &Pg) -> Bouncer {
+        install_missing(&[("pgbouncer", "pgbouncer")]);
+        let dir = scratch();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let port = free_port();
+        let users = dir.path().join("users.txt");
+        fs::write(&users, "\"postgres\" \"\"\n").unwrap();
+        let ini = dir.path().join("pgbouncer.ini");
+        fs::write(
+            &ini,
+            format!(
+                "[databases]\npostgres = host=127.0.0.1 port={} dbname=postgres\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {}\npool_mode = transaction\n\
+                 default_pool_size = 20\nmax_client_conn = 200\n\
+                 ignore_startup_parameters = extra_float_digits,options\n",
+                pg.port,
+                users.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("setpriv")
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ])
+            .arg(on_path_or_sbin("pgbouncer"))
+            .arg(&ini)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pgbouncer");
+        let bouncer = Bouncer {
+            _dir: dir,
+            child,
+            port,
+        };
+        wait_until("PgBouncer listens", Instant::now() + PATIENCE, || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(drop)
+        });
+        bouncer
+    }
+
+    /// LOCK for NAME through the pooler, with `params` after `?` if any.
+    pub fn lock(&self, name: &str, params: &str) -> String {
+        let query = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{params}")
+        };
+        format!(
+            "postgresql://postgres@127.0.0.1:{}/postgres/{name}{query}",
+            self.port
+        )
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn on_path_or_sbin(tool: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/bin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(tool))
+}
+
+#[test]
+fn a_transaction_pooler_is_refused_and_pooled_locks_work_through_it() {
+    let pg = Pg::start();
+    let bouncer = Bouncer::start(&pg);
+    // A session lock through transaction pooling would be shared and leak: refused.
+    let out = flockrun_out(&["try", &bouncer.lock("pooled", ""), "--", "true"], &[]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("pooled=1"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(pg.holders_of("hashtext('pooled')"), 0, "nothing leaked");
+    // Held in a transaction, the lock works through the pooler, and excludes psql on the
+    // server and other flockruns through the pooler.
+    let lock = bouncer.lock("pooled", "pooled=1");
+    let held = Holder::flockrun(&["exec", &lock]);
+    assert_eq!(pg.holders_of("hashtext('pooled')"), 1);
+    assert_eq!(
+        pg.sql("SELECT pg_try_advisory_lock(hashtext('pooled'))"),
+        "f"
+    );
+    let out = flockrun_out(&["try", &lock, "--", "true"], &[]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    // The holder keeps no transaction id (it would hold back vacuum).
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'flockrun:%' AND backend_xid IS NOT NULL"),
+        "0"
+    );
+    assert!(held.release().success());
+    assert_eq!(pg.holders_of("hashtext('pooled')"), 0, "released");
+}
