@@ -58,7 +58,20 @@ fn free_port() -> u16 {
 
 /// Runs `program args` as the `postgres` user, checking that it succeeds.
 fn as_postgres(program: &Path, args: &[&str]) -> Output {
-    let out = Command::new("setpriv")
+    as_postgres_in(None, program, args)
+}
+
+/// As `as_postgres`, inside network namespace `netns` if given.
+fn as_postgres_in(netns: Option<&str>, program: &Path, args: &[&str]) -> Output {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, "setpriv"]);
+            cmd
+        }
+        None => Command::new("setpriv"),
+    };
+    let out = cmd
         .args([
             "--reuid=postgres",
             "--regid=postgres",
@@ -93,6 +106,8 @@ pub(crate) struct Setup {
     pub tls: bool,
     /// A streaming standby of this primary.
     pub standby_of: Option<u16>,
+    /// The network namespace the server runs in (its socket directory is shared).
+    pub netns: Option<String>,
 }
 
 /// A throw-away PostgreSQL cluster.
@@ -101,6 +116,7 @@ pub(crate) struct Pg {
     bin: PathBuf,
     pub port: u16,
     pub pki: Option<Pki>,
+    netns: Option<String>,
 }
 
 impl Pg {
@@ -202,6 +218,7 @@ impl Pg {
             bin,
             port,
             pki,
+            netns: setup.netns.clone(),
         };
         pg.ctl("start");
         if setup.tls {
@@ -224,7 +241,8 @@ impl Pg {
             fs::write(&log, "").unwrap();
             chown_postgres(&log);
         }
-        as_postgres(
+        as_postgres_in(
+            self.netns.as_deref(),
             &self.bin.join("pg_ctl"),
             &[
                 "-D",
@@ -987,4 +1005,255 @@ fn a_transaction_pooler_is_refused_and_pooled_locks_work_through_it() {
     );
     assert!(held.release().success());
     assert_eq!(pg.holders_of("hashtext('pooled')"), 0, "released");
+}
+
+/// A network namespace with its loopback up, deleted on drop; `nft` rules in it cut TCP to
+/// a port both ways (the research's partition: packets dropped, nothing closed).
+pub(crate) struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        install_missing(&[("nft", "nftables"), ("ip", "iproute2")]);
+        let name = format!(
+            "flockrun-pg-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        run_ok("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec_ok("ip", &["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn exec_ok(&self, program: &str, args: &[&str]) {
+        let mut all = vec!["netns", "exec", self.name.as_str(), program];
+        all.extend_from_slice(args);
+        run_ok("ip", &all);
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Drops every TCP packet to or from `port` inside the namespace.
+    pub fn cut(&self, port: u16) {
+        let port = port.to_string();
+        self.exec_ok("nft", &["add", "table", "inet", "cut"]);
+        self.exec_ok(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                "cut",
+                "in",
+                "{ type filter hook input priority 0; }",
+            ],
+        );
+        self.exec_ok(
+            "nft",
+            &[
+                "add", "rule", "inet", "cut", "in", "tcp", "dport", &port, "drop",
+            ],
+        );
+        self.exec_ok(
+            "nft",
+            &[
+                "add", "rule", "inet", "cut", "in", "tcp", "sport", &port, "drop",
+            ],
+        );
+    }
+
+    pub fn heal(&self) {
+        self.exec_ok("nft", &["delete", "table", "inet", "cut"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn run_ok(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pg {
+    /// LOCK for NAME over the server's Unix socket: reachable from outside its namespace.
+    pub fn socket_lock(&self, name: &str) -> String {
+        let dir = self.socket_dir().display().to_string().replace('/', "%2F");
+        format!("postgresql://postgres@{dir}:{}/postgres/{name}", self.port)
+    }
+}
+
+/// Seconds since the epoch, as `date +%s.%N` wrote them into a file.
+fn stamp(path: &Path) -> f64 {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+const WAITING: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+
+#[test]
+fn a_cut_off_holder_stops_its_command_before_the_server_hands_the_lock_on() {
+    let ns = Netns::new();
+    let pg = Pg::start_with(&Setup {
+        netns: Some(ns.name.clone()),
+        ..Setup::default()
+    });
+    let dir = scratch();
+    let stopped = dir.path().join("stopped");
+    let got = dir.path().join("got");
+    let ttl = 6.0;
+    // The holder talks TCP inside the namespace; COMMAND notes when it is told to stop.
+    let script = format!(
+        "trap 'date +%s.%N > {}; exit 3' TERM; echo ready; while :; do sleep 0.05; done",
+        stopped.display()
+    );
+    let mut holder = ns
+        .command(FLOCKRUN)
+        .args([
+            "exec",
+            "--ttl",
+            "6",
+            &pg.lock("cut"),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // A contender over the Unix socket, which the cut does not touch.
+    let mut contender = Command::new(FLOCKRUN)
+        .args(["exec", "-w", "60", &pg.socket_lock("cut"), "--", "sh", "-c"])
+        .arg(format!("date +%s.%N > {}", got.display()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the contender waits", Instant::now() + PATIENCE, || {
+        pg.sql(WAITING).eq("1").then_some(())
+    });
+    let cut_at = now();
+    ns.cut(pg.port);
+    let status = wait_with_deadline(&mut holder);
+    let stderr = stderr_of(&mut holder);
+    assert_eq!(status.code(), Some(79), "{stderr}");
+    assert!(wait_with_deadline(&mut contender).success());
+    let (stopped_at, got_at) = (stamp(&stopped), stamp(&got));
+    eprintln!(
+        "cut at 0: COMMAND told to stop at {:.2}s, the contender got the lock at {:.2}s",
+        stopped_at - cut_at,
+        got_at - cut_at
+    );
+    assert!(
+        stopped_at < got_at,
+        "COMMAND ran on after the server handed the lock on"
+    );
+    assert!(
+        got_at - cut_at < ttl + 1.5,
+        "the server kept the lock {:.2}s",
+        got_at - cut_at
+    );
+    assert!(
+        pg.log().contains("idle-session timeout"),
+        "freed by the server's timeout"
+    );
+    ns.heal();
+}
+
+#[test]
+fn a_cut_off_waiter_is_dropped_from_the_queue_and_never_granted() {
+    let ns = Netns::new();
+    let pg = Pg::start_with(&Setup {
+        netns: Some(ns.name.clone()),
+        ..Setup::default()
+    });
+    let held = Holder::flockrun(&["exec", &pg.socket_lock("queue")]);
+    let mut waiter = ns
+        .command(FLOCKRUN)
+        .args([
+            "exec",
+            "--ttl",
+            "6",
+            &pg.lock("queue"),
+            "--",
+            "echo",
+            "WAITER-RAN",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the waiter queues", Instant::now() + PATIENCE, || {
+        pg.sql(WAITING).eq("1").then_some(())
+    });
+    let cut = Instant::now();
+    ns.cut(pg.port);
+    // Keepalives (a probe after TTL/3, then one a second, three tries) and the connection
+    // check take the dead waiter out of the queue.
+    wait_until(
+        "the server drops the cut-off waiter",
+        Instant::now() + PATIENCE,
+        || pg.sql(WAITING).eq("0").then_some(()),
+    );
+    eprintln!(
+        "the cut-off waiter left the queue after {:.2?}",
+        cut.elapsed()
+    );
+    assert!(
+        cut.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        cut.elapsed()
+    );
+    assert!(held.release().success());
+    // Nobody holds it: the dead waiter was not granted it as a phantom.
+    assert_eq!(pg.holders_of("hashtext('queue')"), 0);
+    let out = flockrun_out(&["try", &pg.socket_lock("queue"), "--", "true"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    ns.heal();
+    let status = wait_with_deadline(&mut waiter);
+    let mut stdout = String::new();
+    waiter
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(
+        !stdout.contains("WAITER-RAN"),
+        "the cut-off waiter ran COMMAND"
+    );
+    assert!(!status.success(), "{}", stderr_of(&mut waiter));
 }
