@@ -173,8 +173,8 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub etcd: EtcdArgs,
 
-    /// The locks to inspect: lock files, or etcd://HOST:PORT[,HOST:PORT...]/NAME (etcds://
-    /// for TLS)
+    /// The locks to inspect: lock files, etcd://HOST:PORT[,HOST:PORT...]/NAME (etcds:// for
+    /// TLS), or postgresql://[USER@]HOST[:PORT]/DBNAME/NAME
     #[arg(value_name = "LOCK", required = true)]
     pub locks: Vec<PathBuf>,
 }
@@ -398,7 +398,9 @@ pub struct RunArgs {
         help = "The lock file (created if missing; a directory can be locked too), or \
           etcd://HOST:PORT[,HOST:PORT...]/NAME for a lock shared across machines through etcd \
           (exec and try; etcds:// over TLS; etcd:///NAME takes the members from \
-          ETCDCTL_ENDPOINTS)"
+          ETCDCTL_ENDPOINTS), or postgresql://[USER[:PASSWORD]@]HOST[:PORT][,...]/DBNAME/NAME \
+          for a PostgreSQL advisory lock (postgresql:///NAME takes the server from the PG* \
+          variables, as psql does)"
     )]
     pub lock: Option<PathBuf>,
 

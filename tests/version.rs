@@ -46,7 +46,9 @@ fn verbose_version_lists_the_kinds_compiled_in() {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("flockrun "), "{text}");
         assert!(
-            lines.contains(&"kinds: kernel, ofd, sqlite, soft, soft-lease, soft-rw, etcd"),
+            lines.contains(
+                &"kinds: kernel, ofd, sqlite, soft, soft-lease, soft-rw, etcd, postgresql"
+            ),
             "{text}"
         );
         assert!(
