@@ -433,6 +433,67 @@ class Bench:
                             p50 <= theirs)
         os.unlink(fifo)
 
+    # 2c. the PostgreSQL kind beside psql taking pg_advisory_lock by hand, on a server
+    # started by the benchmark on loopback (TCP, trust)
+    def postgresql(self):
+        if not (shutil.which("psql") and PostgresServer.bin_dir()):
+            self.failures.append("PostgreSQL is needed (apt-get install postgresql)")
+            return
+        server = PostgresServer(self.tmp)
+        try:
+            self._postgresql(server)
+        finally:
+            server.stop()
+
+    def _postgresql(self, server):
+        fr = self.flockrun
+        url = lambda name: f"postgresql://postgres@127.0.0.1:{server.port}/postgres/{name}"
+        psql = ["psql", "-X", "-q", "-At", "-o", "/dev/null", "-h", "127.0.0.1", "-p", str(server.port),
+                "-U", "postgres", "-d", "postgres"]
+        # psql holds the session lock while its \! runs the command, as scripts do by hand.
+        by_hand = lambda name, cmd: [*psql, "-c", f"SELECT pg_advisory_lock(hashtext('{name}'))",
+                                     "-c", "\\! " + cmd]
+        runs = self.n(100, 5)
+        for who, cmd in [("flockrun exec postgresql://…/NAME -- true", [fr, "exec", url("u1"), "--", "true"]),
+                         ("psql -c 'SELECT pg_advisory_lock(…)' -c '\\! true'", by_hand("u2", "true"))]:
+            start = time.perf_counter()
+            for _ in range(runs):
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            self.record("postgresql", f"uncontended: {who} ({runs} runs)", ms((time.perf_counter() - start) / runs))
+        samples = self.n(60, 3)
+        fifo = self.tmp / "pg-release"
+        os.mkfifo(fifo)
+        hold = f"sh -c 'echo ready; read x < {fifo}; date +%s%N'"
+        cases = [
+            ("flockrun exec", lambda n, cmd: [fr, "exec", url(n), "--", "sh", "-c", cmd]),
+            ("psql pg_advisory_lock", lambda n, cmd: by_hand(n, cmd)),
+        ]
+        values = {who: [] for who, _ in cases}
+        for i in range(samples):
+            for who, command in cases:
+                name = f"h-{who.split()[0]}-{i}"
+                hold_cmd = hold if who.startswith("psql") else f"echo ready; read x < {fifo}; date +%s%N"
+                h = subprocess.Popen(command(name, hold_cmd), stdout=subprocess.PIPE, text=True)
+                assert h.stdout.readline().strip() == "ready", who
+                w = subprocess.Popen(command(name, "date +%s%N"), stdout=subprocess.PIPE, text=True)
+                time.sleep(0.2)  # let the waiter queue
+                with open(fifo, "w") as release:
+                    release.write("go\n")
+                end = int(h.stdout.readline())
+                h.wait()
+                start = int(w.stdout.readline())
+                w.wait()
+                values[who].append((start - end) / 1e6)
+        theirs = statistics.median(values["psql pg_advisory_lock"])
+        for who, _ in cases:
+            p50 = statistics.median(values[who])
+            value = f"p50 {p50:.2f} ms, p90 {pct(values[who], 90):.2f} ms"
+            if who.startswith("psql"):
+                self.record("postgresql", f"handoff: {who}", value)
+            else:
+                self.record("postgresql", f"handoff: {who}", value, "p50 no slower than psql", p50 <= theirs)
+        os.unlink(fifo)
+
     # 3. 8 processes × 200 exec on one lock, incrementing a counter
     def contention(self):
         procs, each = 8, self.n(200, 10)
@@ -639,6 +700,45 @@ class Etcd:
         self.log.close()
 
 
+class PostgresServer:
+    """A PostgreSQL cluster made with initdb in a directory of the benchmark's, run as user
+    postgres (initdb refuses root) on a free loopback port, trusting local connections."""
+
+    @staticmethod
+    def bin_dir():
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                          key=lambda p: int(p.parent.parent.name))
+        return versions[-1].parent if versions else None
+
+    def __init__(self, tmp):
+        import pwd
+        import socket
+        self.bin = self.bin_dir()
+        user = pwd.getpwnam("postgres")
+        os.chmod(tmp, 0o755)
+        self.dir = Path(tmp) / "pg"
+        self.dir.mkdir()
+        os.chown(self.dir, user.pw_uid, user.pw_gid)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+        data = self.dir / "data"
+        subprocess.run([*self.as_postgres, str(self.bin / "initdb"), "-D", str(data), "-A", "trust",
+                        "-U", "postgres", "--no-sync"], check=True, stdout=subprocess.DEVNULL)
+        with open(data / "postgresql.conf", "a") as conf:
+            conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                       f"unix_socket_directories = '{self.dir}'\n")
+        self.data = data
+        subprocess.run([*self.as_postgres, str(self.bin / "pg_ctl"), "-D", str(data), "-l",
+                        str(self.dir / "log"), "-w", "start"], check=True, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        subprocess.run([*self.as_postgres, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m",
+                        "immediate", "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def venv_python(version=PY_FILELOCK):
     venv = ROOT / "target" / f"bench-venv-filelock-{version}"
     python = venv / "bin" / "python"
@@ -747,6 +847,7 @@ def write_report(bench, flockrun):
         "flock(1)": sh(["flock", "--version"]),
         "py-filelock": f"{PY_FILELOCK} and {PY_FILELOCK_V1}",
         "etcd": sh(["etcd", "--version"]).splitlines()[0].removeprefix("etcd Version: "),
+        "PostgreSQL": sh(["psql", "--version"]).split()[-1],
         "Python": platform.python_version(),
     }
     lines = [
@@ -787,7 +888,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="flockrun-bench-") as tmp:
         bench = Bench(flockrun, python, args.smoke, tmp)
         for step in (bench.uncontended, bench.handoff, bench.soft_rw, bench.lease_takeover, bench.etcd,
-                     bench.contention,
+                     bench.postgresql, bench.contention,
                      bench.writer_preference, bench.timeout_precision, bench.memory,
                      bench.status_time, bench.nfs):
             if args.only and step.__name__ != args.only:
