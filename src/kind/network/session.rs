@@ -118,6 +118,12 @@ impl<C: Send + 'static> Liveness<C> {
         self.lost.load(Ordering::SeqCst)
     }
 
+    /// Whether the session is ending: released, or lost.
+    #[must_use]
+    pub fn ended(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.is_lost()
+    }
+
     /// Why the hold is lost, if it is.
     #[must_use]
     pub fn lost(&self) -> Option<String> {

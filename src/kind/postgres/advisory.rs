@@ -605,6 +605,44 @@ fn fence(target: &Target, conn: &mut Conn, name: &str) -> Option<String> {
     rows.as_deref().and_then(first)
 }
 
+/// A thread that watches the idle connection between heartbeats: the server ends a session
+/// it terminates or shuts down with an error message and the connection's end, and the lock
+/// is free at that moment, so the hold is declared lost at once rather than at the next
+/// heartbeat. Only a message nobody asked for counts: the heartbeat holds the connection
+/// while it waits for its own answer.
+fn watch_for_the_end(
+    liveness: &Arc<Liveness<()>>,
+    conn: &Arc<Mutex<Option<Conn>>>,
+    socket: std::os::fd::OwnedFd,
+) -> Result<(), Error> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let (liveness, conn) = (Arc::clone(liveness), Arc::clone(conn));
+    wait::spawn_with_signals_blocked("session-watch", move || {
+        while !liveness.ended() {
+            let mut fds = [PollFd::new(
+                std::os::fd::AsFd::as_fd(&socket),
+                PollFlags::POLLIN,
+            )];
+            match poll(&mut fds, PollTimeout::from(200u16)) {
+                Ok(0) | Err(_) => continue,
+                Ok(_) => {}
+            }
+            let mut guard = locked(&conn);
+            if liveness.ended() {
+                return;
+            }
+            let Some(session) = guard.as_mut() else {
+                return;
+            };
+            if let Some(reason) = session.unsolicited() {
+                liveness.lose(format!("the server ended the session: {reason}"));
+                return;
+            }
+        }
+    })
+    .map_err(|e| Error::system("starting the PostgreSQL session watch", e))
+}
+
 /// Takes the lock, waiting as `deadline` allows.
 ///
 /// # Errors
@@ -690,6 +728,9 @@ pub fn acquire(
         ("heartbeat", "starting the PostgreSQL heartbeat thread"),
     )?;
     liveness.queue(());
+    if let Some(handle) = locked(&shared_conn).as_ref().and_then(|c| c.watch_handle().ok()) {
+        watch_for_the_end(&liveness, &shared_conn, handle)?;
+    }
     Ok(HeldAdvisory {
         liveness,
         conn: shared_conn,

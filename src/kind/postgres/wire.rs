@@ -396,6 +396,40 @@ impl Conn {
         let _ = sent;
     }
 
+    /// What the server said or did unasked while the session was idle: the error it sent
+    /// before ending the session (`pg_terminate_backend`, a shutdown) or the connection's
+    /// end. `None` when there is nothing to read, or only notices.
+    pub fn unsolicited(&mut self) -> Option<String> {
+        let until = Instant::now() + Duration::from_millis(50);
+        loop {
+            match self.receive(until, &|| false) {
+                Ok(Message::ErrorResponse(body)) => {
+                    let (code, message) = error_fields(body.fields());
+                    return Some(format!("{message} (SQLSTATE {code})"));
+                }
+                Ok(_) => {
+                    if self.input.is_empty() {
+                        return None;
+                    }
+                }
+                Err(Failure::Late | Failure::Aborted) => return None,
+                Err(e) => return Some(e.text()),
+            }
+        }
+    }
+
+    /// A second descriptor for the connection's socket, to watch it from another thread.
+    ///
+    /// # Errors
+    /// When the descriptor cannot be duplicated.
+    pub fn watch_handle(&self) -> io::Result<std::os::fd::OwnedFd> {
+        match &self.socket {
+            Socket::Tcp(s) => s.try_clone().map(Into::into),
+            Socket::Unix(s) => s.try_clone().map(Into::into),
+            Socket::Tls(s) => s.get_ref().try_clone().map(Into::into),
+        }
+    }
+
     /// The connection's socket.
     #[must_use]
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
