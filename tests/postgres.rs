@@ -730,6 +730,23 @@ fn logins_follow_libpq_settings_and_files() {
         0,
         "~/.pgpass",
     );
+    // PGPASSFILE names another file; PGCONNECT_TIMEOUT and PGTARGETSESSIONATTRS are taken.
+    let elsewhere = s.home.path().join("passwords");
+    fs::copy(&pgpass, &elsewhere).unwrap();
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o600)).unwrap();
+    let env = [
+        ("PGUSER", "app"),
+        ("PGPASSFILE", elsewhere.to_str().unwrap()),
+        ("PGCONNECT_TIMEOUT", "5"),
+        ("PGTARGETSESSIONATTRS", "read-write"),
+    ];
+    assert_status(&s.try_lock("postgresql:///job", &env), 0, "PGPASSFILE");
+    let env = [("PGUSER", "app"), ("PGTARGETSESSIONATTRS", "standby")];
+    assert_status(
+        &s.try_lock("postgresql:///job", &env),
+        64,
+        "a standby asked for",
+    );
     fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o644)).unwrap();
     let out = s.try_lock("postgresql:///job", &[("PGUSER", "app")]);
     assert_status(&out, 76, "an open ~/.pgpass is ignored");
@@ -836,6 +853,19 @@ fn tls_follows_sslmode_and_its_files() {
         "postgresql://root@/postgres/job?sslmode=verify-full&sslrootcert={ca}&sslcert={cert}&sslkey={key}"
     );
     assert_status(&s.try_lock(&by_cert, &[]), 0, "client certificate");
+    // The same certificate from PGSSLCERT and PGSSLKEY.
+    let env = [
+        ("PGUSER", "root"),
+        ("PGSSLMODE", "verify-full"),
+        ("PGSSLROOTCERT", ca.as_str()),
+        ("PGSSLCERT", cert.as_str()),
+        ("PGSSLKEY", key.as_str()),
+    ];
+    assert_status(
+        &s.try_lock("postgresql:///job", &env),
+        0,
+        "PGSSLCERT and PGSSLKEY",
+    );
 }
 
 #[test]
@@ -1258,4 +1288,32 @@ fn a_cut_off_waiter_is_dropped_from_the_queue_and_never_granted() {
         "the cut-off waiter ran COMMAND"
     );
     assert!(!status.success(), "{}", stderr_of(&mut waiter));
+}
+
+#[test]
+fn a_socket_directory_in_pghost_and_a_nested_flockrun_on_the_same_lock() {
+    let pg = Pg::start();
+    let socket = pg.socket_dir();
+    let port = pg.port.to_string();
+    let env = [
+        ("PGHOST", socket.to_str().unwrap()),
+        ("PGPORT", port.as_str()),
+        ("PGUSER", "postgres"),
+    ];
+    // A nested flockrun on the same lock runs under the outer one (a second session would
+    // wait for the first forever); the lock is held once.
+    let count = format!(
+        "{} -c \"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted\"",
+        shell_psql(&pg)
+    );
+    let inner = format!(
+        "{FLOCKRUN} exec postgresql:///nested -- sh -c '{}'",
+        count.replace('\'', "'\\''")
+    );
+    let out = flockrun_out(
+        &["exec", "postgresql:///nested", "--", "sh", "-c", &inner],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "1");
 }
