@@ -13,7 +13,7 @@
 //! writes an empty value and ignores values. Calls go through etcd's JSON gateway (see
 //! `http`).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -24,7 +24,7 @@ use super::target::{SCHEME, TLS_SCHEME, Target, base64, lease_hex, prefix_end, u
 use crate::error::Error;
 use crate::inspect::sighting::Sighting;
 use crate::kind::network::owner::Owner;
-use crate::kind::network::session::{Liveness, Renew, Renewal};
+use crate::kind::network::session::{Liveness, Renew, Renewal, locked};
 use crate::supervise::LostWatch;
 use crate::wait::{self, Deadline, WaitObserver};
 
@@ -113,13 +113,6 @@ fn int(value: Option<&Value>) -> i64 {
     }
 }
 
-/// The mutex's data, also after a panic elsewhere poisoned it: every value kept under these
-/// mutexes is complete at all times.
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// A lease and its renewal thread. Dropping it revokes the lease (best effort), which
 /// deletes every key attached to it.

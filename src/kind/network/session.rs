@@ -58,9 +58,9 @@ pub struct Liveness<C> {
     wake: Condvar,
 }
 
-/// The mutex's data, also after a panic elsewhere poisoned it: every value kept under these
-/// mutexes is complete at all times.
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// The mutex's data, also after a panic elsewhere poisoned it: every value the network kinds
+/// keep under a mutex is complete at all times.
+pub fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -16,7 +16,7 @@
 //! not show on a second one, as it does behind a transaction pooler).
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::conninfo::{Conninfo, LockKey, quote};
@@ -25,7 +25,7 @@ use super::wire::{Conn, Failure, Row, Startup};
 use crate::error::Error;
 use crate::inspect::sighting::Sighting;
 use crate::kind::network::owner::Owner;
-use crate::kind::network::session::{Liveness, Renew, Renewal};
+use crate::kind::network::session::{Liveness, Renew, Renewal, locked};
 use crate::mode::LockMode;
 use crate::supervise::LostWatch;
 use crate::wait::{self, Deadline, WaitObserver};
@@ -68,12 +68,6 @@ fn application_name() -> String {
     name
 }
 
-/// The mutex's data, also after a panic elsewhere poisoned it.
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 impl Target {
     fn startup<'a>(&'a self, application_name: &'a str) -> Startup<'a> {
