@@ -104,6 +104,8 @@ pub(crate) struct Setup {
     /// TLS with the test PKI's member certificate; the role `app` (password `secret`)
     /// logs in over TLS with SCRAM only, and `root` with its client certificate.
     pub tls: bool,
+    /// With `tls`: the server's certificate is valid for `elsewhere.example` only.
+    pub misnamed: bool,
     /// A streaming standby of this primary.
     pub standby_of: Option<u16>,
     /// The network namespace the server runs in (its socket directory is shared).
@@ -176,31 +178,9 @@ impl Pg {
              log_connections = on\nlog_disconnections = on\n",
             sock.display()
         );
-        let pki = setup.tls.then(Pki::new);
-        if let Some(pki) = &pki {
-            for (from, name) in [
-                (&pki.member.cert, "server.crt"),
-                (&pki.member.key, "server.key"),
-            ] {
-                let to = data.join(name);
-                fs::copy(from, &to).unwrap();
-                chown_postgres(&to);
-                fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
-            }
-            let ca = data.join("ca.crt");
-            fs::copy(&pki.ca, &ca).unwrap();
-            chown_postgres(&ca);
-            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\npassword_encryption = 'scram-sha-256'\n");
-            fs::write(
-                data.join("pg_hba.conf"),
-                "local all all trust\n\
-                 hostssl all app 127.0.0.1/32 scram-sha-256\n\
-                 host all app 127.0.0.1/32 reject\n\
-                 hostssl all root 127.0.0.1/32 cert\n\
-                 host all all 127.0.0.1/32 trust\n\
-                 host replication all 127.0.0.1/32 trust\n",
-            )
-            .unwrap();
+        let pki = setup.tls.then(|| tls_files(setup, &data, &mut conf));
+        if pki.is_some() {
+            // `tls_files` wrote pg_hba.conf.
         } else if setup.standby_of.is_none() {
             fs::write(
                 data.join("pg_hba.conf"),
@@ -222,7 +202,10 @@ impl Pg {
         };
         pg.ctl("start");
         if setup.tls {
-            pg.sql("CREATE ROLE app LOGIN PASSWORD 'secret'; CREATE ROLE root LOGIN SUPERUSER");
+            pg.sql(
+                "CREATE ROLE app LOGIN PASSWORD 'secret'; CREATE ROLE root LOGIN SUPERUSER; \
+                 SET password_encryption = 'md5'; CREATE ROLE old LOGIN PASSWORD 'secret'",
+            );
         }
         pg
     }
@@ -324,6 +307,39 @@ impl Pg {
     fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
+}
+
+/// The TLS files of a `tls` server and its `pg_hba.conf`: SCRAM for `app`, md5 for `old`, a
+/// client certificate for `root`, trust for the rest over TCP.
+fn tls_files(setup: &Setup, data: &Path, conf: &mut String) -> Pki {
+    let pki = Pki::new();
+    let pair = if setup.misnamed {
+        &pki.misnamed_member
+    } else {
+        &pki.member
+    };
+    for (from, name) in [(&pair.cert, "server.crt"), (&pair.key, "server.key")] {
+        let to = data.join(name);
+        fs::copy(from, &to).unwrap();
+        chown_postgres(&to);
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let ca = data.join("ca.crt");
+    fs::copy(&pki.ca, &ca).unwrap();
+    chown_postgres(&ca);
+    conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\npassword_encryption = 'scram-sha-256'\n");
+    fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\n\
+         hostssl all app 127.0.0.1/32 scram-sha-256\n\
+         host all app 127.0.0.1/32 reject\n\
+         hostssl all root 127.0.0.1/32 cert\n\
+         hostssl all old 127.0.0.1/32 md5\n\
+         host all all 127.0.0.1/32 trust\n\
+         host replication all 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
+    pki
 }
 
 impl Drop for Pg {
@@ -710,6 +726,11 @@ fn logins_follow_libpq_settings_and_files() {
         ),
         0,
         "PGPASSWORD",
+    );
+    assert_status(
+        &s.try_lock("postgresql://old:secret@/postgres/job", &[]),
+        0,
+        "an md5 password",
     );
     let out = s.try_lock("postgresql://app:wrong@/postgres/job", &[]);
     assert_status(&out, 76, "wrong password");
@@ -1316,4 +1337,52 @@ fn a_socket_directory_in_pghost_and_a_nested_flockrun_on_the_same_lock() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "1");
+}
+
+#[test]
+fn verify_full_checks_the_name_and_verify_ca_does_not() {
+    let pg = Pg::start_with(&Setup {
+        tls: true,
+        misnamed: true,
+        ..Setup::default()
+    });
+    let ca = pg.pki.as_ref().unwrap().ca.to_str().unwrap().to_owned();
+    let lock = |mode: &str| {
+        format!(
+            "postgresql://app:secret@127.0.0.1:{}/postgres/job?sslmode={mode}&sslrootcert={ca}",
+            pg.port
+        )
+    };
+    let out = flockrun_out(&["try", &lock("verify-ca"), "--", "true"], &[]);
+    assert_status(&out, 0, "verify-ca: a trusted chain is enough");
+    let out = flockrun_out(&["try", &lock("verify-full"), "--", "true"], &[]);
+    assert_status(
+        &out,
+        76,
+        "verify-full: the certificate names elsewhere.example",
+    );
+    assert!(text(&out.stderr).contains("TLS"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn fencing_tokens_grow_from_holder_to_holder() {
+    let pg = Pg::start();
+    let token = || {
+        let out = flockrun_out(
+            &[
+                "exec",
+                &pg.lock("fenced"),
+                "--",
+                "sh",
+                "-c",
+                "echo $FLOCKRUN_FENCE",
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().parse::<u64>().unwrap()
+    };
+    let first = token();
+    let second = token();
+    assert!(second > first, "{first} then {second}");
 }
