@@ -17,25 +17,31 @@ use crate::lock::{Kind, LockFile, Request, Target};
 use crate::open::{self, Shape};
 use crate::status::LockStatus;
 
-/// Declares each kind's module and lists the kind in `KINDS`.
+/// Declares each kind's module and lists the kind in `KINDS`; the kinds a LOCK's own form
+/// names also go in `NAMED` with their schemes, the others in `FILE_KINDS`.
 macro_rules! kinds {
-    ($($module:ident :: $kind:ident),+ $(,)?) => {
+    (
+        files: $($module:ident :: $kind:ident),+ ;
+        named: $($nmodule:ident :: $nkind:ident => [$($scheme:literal),+]),+ $(;)?
+    ) => {
         $(pub mod $module;)+
+        $(pub mod $nmodule;)+
         /// Every kind, in the order `status` lists them and looks for them in a file.
-        pub const KINDS: &[&dyn Kind] = &[$(&$module::$kind),+];
+        pub const KINDS: &[&dyn Kind] = &[$(&$module::$kind,)+ $(&$nmodule::$nkind),+];
+        /// The kinds of lock files, which a request's verb and options choose among.
+        const FILE_KINDS: &[&dyn Kind] = &[$(&$module::$kind),+];
+        /// The kinds LOCK's own form names, by scheme. `for_request` looks them up here, as
+        /// data, before asking the file kinds: a lock file's road then never runs (and never
+        /// pages in) the network kinds' code, which keeps an uncontended `write` within its
+        /// memory target. Each of these kinds claims exactly the LOCKs its schemes start.
+        const NAMED: &[(&str, &dyn Kind)] = &[$($(($scheme, &$nmodule::$nkind),)+)+];
     };
 }
 
 // A new kind is its file and one entry here.
 kinds![
-    kernel::Kernel,
-    ofd::Ofd,
-    sqlite::Sqlite,
-    soft::Soft,
-    lease::Lease,
-    soft_rw::SoftRw,
-    etcd::Etcd,
-    postgres::Postgres,
+    files: kernel::Kernel, ofd::Ofd, sqlite::Sqlite, soft::Soft, lease::Lease, soft_rw::SoftRw;
+    named: etcd::Etcd => ["etcd://", "etcds://"], postgres::Postgres => ["postgresql://", "postgres://"];
 ];
 
 /// What `status` takes a lock file for when neither its kernel locks nor its content say.
@@ -46,7 +52,14 @@ const DEFAULT_FILE_KIND: &dyn Kind = &kernel::Kernel;
 /// # Errors
 /// `Internal` if no kind claims it (every subcommand has a default kind).
 pub fn for_request(request: &Request) -> Result<&'static dyn Kind, Error> {
-    KINDS
+    let lock = request.lock.as_os_str().as_encoded_bytes();
+    if let Some((_, kind)) = NAMED
+        .iter()
+        .find(|(scheme, _)| lock.starts_with(scheme.as_bytes()))
+    {
+        return Ok(*kind);
+    }
+    FILE_KINDS
         .iter()
         .filter_map(|kind| kind.claims(request).map(|claim| (claim, *kind)))
         .max_by_key(|(claim, _)| *claim)
@@ -238,4 +251,42 @@ pub(crate) fn replay_soft_rw_record(bytes: &[u8]) {
 /// For `crate::fuzz`, with a file of arbitrary bytes.
 pub(crate) fn replay_sqlite_file(path: &Path) -> Result<bool, Error> {
     sqlite::examine(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::{Claim, Verb};
+
+    /// The lookup by scheme gives what asking every kind would give.
+    #[test]
+    fn for_request_agrees_with_every_kinds_claim() {
+        let locks = [
+            "/tmp/x.lock",
+            "etcd://127.0.0.1:2379/job",
+            "etcds://h/job",
+            "postgresql://db/app/job",
+            "postgres:///job",
+            "postgresqlish/file",
+        ];
+        for lock in locks {
+            for verb in [Verb::Exec, Verb::Try, Verb::Read, Verb::Write] {
+                for soft in [false, true] {
+                    let mut request = Request::new(verb, lock);
+                    request.soft = soft;
+                    let asked = KINDS
+                        .iter()
+                        .filter_map(|k| k.claims(&request).map(|c| (c, k.name())))
+                        .max_by_key(|(c, _)| *c)
+                        .map(|(_, name)| name);
+                    let chosen = for_request(&request).ok().map(Kind::name);
+                    assert_eq!(chosen, asked, "{lock} {verb:?} soft={soft}");
+                }
+            }
+        }
+        for (scheme, kind) in NAMED {
+            let request = Request::new(Verb::Exec, format!("{scheme}h/x"));
+            assert_eq!(kind.claims(&request), Some(Claim::ByName), "{scheme}");
+        }
+    }
 }
