@@ -312,7 +312,7 @@ impl std::error::Error for Error {
 }
 
 /// `strerror` text without std's " (os error N)" suffix, which means nothing to a user.
-fn os_message(e: &io::Error) -> String {
+pub(crate) fn os_message(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
         None => e.to_string(),

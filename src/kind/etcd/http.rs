@@ -19,6 +19,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde_json::{Value, json};
 
 use super::access::{Cluster, locked_token};
+use crate::error::os_message;
 use super::target::Endpoint;
 use super::tls::{self, Refusal, Stage};
 use crate::wait;
@@ -878,7 +879,7 @@ impl Conn {
                         client_cert: tls.is_some_and(|c| c.client_auth_cert_resolver.has_certs()),
                     });
                 }
-                Err(e) => last = Failure::Transient(io_message(&e)),
+                Err(e) => last = Failure::Transient(os_message(&e)),
             }
         }
         Err(last)
@@ -947,10 +948,10 @@ impl Conn {
                 match tls::refusal(e, &self.host, Stage::Answer, self.client_cert) {
                     Some(Refusal::Settled(m)) => Failure::Permanent(m),
                     Some(Refusal::HungUp(m)) if !self.answered => Failure::HungUp(m),
-                    _ => Failure::Transient(io_message(e)),
+                    _ => Failure::Transient(os_message(e)),
                 },
             ),
-            _ => Err(Failure::Transient(io_message(e))),
+            _ => Err(Failure::Transient(os_message(e))),
         }
     }
 
@@ -1198,7 +1199,7 @@ fn handshake(
                 return Err(match tls::refusal(&e, host, stage, client_cert) {
                     Some(Refusal::Settled(m)) => Failure::Permanent(m),
                     Some(Refusal::HungUp(m)) => Failure::HungUp(m),
-                    None => Failure::Transient(io_message(&e)),
+                    None => Failure::Transient(os_message(&e)),
                 });
             }
         }
@@ -1216,12 +1217,6 @@ fn parse_status_line(line: &str) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-fn io_message(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
-        None => e.to_string(),
-    }
-}
 
 /// A streaming reply (a watch): one JSON message per line of the chunked body.
 pub struct Stream {

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::conninfo::{Conninfo, LockKey, quote};
+use super::conninfo::{Conninfo, LockKey, Server, quote};
 use super::tls::Tls;
 use super::wire::{Conn, Failure, Row, Startup};
 use crate::error::Error;
@@ -79,6 +79,15 @@ impl Target {
         }
     }
 
+    /// The password for `server`: the one given (LOCK, service, `PGPASSWORD`), else the
+    /// password file's; `warn` hears why a password file was ignored.
+    fn password(&self, server: &Server, warn: &mut dyn FnMut(String)) -> Option<String> {
+        self.info
+            .password
+            .clone()
+            .or_else(|| self.info.passfile_password(server, warn))
+    }
+
     fn ttl(&self) -> Duration {
         Duration::from_secs(u64::from(self.ttl))
     }
@@ -135,12 +144,7 @@ impl Target {
         let mut problems = Vec::new();
         let mut standbys = Vec::new();
         for server in &self.info.servers {
-            let mut password = || {
-                self.info
-                    .password
-                    .clone()
-                    .or_else(|| self.info.passfile_password(server, warn))
-            };
+            let mut password = || self.password(server, warn);
             let mut conn = match Conn::open(&startup, server, &mut password, until, &abort) {
                 Ok(conn) => conn,
                 Err(Failure::Unreachable(m)) => {
@@ -204,7 +208,7 @@ impl Target {
         )
         .map_err(|e| self.failed(e, "probing for a pooler"))?;
         let startup = self.startup(application_name);
-        let mut password = || self.info.password.clone().or_else(|| self.info.passfile_password(&conn.server, &mut |_| {}));
+        let mut password = || self.password(&conn.server, &mut |_| {});
         let mut second = Conn::open(&startup, &conn.server, &mut password, until, &abort)
             .map_err(|e| self.failed(e, "probing for a pooler"))?;
         let rows = second
@@ -586,13 +590,7 @@ fn fence(target: &Target, conn: &mut Conn, name: &str) -> Option<String> {
         return conn.query(sql, until, &abort).ok().as_deref().and_then(first);
     }
     let server = conn.server.clone();
-    let mut password = || {
-        target
-            .info
-            .password
-            .clone()
-            .or_else(|| target.info.passfile_password(&server, &mut |_| {}))
-    };
+    let mut password = || target.password(&server, &mut |_| {});
     let mut other = Conn::open(&target.startup(name), &server, &mut password, until, &abort).ok()?;
     let rows = other.query(sql, until, &abort).ok();
     other.terminate();

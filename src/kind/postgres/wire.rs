@@ -20,6 +20,7 @@ use postgres_protocol::message::frontend;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::conninfo::{Conninfo, Server};
+use crate::error::os_message;
 use super::tls::{self, Tls};
 
 /// How long one socket call may block before the deadline and the stop flag are checked.
@@ -126,12 +127,6 @@ pub struct Conn {
     pub params: HashMap<String, String>,
 }
 
-fn io_text(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
-        None => e.to_string(),
-    }
-}
 
 fn check(until: Instant, abort: &dyn Fn() -> bool) -> Result<(), Failure> {
     if abort() {
@@ -189,7 +184,7 @@ impl Conn {
                 Failure::Unreachable(format!(
                     "cannot connect to {}: {}",
                     path.display(),
-                    io_text(&e)
+                    os_message(&e)
                 ))
             })?;
             let _ = unix.set_write_timeout(Some(SLICE));
@@ -386,14 +381,14 @@ impl Conn {
     pub fn cancel(&self, until: Instant) {
         let mut buf = BytesMut::new();
         frontend::cancel_request(self.backend_pid, self.secret_key, &mut buf);
-        let sent = match self.server.socket_path() {
+        // Nothing to do about a failure: the connection is dropped next anyway.
+        let _ = match self.server.socket_path() {
             Some(path) => UnixStream::connect(path).and_then(|mut s| s.write_all(&buf)),
             None => match connect_tcp(&self.server, until, &|| false) {
                 Ok(mut tcp) => tcp.write_all(&buf),
                 Err(_) => return,
             },
         };
-        let _ = sent;
     }
 
     /// What the server said or did unasked while the session was idle: the error it sent
@@ -451,14 +446,14 @@ impl Conn {
                 Ok(0) => return Err(Failure::Unreachable("the server closed the connection".to_owned())),
                 Ok(n) => rest = &rest[n..],
                 Err(e) if transient(&e) => check(until, abort)?,
-                Err(e) => return Err(Failure::Unreachable(format!("connection lost: {}", io_text(&e)))),
+                Err(e) => return Err(Failure::Unreachable(format!("connection lost: {}", os_message(&e)))),
             }
         }
         loop {
             match self.socket.flush() {
                 Ok(()) => return Ok(()),
                 Err(e) if transient(&e) => check(until, abort)?,
-                Err(e) => return Err(Failure::Unreachable(format!("connection lost: {}", io_text(&e)))),
+                Err(e) => return Err(Failure::Unreachable(format!("connection lost: {}", os_message(&e)))),
             }
         }
     }
@@ -493,7 +488,7 @@ impl Conn {
                     }
                     Err(e) if transient(&e) => check(until, abort)?,
                     Err(e) => {
-                        return Err(Failure::Unreachable(format!("connection lost: {}", io_text(&e))));
+                        return Err(Failure::Unreachable(format!("connection lost: {}", os_message(&e))));
                     }
                 }
             }
@@ -517,7 +512,7 @@ fn connect_tcp(server: &Server, until: Instant, abort: &dyn Fn() -> bool) -> Res
         let left = until.saturating_duration_since(Instant::now());
         match TcpStream::connect_timeout(&address, left.min(Duration::from_secs(2))) {
             Ok(tcp) => return Ok(tcp),
-            Err(e) => last = Failure::Unreachable(format!("cannot connect to {server}: {}", io_text(&e))),
+            Err(e) => last = Failure::Unreachable(format!("cannot connect to {server}: {}", os_message(&e))),
         }
     }
     Err(last)
@@ -535,7 +530,7 @@ fn negotiate(
     let mut buf = BytesMut::new();
     frontend::ssl_request(&mut buf);
     tcp.write_all(&buf)
-        .map_err(|e| Failure::Unreachable(format!("connection lost: {}", io_text(&e))))?;
+        .map_err(|e| Failure::Unreachable(format!("connection lost: {}", os_message(&e))))?;
     let mut answer = [0u8; 1];
     loop {
         let left = until.saturating_duration_since(Instant::now());
@@ -544,7 +539,7 @@ fn negotiate(
             Ok(0) => return Err(Failure::Unreachable("the server closed the connection".to_owned())),
             Ok(_) => break,
             Err(e) if transient(&e) => check(until, abort)?,
-            Err(e) => return Err(Failure::Unreachable(format!("connection lost: {}", io_text(&e)))),
+            Err(e) => return Err(Failure::Unreachable(format!("connection lost: {}", os_message(&e)))),
         }
     }
     match answer[0] {
@@ -580,7 +575,7 @@ fn negotiate(
                     )),
                     None => Failure::Unreachable(format!(
                         "TLS with {server} failed: {}",
-                        io_text(&e)
+                        os_message(&e)
                     )),
                 });
             }
