@@ -79,7 +79,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__exec)
-            opts="-w -n -s -o -F -E -c -v -q -h -V --wait --timeout --nb --nonblock --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --fd --cacert --cert --key --user --password-file --help --version"
+            opts="-w -n -s -o -F -E -c -v -q -h -V --wait --timeout --nb --nonblock --shared --fcntl --soft --close --no-fork --ttl --slots --replace --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --run-limit --kill-after --fd --cacert --cert --key --user --password-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,6 +101,10 @@ _flockrun() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --slots)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --conflict-exit-code)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -118,6 +122,14 @@ _flockrun() {
                     return 0
                     ;;
                 --mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kill-after)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -279,7 +291,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__read)
-            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --soft --ttl --layout --conflict-exit-code --command --mode --verbose --quiet --fd --help --version"
+            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --soft --ttl --layout --slots --conflict-exit-code --command --mode --verbose --quiet --run-limit --kill-after --fd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -305,6 +317,10 @@ _flockrun() {
                     COMPREPLY=($(compgen -W "v1 v2 both" -- "${cur}"))
                     return 0
                     ;;
+                --slots)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --conflict-exit-code)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -322,6 +338,14 @@ _flockrun() {
                     return 0
                     ;;
                 --mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kill-after)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -375,13 +399,17 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__try)
-            opts="-s -o -F -E -c -v -q -h -V --shared --fcntl --soft --close --no-fork --ttl --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --fd --cacert --cert --key --user --password-file --help --version"
+            opts="-s -o -F -E -c -v -q -h -V --shared --fcntl --soft --close --no-fork --ttl --slots --replace --refuse-host-local --conflict-exit-code --command --mode --verbose --quiet --run-limit --kill-after --fd --cacert --cert --key --user --password-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --slots)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -402,6 +430,14 @@ _flockrun() {
                     return 0
                     ;;
                 --mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kill-after)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -437,7 +473,7 @@ _flockrun() {
             return 0
             ;;
         flockrun__subcmd__write)
-            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --soft --ttl --layout --conflict-exit-code --command --mode --verbose --quiet --fd --help --version"
+            opts="-w -n -E -c -v -q -h -V --wait --timeout --nb --nonblock --soft --ttl --layout --slots --conflict-exit-code --command --mode --verbose --quiet --run-limit --kill-after --fd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -463,6 +499,10 @@ _flockrun() {
                     COMPREPLY=($(compgen -W "v1 v2 both" -- "${cur}"))
                     return 0
                     ;;
+                --slots)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --conflict-exit-code)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -480,6 +520,14 @@ _flockrun() {
                     return 0
                     ;;
                 --mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kill-after)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -217,6 +217,10 @@ pub struct ReadWriteArgs {
     #[arg(long, value_name = "LAYOUT", value_enum, requires = "soft")]
     pub layout: Option<flockrun::lock::SoftLayout>,
 
+    /// Not for reader/writer locks: accepted only to be refused with a clear message
+    #[arg(long, value_name = "N", hide = true, allow_hyphen_values = true)]
+    pub slots: Option<String>,
+
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -275,6 +279,21 @@ pub struct KernelLockArgs {
     /// TTL
     #[arg(long, value_name = "SECONDS", value_parser = Ttl::parse)]
     pub ttl: Option<Ttl>,
+
+    /// Make LOCK a semaphore of N slots (1 to 1024): at most N holders at once, and COMMAND
+    /// learns which slot it holds from FLOCKRUN_SLOT (0 to N-1) and N from FLOCKRUN_SLOTS.
+    /// Kernel and --fcntl locks: slot i is byte i of LOCK (an OFD lock); --soft: one marker
+    /// LOCK.slot-i per slot; etcd: the N oldest keys under NAME hold. Every user of a
+    /// semaphore must give the same N
+    #[arg(long, value_name = "N", value_parser = parse_slots, allow_hyphen_values = true)]
+    pub slots: Option<u16>,
+
+    /// If a process on this host holds LOCK (a slot of it, with --slots: the one held
+    /// longest), stop it (SIGTERM, SIGKILL after --kill-after) and take the lock once it has
+    /// let go. The holder is the one `flockrun status` names; a holder on another host or one
+    /// this user may not signal is not stopped (exit 75)
+    #[arg(long, conflicts_with = "shared")]
+    pub replace: bool,
 
     /// Refuse (exit 65) instead of warning when LOCK is on a filesystem that keeps kernel
     /// locks to this host (FUSE such as sshfs, NFS mounted nolock or with `local_lock`, SMB
@@ -385,6 +404,19 @@ pub struct RunArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
+    /// Stop COMMAND and everything it started once it has run this long (SIGTERM, then SIGKILL
+    /// after --kill-after), release the lock, and exit 124. DURATION is seconds, or a number
+    /// with s, m, h or d as timeout(1) takes it (90, 1.5, 30s, 10m, 2h, 1d); 0 means no limit.
+    /// The wait for the lock does not count
+    #[arg(long, value_name = "DURATION", value_parser = flockrun::duration::parse_span,
+          allow_hyphen_values = true)]
+    pub run_limit: Option<Duration>,
+
+    /// With --run-limit or --replace: how long after SIGTERM to send SIGKILL [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = flockrun::duration::parse_span,
+          allow_hyphen_values = true)]
+    pub kill_after: Option<Duration>,
+
     /// exec and try: lock the descriptor N this process inherited (as `exec 9>LOCK` in a
     /// shell opens it) instead of a LOCK path, kernel and --fcntl kinds. Without COMMAND,
     /// flockrun locks it and exits, and the caller keeps the lock; with COMMAND, the lock
@@ -441,6 +473,8 @@ impl Cli {
             close: false,
             no_fork: false,
             ttl: None,
+            slots: None,
+            replace: false,
             refuse_host_local: false,
             etcd: EtcdArgs::default(),
             run: RunArgs {
@@ -449,6 +483,8 @@ impl Cli {
                 mode: None,
                 verbose: false,
                 quiet: false,
+                run_limit: None,
+                kill_after: None,
                 fd: None,
                 lock: Some(PathBuf::from(lock)),
                 command: command.to_vec(),
@@ -484,6 +520,18 @@ impl WaitArgs {
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
     flockrun::duration::parse_seconds(text)
+}
+
+fn parse_slots(text: &str) -> Result<u16, String> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|n| (1..=flockrun::lock::MAX_SLOTS).contains(n) && !text.starts_with('+'))
+        .ok_or_else(|| {
+            format!(
+                "expected a number of slots from 1 to {}",
+                flockrun::lock::MAX_SLOTS
+            )
+        })
 }
 
 fn parse_fd(text: &str) -> Result<i32, String> {

@@ -41,6 +41,32 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(too_large)
 }
 
+/// Parses a duration as timeout(1) takes one: a decimal number of seconds with an optional
+/// unit, `s`, `m`, `h` or `d` (`90`, `1.5`, `30s`, `10m`, `2h`, `1d`), for `--run-limit` and
+/// `--kill-after`.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(flockrun::duration::parse_span("1.5m"), Ok(Duration::from_secs(90)));
+/// assert!(flockrun::duration::parse_span("5x").is_err());
+/// ```
+pub fn parse_span(text: &str) -> Result<Duration, String> {
+    const EXPECTED: &str = "expected a duration such as 90, 1.5, 30s, 10m, 2h or 1d (seconds unless s, m, h or d \
+         follows)";
+    let (number, unit) = match text.as_bytes().last() {
+        Some(b's') => (&text[..text.len() - 1], 1),
+        Some(b'm') => (&text[..text.len() - 1], 60),
+        Some(b'h') => (&text[..text.len() - 1], 3600),
+        Some(b'd') => (&text[..text.len() - 1], 86_400),
+        _ => (text, 1),
+    };
+    let seconds = parse_seconds(number).map_err(|_| EXPECTED.to_owned())?;
+    seconds
+        .checked_mul(unit)
+        .filter(|d| d.as_secs() <= 100 * 365 * 86_400)
+        .ok_or_else(|| format!("{text} is too long; give at most 100 years"))
+}
+
 /// A lease's time to live (`--ttl`): a decimal number of seconds from 0.1 to a week, kept
 /// as the float py-filelock keeps its `lease_duration` and `stale_threshold`, so that both
 /// spell it alike in a marker and compare it alike. etcd's leases take whole seconds
@@ -200,6 +226,39 @@ mod tests {
             assert!(parse_seconds(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(parse_seconds("99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn spans_take_timeouts_units() {
+        for (text, secs) in [
+            ("90", 90.0),
+            ("1.5", 1.5),
+            ("30s", 30.0),
+            ("10m", 600.0),
+            ("2h", 7200.0),
+            ("1d", 86400.0),
+            ("0.5m", 30.0),
+            ("0", 0.0),
+        ] {
+            assert_eq!(
+                parse_span(text),
+                Ok(Duration::from_secs_f64(secs)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "-1",
+            "5x",
+            "s",
+            "1.5.m",
+            "m5",
+            "1 m",
+            "1e3s",
+            "99999999999d",
+        ] {
+            assert!(parse_span(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -100,6 +100,22 @@ pub enum Error {
         reason: String,
         command_ran: bool,
     },
+    /// COMMAND ran past `--run-limit` and was stopped, with everything it started (124).
+    RunLimit {
+        lock: String,
+        limit: Duration,
+        kill_after: Duration,
+        /// Whether SIGKILL was needed.
+        killed: bool,
+    },
+    /// A semaphore is in use with another number of slots (65).
+    SlotsMismatch {
+        lock: String,
+        ours: u16,
+        theirs: u16,
+    },
+    /// `--replace` found a holder it cannot stop (75, or `-E`).
+    NotReplaced { lock: String, why: String },
     /// A bug: a state flockrun believed impossible.
     Internal(anyhow::Error),
 }
@@ -191,6 +207,34 @@ impl fmt::Display for Error {
             }
             Error::System { what, source } => write!(f, "{what} failed: {}", os_message(source)),
             Error::Usage { message } => f.write_str(message),
+            Error::RunLimit {
+                lock,
+                limit,
+                kill_after,
+                killed,
+            } => {
+                let how = if *killed {
+                    format!(
+                        "SIGTERM, then SIGKILL after {}",
+                        crate::duration::format_seconds(*kill_after)
+                    )
+                } else {
+                    "SIGTERM".to_owned()
+                };
+                write!(
+                    f,
+                    "COMMAND ran longer than --run-limit {}: stopped it and everything it \
+                     started ({how}) and released {lock}",
+                    crate::duration::format_seconds(*limit)
+                )
+            }
+            Error::SlotsMismatch { lock, ours, theirs } => write!(
+                f,
+                "{lock} is a semaphore of {theirs} slots in use, and this asks for --slots \
+                 {ours}: give every user of it the same number (--slots {theirs}), or wait \
+                 until nobody holds a slot to change it"
+            ),
+            Error::NotReplaced { lock, why } => write!(f, "{lock} was not replaced: {why}"),
             Error::EtcdUnreachable { .. }
             | Error::EtcdRefused { .. }
             | Error::ServerUnreachable { .. }

@@ -22,6 +22,8 @@ pub const PROTOCOL: i32 = 76;
 /// The lock was lost while held (an etcd lease that could not be renewed); COMMAND was
 /// stopped. Outside sysexits.h, so it is never mistaken for another failure.
 pub const LOCK_LOST: i32 = 79;
+/// COMMAND ran longer than `--run-limit` and was stopped (timeout(1)'s status).
+pub const RUN_LIMIT: i32 = 124;
 /// COMMAND was found but cannot be executed.
 pub const NOT_EXECUTABLE: i32 = 126;
 /// COMMAND was not found.

@@ -658,6 +658,10 @@ fn report(error: &Error, inv: &Invocation) -> i32 {
         | Error::ServerUnfit { .. }
         | Error::OptionFile { .. }
         | Error::LockLost { .. }
+        // The front end offers no --slots, --run-limit or --replace.
+        | Error::RunLimit { .. }
+        | Error::SlotsMismatch { .. }
+        | Error::NotReplaced { .. }
         | Error::Internal(_) => {
             say_as(NAME, &error.to_string());
             exit::SOFTWARE

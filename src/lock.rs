@@ -105,7 +105,22 @@ pub struct Request {
     /// `--cacert`, `--cert`, `--key`, `--user`, `--password-file`: how to reach an etcd
     /// cluster.
     pub etcd: crate::kind::etcd::access::Access,
+    /// `--slots N`: a semaphore of N slots (`None`: a plain lock).
+    pub slots: Option<u16>,
+    /// `--run-limit`: how long COMMAND may run.
+    pub run_limit: Option<Duration>,
+    /// `--kill-after`: SIGTERM to SIGKILL, for the run limit and `--replace` (`None`: the
+    /// default, [`KILL_AFTER_DEFAULT`]).
+    pub kill_after: Option<Duration>,
+    /// `--replace`: stop the holder on this host, then take the lock.
+    pub replace: bool,
 }
+
+/// `--kill-after`'s default, as timeout(1) users write it.
+pub const KILL_AFTER_DEFAULT: Duration = Duration::from_secs(10);
+
+/// The most slots a semaphore may have.
+pub const MAX_SLOTS: u16 = 1024;
 
 impl Request {
     /// `verb` on `lock` with every option at its default: exclusive (shared for `read`), no
@@ -134,6 +149,10 @@ impl Request {
             deadline: Deadline::forever(),
             command: String::new(),
             etcd: crate::kind::etcd::access::Access::default(),
+            slots: None,
+            run_limit: None,
+            kill_after: None,
+            replace: false,
         }
     }
 
@@ -155,6 +174,12 @@ impl Request {
             hint: "the current directory is not accessible".to_owned(),
             source: e,
         })
+    }
+
+    /// `--kill-after`, or its default.
+    #[must_use]
+    pub fn kill_after(&self) -> Duration {
+        self.kill_after.unwrap_or(KILL_AFTER_DEFAULT)
     }
 
     /// The usage error for `--ttl` on a lock file of a kind without one.

@@ -45,6 +45,7 @@ pub fn run_locked(
     command: Option<&supervise::Command>,
     voice: &mut dyn Voice,
 ) -> Result<i32, Error> {
+    check_job_options(request, command.is_some())?;
     let target = kind::target(request)?;
     wait::install_stop_handlers().map_err(|e| Error::system("installing signal handlers", e))?;
     voice.set_lock(&target.shown);
@@ -74,9 +75,14 @@ pub fn run_locked(
     }
     if let Some(above) = ancestor {
         return match command {
-            Some(command) => {
-                run_under_ancestor(&target, command, above, inherited_held, voice.verbose())
-            }
+            Some(command) => run_under_ancestor(
+                request,
+                &target,
+                command,
+                above,
+                inherited_held,
+                voice.verbose(),
+            ),
             None => Ok(0),
         };
     }
@@ -123,6 +129,7 @@ pub fn run_locked(
         env,
         // With -F nothing stays behind to watch the hold: COMMAND replaces flockrun.
         lost: if target.no_fork { None } else { hold.loss() },
+        run_limit: run_limit(request, &target),
     };
     if target.no_fork {
         // The hold stays open across exec: COMMAND inherits the descriptor (clap and the
@@ -160,10 +167,42 @@ pub fn run_locked(
     }
 }
 
+/// `--run-limit`, `--replace` and `--kill-after` against the rest of the command line.
+fn check_job_options(request: &Request, has_command: bool) -> Result<(), Error> {
+    let refuse = |message: &str| {
+        Err(Error::Usage {
+            message: message.to_owned(),
+        })
+    };
+    if request.run_limit.is_some() && request.no_fork {
+        return refuse(
+            "--run-limit needs flockrun to stay beside COMMAND to stop it in time; it cannot \
+             go with -F/--no-fork",
+        );
+    }
+    if request.run_limit.is_some() && !has_command {
+        return refuse("--run-limit limits COMMAND, and none was given");
+    }
+    if request.replace && request.fd.is_some() {
+        return refuse(
+            "--replace takes LOCK from the process that holds it, and with --fd the lock is \
+             the descriptor you pass: give LOCK instead of --fd",
+        );
+    }
+    if request.replace && request.no_fork {
+        return refuse("--replace cannot go with -F/--no-fork");
+    }
+    if request.kill_after.is_some() && request.run_limit.is_none() && !request.replace {
+        return refuse("--kill-after applies with --run-limit or --replace");
+    }
+    Ok(())
+}
+
 /// An ancestor flockrun holds the lock already: waiting would wait for ourselves. COMMAND
 /// runs at once if the held mode covers the one asked for; otherwise the request would
 /// deadlock and is refused.
 fn run_under_ancestor(
+    request: &Request,
     target: &Target,
     command: &supervise::Command,
     above: HeldAbove,
@@ -196,12 +235,22 @@ fn run_under_ancestor(
         die_with_flockrun: false,
         env: lock_env(target, inherited_held),
         lost: None,
+        run_limit: run_limit(request, target),
     };
     if target.no_fork {
         Err(supervise::exec_in_place(&launch))
     } else {
         supervise::run(&launch)
     }
+}
+
+/// `--run-limit` in the supervisor's terms.
+fn run_limit(request: &Request, target: &Target) -> Option<supervise::RunLimit> {
+    request.run_limit.map(|limit| supervise::RunLimit {
+        limit,
+        kill_after: request.kill_after(),
+        lock: target.lock.to_string_lossy().into_owned(),
+    })
 }
 
 /// `FLOCKRUN_LOCK`, `FLOCKRUN_KIND`, `FLOCKRUN_MODE`, and the inherited `FLOCKRUN_HELD`.

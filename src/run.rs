@@ -90,6 +90,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Read(a) | Command::Write(a) => Some(a),
         _ => None,
     };
+    if soft_rw.is_some_and(|a| a.slots.is_some()) {
+        say(
+            "--slots applies to exec and try: a reader/writer lock already lets many readers \
+             in; use `flockrun exec --slots N LOCK` for a semaphore",
+        );
+        return exit::USAGE;
+    }
     let command = command_of(run);
     let mut request = request_of(verb, deadline, run, lock_args, command.as_ref());
     if let Some(a) = soft_rw {
@@ -182,6 +189,11 @@ fn request_of(
             .map(supervise::Command::describe)
             .unwrap_or_default(),
         etcd: lock_args.map(|a| a.etcd.access()).unwrap_or_default(),
+        slots: lock_args.and_then(|a| a.slots),
+        // 0 means no limit, as with timeout(1).
+        run_limit: run.run_limit.filter(|l| !l.is_zero()),
+        kill_after: run.kill_after,
+        replace: flag(|a| a.replace),
     }
 }
 
@@ -234,9 +246,12 @@ fn run_status(args: &StatusArgs) -> i32 {
 #[must_use]
 pub fn exit_status(error: &Error, conflict: u8) -> i32 {
     match error {
-        Error::Busy { .. } | Error::TimedOut { .. } | Error::WouldDeadlock { .. } => {
-            i32::from(conflict)
-        }
+        Error::Busy { .. }
+        | Error::TimedOut { .. }
+        | Error::WouldDeadlock { .. }
+        | Error::NotReplaced { .. } => i32::from(conflict),
+        Error::RunLimit { .. } => exit::RUN_LIMIT,
+        Error::SlotsMismatch { .. } => exit::DATA,
         Error::Interrupted { signal } => exit::from_signal(*signal),
         Error::Open { .. }
         | Error::OptionFile {

@@ -97,6 +97,18 @@ pub struct Launch<'a> {
     pub env: Vec<(OsString, OsString)>,
     /// For a lock that can be lost while held (etcd): how to notice and how to react.
     pub lost: Option<LostWatch>,
+    /// `--run-limit`: how long COMMAND may run.
+    pub run_limit: Option<RunLimit>,
+}
+
+/// `--run-limit` and `--kill-after`: COMMAND running longer than `limit` is stopped with
+/// everything it started, SIGTERM first and SIGKILL `kill_after` later.
+#[derive(Debug, Clone)]
+pub struct RunLimit {
+    pub limit: Duration,
+    pub kill_after: Duration,
+    /// LOCK as messages show it.
+    pub lock: String,
 }
 
 /// A lock that can stop being ours while COMMAND runs. The party that notices sends flockrun
@@ -162,7 +174,7 @@ fn spawn_and_wait(launch: &Launch<'_>, watched: &SigSet) -> Result<i32, Error> {
     if launch.lost.as_ref().is_some_and(|l| (l.is_lost)()) {
         return Ok(exit::LOCK_LOST);
     }
-    if launch.lost.is_some() {
+    if launch.lost.is_some() || launch.run_limit.is_some() {
         // Whatever COMMAND leaves behind (a daemon it double-forked) is re-parented to
         // flockrun rather than to init, so a lost hold can stop all of it. The process group
         // is left alone: moving COMMAND out of the terminal's foreground group would break
@@ -172,7 +184,7 @@ fn spawn_and_wait(launch: &Launch<'_>, watched: &SigSet) -> Result<i32, Error> {
     }
     if !launch.die_with_flockrun {
         match spawn_directly(launch) {
-            Ok(pid) => return forward_until_exit(pid, watched, launch.lost.as_ref()),
+            Ok(pid) => return forward_until_exit(pid, watched, launch),
             // A script without `#!`: the C library's posix_spawnp does not hand it to
             // /bin/sh as execvp does (and as flock(1) does); the fork road below will.
             Err(Error::Spawn { source, .. }) if source.raw_os_error() == Some(libc::ENOEXEC) => {}
@@ -202,7 +214,7 @@ fn spawn_and_wait(launch: &Launch<'_>, watched: &SigSet) -> Result<i32, Error> {
     }
     let child = cmd.spawn().map_err(|e| spawn_error(launch, e))?;
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| Error::Internal(e.into()))?);
-    forward_until_exit(pid, watched, launch.lost.as_ref())
+    forward_until_exit(pid, watched, launch)
 }
 
 /// The kernel's `struct sigaction` (generic layout, x86-64 and arm64 alike), for resetting
@@ -518,14 +530,14 @@ fn spawn_error(launch: &Launch<'_>, e: io::Error) -> Error {
     }
 }
 
-fn forward_until_exit(
-    child: Pid,
-    watched: &SigSet,
-    lost: Option<&LostWatch>,
-) -> Result<i32, Error> {
+fn forward_until_exit(child: Pid, watched: &SigSet, launch: &Launch<'_>) -> Result<i32, Error> {
+    let lost = launch.lost.as_ref();
     let own_group = getpgid(None).ok();
-    // Once the lock is lost: COMMAND and its descendants have had SIGTERM, and get SIGKILL
-    // at `kill_at`; `killing` once they have.
+    // The run limit counts from here: COMMAND has just started.
+    let limit_at = launch.run_limit.as_ref().map(|l| Instant::now() + l.limit);
+    let mut limit_hit = false;
+    // Once the lock is lost or the run limit passed: COMMAND and its descendants have had
+    // SIGTERM, and get SIGKILL at `kill_at`; `killing` once they have.
     let mut kill_at: Option<Instant> = None;
     let mut stopping = false;
     let mut killing = false;
@@ -535,11 +547,16 @@ fn forward_until_exit(
             // Something may have forked while being killed: look again soon.
             Some(KILL_ROUND)
         } else {
-            match (kill_at, lost.and_then(|l| l.poll)) {
-                (Some(at), _) => Some(at.saturating_duration_since(Instant::now())),
-                (None, Some(poll)) if !stopping => Some(poll),
-                _ => None,
-            }
+            let now = Instant::now();
+            let until = |at: Instant| at.saturating_duration_since(now);
+            [
+                kill_at.map(until),
+                limit_at.filter(|_| !stopping).map(until),
+                lost.and_then(|l| l.poll).filter(|_| !stopping),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
         };
         // SAFETY: siginfo_t is plain data, zero is a valid initial value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -580,6 +597,16 @@ fn forward_until_exit(
             signal_tree(Signal::SIGTERM);
             kill_at = Some(Instant::now() + lost.grace);
         }
+        if let (Some(limit), Some(at)) = (&launch.run_limit, limit_at)
+            && !stopping
+            && status.is_none()
+            && Instant::now() >= at
+        {
+            stopping = true;
+            limit_hit = true;
+            signal_tree(Signal::SIGTERM);
+            kill_at = Some(Instant::now() + limit.kill_after);
+        }
         if kill_at.is_some_and(|at| Instant::now() >= at) {
             kill_at = None;
             killing = true;
@@ -590,12 +617,22 @@ fn forward_until_exit(
         if let Some(code) = reap(child)? {
             status = Some(code);
         }
-        match status {
+        match (status, &launch.run_limit) {
             // The lock is ours: COMMAND's end is flockrun's, whatever it left running.
-            Some(code) if !stopping => return Ok(code),
+            (Some(code), _) if !stopping => return Ok(code),
+            (Some(_), Some(limit))
+                if limit_hit && descendants().iter().all(|&pid| exiting(pid)) =>
+            {
+                return Err(Error::RunLimit {
+                    lock: limit.lock.clone(),
+                    limit: limit.limit,
+                    kill_after: limit.kill_after,
+                    killed: killing,
+                });
+            }
             // Lost: done once nothing COMMAND started is left (or can run again: a process
             // already in its exit may wait there for a file server that does not answer).
-            Some(code) if descendants().iter().all(|&pid| exiting(pid)) => return Ok(code),
+            (Some(code), _) if descendants().iter().all(|&pid| exiting(pid)) => return Ok(code),
             _ => {}
         }
     }

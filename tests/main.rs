@@ -22,6 +22,7 @@ mod flock_compat;
 mod generated;
 mod hostile_input;
 mod interop;
+mod jobs;
 mod load;
 mod nested;
 mod nfs_bed;
