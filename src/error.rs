@@ -207,6 +207,25 @@ impl fmt::Display for Error {
             }
             Error::System { what, source } => write!(f, "{what} failed: {}", os_message(source)),
             Error::Usage { message } => f.write_str(message),
+            Error::RunLimit { .. } | Error::SlotsMismatch { .. } | Error::NotReplaced { .. } => {
+                self.fmt_job(f)
+            }
+            Error::EtcdUnreachable { .. }
+            | Error::EtcdRefused { .. }
+            | Error::ServerUnreachable { .. }
+            | Error::ServerRefused { .. }
+            | Error::ServerUnfit { .. }
+            | Error::OptionFile { .. }
+            | Error::LockLost { .. } => self.fmt_etcd(f),
+            Error::Internal(e) => write!(f, "internal error (please report it): {e:#}"),
+        }
+    }
+}
+
+impl Error {
+    /// The job-control errors: `--run-limit`, `--slots`, `--replace`.
+    fn fmt_job(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Error::RunLimit {
                 lock,
                 limit,
@@ -235,14 +254,7 @@ impl fmt::Display for Error {
                  until nobody holds a slot to change it"
             ),
             Error::NotReplaced { lock, why } => write!(f, "{lock} was not replaced: {why}"),
-            Error::EtcdUnreachable { .. }
-            | Error::EtcdRefused { .. }
-            | Error::ServerUnreachable { .. }
-            | Error::ServerRefused { .. }
-            | Error::ServerUnfit { .. }
-            | Error::OptionFile { .. }
-            | Error::LockLost { .. } => self.fmt_etcd(f),
-            Error::Internal(e) => write!(f, "internal error (please report it): {e:#}"),
+            _ => unreachable!("fmt_job is called for job-control errors only"),
         }
     }
 }

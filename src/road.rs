@@ -91,19 +91,43 @@ pub fn run_locked(
         None => target.lockable.take(&target.deadline, voice)?,
     };
     voice.acquired(&target, hold.as_ref());
-    let Some(command) = command else {
+    match command {
+        Some(command) => run_held(
+            request,
+            &target,
+            hold,
+            command,
+            inherited_held.as_ref(),
+            voice,
+        ),
         // `--fd N` without COMMAND: the lock stays with the caller's descriptor.
-        return Ok(0);
-    };
+        None => Ok(0),
+    }
+}
 
+/// Runs `command` under `hold`, then releases it, warning if LOCK was deleted meanwhile.
+fn run_held(
+    request: &Request,
+    target: &Target,
+    hold: Box<dyn Hold>,
+    command: &supervise::Command,
+    inherited_held: Option<&OsString>,
+    voice: &mut dyn Voice,
+) -> Result<i32, Error> {
+    let additions = voice.flockrun_additions();
     let mut env = Vec::new();
     if additions {
         let me = nix::unistd::getpid().as_raw();
-        env = lock_env(&target, None);
+        env = lock_env(target, None);
         env.extend(hold.env());
         env.push((
             nested::HELD_VAR.into(),
-            nested::held_var_with(inherited_held.as_deref(), hold.key(), target.mode, me),
+            nested::held_var_with(
+                inherited_held.map(OsString::as_os_str),
+                hold.key(),
+                target.mode,
+                me,
+            ),
         ));
     }
     let inherit_fd = if target.close {
@@ -129,7 +153,7 @@ pub fn run_locked(
         env,
         // With -F nothing stays behind to watch the hold: COMMAND replaces flockrun.
         lost: if target.no_fork { None } else { hold.loss() },
-        run_limit: run_limit(request, &target),
+        run_limit: run_limit(request, target),
     };
     if target.no_fork {
         // The hold stays open across exec: COMMAND inherits the descriptor (clap and the
