@@ -281,7 +281,7 @@ pub struct KernelLockArgs {
     pub ttl: Option<Ttl>,
 
     /// Make LOCK a semaphore of N slots (1 to 1024): at most N holders at once, and COMMAND
-    /// learns which slot it holds from FLOCKRUN_SLOT (0 to N-1) and N from FLOCKRUN_SLOTS.
+    /// learns which slot it holds from `FLOCKRUN_SLOT` (0 to N-1) and N from `FLOCKRUN_SLOTS`.
     /// Kernel and --fcntl locks: slot i is byte i of LOCK (an OFD lock); --soft: one marker
     /// LOCK.slot-i per slot; etcd: the N oldest keys under NAME hold. Every user of a
     /// semaphore must give the same N

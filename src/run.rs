@@ -251,13 +251,13 @@ pub fn exit_status(error: &Error, conflict: u8) -> i32 {
         | Error::WouldDeadlock { .. }
         | Error::NotReplaced { .. } => i32::from(conflict),
         Error::RunLimit { .. } => exit::RUN_LIMIT,
-        Error::SlotsMismatch { .. } => exit::DATA,
         Error::Interrupted { signal } => exit::from_signal(*signal),
         Error::Open { .. }
         | Error::OptionFile {
             unreadable: true, ..
         } => exit::NO_INPUT,
         Error::NotALock { .. }
+        | Error::SlotsMismatch { .. }
         | Error::BadDescriptor { .. }
         | Error::OptionFile { .. }
         | Error::ServerUnfit { .. } => exit::DATA,
