@@ -122,6 +122,15 @@ pub const KILL_AFTER_DEFAULT: Duration = Duration::from_secs(10);
 /// The most slots a semaphore may have.
 pub const MAX_SLOTS: u16 = 1024;
 
+/// `FLOCKRUN_SLOT` and `FLOCKRUN_SLOTS`: which slot of how many COMMAND holds.
+#[must_use]
+pub fn slot_env(slot: u16, slots: u16) -> Vec<(OsString, OsString)> {
+    vec![
+        ("FLOCKRUN_SLOT".into(), slot.to_string().into()),
+        ("FLOCKRUN_SLOTS".into(), slots.to_string().into()),
+    ]
+}
+
 impl Request {
     /// `verb` on `lock` with every option at its default: exclusive (shared for `read`), no
     /// flags, wait as long as it takes.

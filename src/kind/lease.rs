@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::marker::heartbeat::{self, Beat, Renew, Renewal};
+use super::marker::slots as marker_slots;
 use super::marker::file::{self as marker_file, DirectoryWatch, Unchanged, Woke};
 use super::marker::status::{self as marker_status, Reader};
 use super::marker::takeover::{self, Guard};
@@ -83,6 +84,7 @@ impl Kind for Lease {
                 given: request.lock.clone(),
                 ttl,
                 create_mode: request.create_mode,
+                slots: request.slots,
             }),
         })
     }
@@ -133,6 +135,8 @@ struct LeaseTarget {
     given: PathBuf,
     ttl: Ttl,
     create_mode: Option<u32>,
+    /// `--slots N`: a semaphore of N lease markers beside LOCK.
+    slots: Option<u16>,
 }
 
 /// What a contender remembers between its attempts.
@@ -179,6 +183,10 @@ fn warn_of_attribute_cache(path: &Path, ttl: Duration, observer: &mut dyn WaitOb
 
 impl Lockable for LeaseTarget {
     fn held_key(&self) -> Option<HeldKey> {
+        // A semaphore's LOCK is no marker: its slots are.
+        if self.slots.is_some() {
+            return None;
+        }
         let meta = fs::symlink_metadata(&self.given).ok()?;
         Some(HeldKey {
             kind: Lease.name(),
@@ -191,47 +199,63 @@ impl Lockable for LeaseTarget {
         deadline: &Deadline,
         observer: &mut dyn WaitObserver,
     ) -> Result<Box<dyn Hold>, Error> {
-        let path = &self.path;
-        open::refuse_unlockable(
-            path,
-            fs::symlink_metadata(path).ok().as_ref(),
-            Shape::Regular,
-        )?;
+        let paths = match self.slots {
+            Some(slots) => marker_slots::slot_paths(&self.path, slots),
+            None => vec![self.path.clone()],
+        };
+        for path in &paths {
+            open::refuse_unlockable(
+                path,
+                fs::symlink_metadata(path).ok().as_ref(),
+                Shape::Regular,
+            )?;
+        }
+        let path = &paths[0];
         let ttl = self.ttl.duration();
         warn_of_attribute_cache(path, ttl, observer);
         let record = lease_record(&marker_file::random_hex(), self.ttl);
-        let mut contest = Contest {
-            seen: Unchanged::default(),
-            guard: Guard::new(ttl),
-            leftovers: HashMap::new(),
-            warned: false,
-        };
+        let mut contests: Vec<Contest> = paths
+            .iter()
+            .map(|_| Contest {
+                seen: Unchanged::default(),
+                guard: Guard::new(ttl),
+                leftovers: HashMap::new(),
+                warned: false,
+            })
+            .collect();
         let mut polling = Polling::new(FIRST_NAP, MAX_NAP);
-        // Created at the first contention only: an uncontended lock never pays for it.
+        // Created at the first contention only: an uncontended lock never pays for it. The
+        // slot markers share LOCK's directory, so one watch sees each of them change.
         let mut watch: Option<DirectoryWatch> = None;
-        let won = loop {
+        let won = 'wait: loop {
             if let Some(signal) = wait::stop_signal() {
                 break Err(Error::Interrupted { signal });
             }
-            match self.attempt(&record, &mut contest, observer) {
-                Ok(Some(file)) => break Ok(file),
-                Ok(None) => {}
-                Err(e) => break Err(e),
+            for (slot, (one, contest)) in paths.iter().zip(contests.iter_mut()).enumerate() {
+                match self.attempt(one, &record, contest, observer) {
+                    Ok(Some(file)) => {
+                        break 'wait Ok((file, one, u16::try_from(slot).unwrap_or(u16::MAX)));
+                    }
+                    Ok(None) => {}
+                    Err(e) => break 'wait Err(e),
+                }
             }
-            let sighting = || marker_status::sight(path, Reader::Lease);
+            let sighting = || marker_status::sight_all(&paths, Reader::Lease);
             if let Some(nap) = polling.next_nap(deadline, observer, &sighting) {
                 // On NFS, sleeping on the holder's release signal; the marker is looked at
                 // again every half second all the same, to see it age.
-                // While the holder's release signal is up, one fresh look at the marker's
-                // times per sleep tells whether it is still renewed; only a change of
+                // While the holder's release signal is up, one fresh look at the markers'
+                // times per sleep tells whether they are still renewed; only a change of
                 // hands, or a marker left unchanged for the TTL, needs a full attempt.
                 let watch = watch.get_or_insert_with(|| DirectoryWatch::new(path));
                 while watch.wait_for_release(path, nap, deadline.remaining(), SIGNALLED_WAIT)
                     == Woke::Quiet
                     && wait::stop_signal().is_none()
                     && deadline.remaining() != Some(Duration::ZERO)
-                    && marker_file::fresh_state(path)
-                        .is_some_and(|state| contest.seen.observe(state) < ttl)
+                    && paths.iter().zip(contests.iter_mut()).all(|(one, contest)| {
+                        marker_file::fresh_state(one)
+                            .is_some_and(|state| contest.seen.observe(state) < ttl)
+                    })
                 {}
                 continue;
             }
@@ -240,7 +264,16 @@ impl Lockable for LeaseTarget {
         if polling.blocked() {
             observer.finished();
         }
-        let file = won?;
+        let (file, path, slot) = won?;
+        if let Some(slots) = self.slots {
+            if let Err(e) = marker_slots::settle_count(&self.path, slots, slot, self.create_mode) {
+                // Give the slot back: our marker, still named by its path.
+                if open::still_named_by(&file, path) {
+                    let _ = fs::remove_file(path);
+                }
+                return Err(e);
+            }
+        }
         marker_file::signal_release(&file, watch.as_ref().map(DirectoryWatch::release_signals));
         let id = FileId::of(
             &file
@@ -270,6 +303,7 @@ impl Lockable for LeaseTarget {
             },
             waited: deadline.elapsed(),
             _watch: watch,
+            slot: self.slots.map(|slots| (slot, slots)),
         }))
     }
 }
@@ -279,11 +313,11 @@ impl LeaseTarget {
     /// its lease ran out or its owner is provably gone. `Ok(None)` means contention.
     fn attempt(
         &self,
+        path: &Path,
         record: &str,
         state: &mut Contest,
         observer: &mut dyn WaitObserver,
     ) -> Result<Option<File>, Error> {
-        let path = &self.path;
         let ttl = self.ttl.duration();
         if state.leftovers_remain(path, ttl) {
             return Ok(None);
@@ -298,7 +332,7 @@ impl LeaseTarget {
             return Ok(None);
         };
         let read = marker::read_with_meta(path).map_err(|e| Error::Open {
-            path: path.clone(),
+            path: path.to_path_buf(),
             hint: "cannot read the existing marker; ask its owner for read access".to_owned(),
             source: e,
         })?;
@@ -325,7 +359,7 @@ impl LeaseTarget {
                 #[allow(clippy::float_cmp)]
                 if !dead && *duration != self.ttl.as_secs_f64() {
                     return Err(Error::NotALock {
-                        path: path.clone(),
+                        path: path.to_path_buf(),
                         reason: format!(
                             "holds a soft lease with a TTL of {duration_text} s, and this \
                              flockrun asked for --ttl {}: every process sharing a lease must \
@@ -482,6 +516,8 @@ struct HeldLease {
     /// The inotify watch the wait used: closing it waits for the kernel to reap its marks,
     /// so it is closed after the marker is gone, not inside the handoff.
     _watch: Option<DirectoryWatch>,
+    /// For a semaphore: the slot held, and N.
+    slot: Option<(u16, u16)>,
 }
 
 impl Hold for HeldLease {
@@ -495,6 +531,18 @@ impl Hold for HeldLease {
 
     fn loss(&self) -> Option<LostWatch> {
         Some(self.beat.watch())
+    }
+
+    fn env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        self.slot
+            .map(|(slot, slots)| crate::lock::slot_env(slot, slots))
+            .unwrap_or_default()
+    }
+
+    fn details(&self) -> String {
+        self.slot
+            .map(|(slot, slots)| format!(", slot {slot} of {slots}"))
+            .unwrap_or_default()
     }
 
     fn lost(&self) -> Option<String> {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::marker::file::{Woke, self as marker_file, DirectoryWatch, Unchanged};
+use super::marker::slots as marker_slots;
 use super::marker::status::{self as marker_status, Reader};
 use super::marker::takeover::{self, GUARD_STALE_MIN, Guard};
 use crate::error::Error;
@@ -56,6 +57,7 @@ impl Kind for Soft {
                 path,
                 given: request.lock.clone(),
                 create_mode: request.create_mode,
+                slots: request.slots,
             }),
         })
     }
@@ -93,10 +95,16 @@ struct SoftTarget {
     /// As given, for the nesting check.
     given: PathBuf,
     create_mode: Option<u32>,
+    /// `--slots N`: a semaphore of N markers beside LOCK.
+    slots: Option<u16>,
 }
 
 impl Lockable for SoftTarget {
     fn held_key(&self) -> Option<HeldKey> {
+        // A semaphore's LOCK is no marker: its slots are.
+        if self.slots.is_some() {
+            return None;
+        }
         let meta = fs::symlink_metadata(&self.given).ok()?;
         Some(HeldKey {
             kind: Soft.name(),
@@ -109,11 +117,19 @@ impl Lockable for SoftTarget {
         deadline: &Deadline,
         observer: &mut dyn WaitObserver,
     ) -> Result<Box<dyn Hold>, Error> {
-        let (marker, id) = crate::lock::retry_while_replaced(&self.path, || {
-            let marker = acquire(&self.path, deadline, self.create_mode, observer)?;
+        let paths = match self.slots {
+            Some(slots) => marker_slots::slot_paths(&self.path, slots),
+            None => vec![self.path.clone()],
+        };
+        let (marker, id, slot) = crate::lock::retry_while_replaced(&self.path, || {
+            let (marker, slot) = acquire(&paths, deadline, self.create_mode, observer)?;
             // A marker whose inode cannot be read is dropped (and removed) and taken again.
-            Ok(marker.id().map(|id| (marker, id)))
+            Ok(marker.id().map(|id| (marker, id, slot)))
         })?;
+        if let Some(slots) = self.slots {
+            // On a refusal the marker is dropped, which gives the slot back.
+            marker_slots::settle_count(&self.path, slots, slot, self.create_mode)?;
+        }
         Ok(Box::new(HeldSoft {
             marker,
             key: HeldKey {
@@ -121,6 +137,7 @@ impl Lockable for SoftTarget {
                 id,
             },
             waited: deadline.elapsed(),
+            slot: self.slots.map(|slots| (slot, slots)),
         }))
     }
 }
@@ -130,6 +147,8 @@ struct HeldSoft {
     marker: HeldMarker,
     key: HeldKey,
     waited: Duration,
+    /// For a semaphore: the slot held, and N.
+    slot: Option<(u16, u16)>,
 }
 
 impl Hold for HeldSoft {
@@ -143,6 +162,18 @@ impl Hold for HeldSoft {
 
     fn still_named(&self) -> bool {
         open::still_named_by(&self.marker.file, &self.marker.path)
+    }
+
+    fn env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        self.slot
+            .map(|(slot, slots)| crate::lock::slot_env(slot, slots))
+            .unwrap_or_default()
+    }
+
+    fn details(&self) -> String {
+        self.slot
+            .map(|(slot, slots)| format!(", slot {slot} of {slots}"))
+            .unwrap_or_default()
     }
 }
 
@@ -183,39 +214,53 @@ impl HeldMarker {
     }
 }
 
-/// Takes the soft lock at `path`.
+/// Takes the soft lock at one of `paths` (one path, or a semaphore's slot markers, in slot
+/// order), and says which.
 fn acquire(
-    path: &Path,
+    paths: &[PathBuf],
     deadline: &Deadline,
     create_mode: Option<u32>,
     observer: &mut dyn WaitObserver,
-) -> Result<HeldMarker, Error> {
-    open::refuse_unlockable(
-        path,
-        fs::symlink_metadata(path).ok().as_ref(),
-        Shape::Regular,
-    )?;
+) -> Result<(HeldMarker, u16), Error> {
+    for path in paths {
+        open::refuse_unlockable(
+            path,
+            fs::symlink_metadata(path).ok().as_ref(),
+            Shape::Regular,
+        )?;
+    }
+    let path = &paths[0];
     let record = marker_file::owner_record();
-    let mut guard = Guard::new(GUARD_STALE_MIN);
+    let mut guards: Vec<Guard> = paths.iter().map(|_| Guard::new(GUARD_STALE_MIN)).collect();
     let mut polling = Polling::new(FIRST_NAP, MAX_NAP);
     // Created at the first contention only: an uncontended lock never pays for its teardown.
+    // The slot markers share LOCK's directory, so one watch sees each of them change.
     let mut watch: Option<DirectoryWatch> = None;
-    // How long a malformed marker has stayed as it is.
-    let mut malformed = Unchanged::default();
-    let result = loop {
+    // How long each malformed marker has stayed as it is.
+    let mut malformed: Vec<Unchanged> = paths.iter().map(|_| Unchanged::default()).collect();
+    let result = 'wait: loop {
         if let Some(signal) = wait::stop_signal() {
             break Err(Error::Interrupted { signal });
         }
         let signals = watch.as_ref().map(DirectoryWatch::release_signals);
-        match attempt(path, &record, create_mode, &mut malformed, &mut guard, signals) {
-            Ok(Some(mut held)) => {
-                held.watch = watch.take();
-                break Ok(held);
+        for (slot, one) in paths.iter().enumerate() {
+            match attempt(
+                one,
+                &record,
+                create_mode,
+                &mut malformed[slot],
+                &mut guards[slot],
+                signals,
+            ) {
+                Ok(Some(mut held)) => {
+                    held.watch = watch.take();
+                    break 'wait Ok((held, u16::try_from(slot).unwrap_or(u16::MAX)));
+                }
+                Ok(None) => {}
+                Err(e) => break 'wait Err(e),
             }
-            Ok(None) => {}
-            Err(e) => break Err(e),
         }
-        let sighting = || marker_status::sight(path, Reader::Classic);
+        let sighting = || marker_status::sight_all(paths, Reader::Classic);
         if let Some(nap) = polling.next_nap(deadline, observer, &sighting) {
             // A release signal still up says the holder holds: sleep on it again.
             let watch = watch.get_or_insert_with(|| DirectoryWatch::new(path));
@@ -229,7 +274,7 @@ fn acquire(
         break Err(wait::not_acquired(
             path,
             deadline,
-            marker_status::sight(path, Reader::Classic),
+            marker_status::sight_all(paths, Reader::Classic),
         ));
     };
     if polling.blocked() {

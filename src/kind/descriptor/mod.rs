@@ -6,6 +6,7 @@
 #![allow(unsafe_code)]
 
 mod nfs_watch;
+pub(crate) mod slots;
 
 use std::cell::OnceCell;
 use std::fs::File;
@@ -54,6 +55,9 @@ pub(crate) fn target(
     lock: &'static dyn DescriptorLock,
     request: &Request,
 ) -> Result<Target, Error> {
+    if request.slots.is_some() {
+        return slots::target(lock, request);
+    }
     request.refuse_ttl()?;
     let (source, named, shown) = if let Some(fd) = request.fd {
         // What COMMAND is told LOCK is: the file the descriptor leads to, if /proc says.

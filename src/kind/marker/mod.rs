@@ -6,9 +6,11 @@
 //! * `file`: creating, pinning and re-checking markers, takeover names, change watches;
 //! * `takeover`: replacing a marker whose owner is gone, safely among contenders;
 //! * `heartbeat`: the thread that renews a hold's records and says when it is lost;
-//! * `status`: what busy messages and `status` say about a marker.
+//! * `status`: what busy messages and `status` say about a marker;
+//! * `slots`: the names of a semaphore's slot markers and the record of its number.
 
 pub(crate) mod file;
 pub(crate) mod heartbeat;
+pub(crate) mod slots;
 pub(crate) mod status;
 pub(crate) mod takeover;

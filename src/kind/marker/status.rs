@@ -51,6 +51,26 @@ pub(crate) fn sight(path: &Path, reader: Reader) -> Sighting {
     sighting
 }
 
+/// As `sight`, for one marker or a semaphore's slot markers: then each slot in turn.
+pub(crate) fn sight_all(paths: &[std::path::PathBuf], reader: Reader) -> Sighting {
+    if let [one] = paths {
+        return sight(one, reader);
+    }
+    let mut all = Sighting::default();
+    let mut slots = Vec::new();
+    for (slot, path) in paths.iter().enumerate() {
+        let one = sight(path, reader);
+        slots.push(format!("slot {slot} {one}"));
+        all.warnings.extend(one.warnings);
+    }
+    all.described = Some(format!(
+        "all {} slots are held: {}",
+        paths.len(),
+        slots.join("; ")
+    ));
+    all
+}
+
 fn describe(sighting: &mut Sighting, path: &Path, content: &Content, reader: Reader) {
     let verdict = marker::judge(content);
     let to_ttl = match reader {

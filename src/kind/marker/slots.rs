@@ -1,0 +1,121 @@
+//! Semaphores of markers (`--soft --slots N`, with or without `--ttl`): slot i is a marker of
+//! its own, `LOCK.slot-i`, each exactly the marker of the plain kind (so py-filelock's
+//! `SoftFileLock("LOCK.slot-2")`, or `SoftFileLease`, takes slot 2), and N is recorded in
+//! `LOCK.slots` (`N` and a newline).
+//!
+//! The record is checked after a slot is won: the holder that finds no record, or the
+//! record of another N while no other slot is held, writes its own N (atomically, by
+//! rename); one that finds another N while another slot is held gives its slot back and is
+//! refused. Each newcomer wins its slot before it reads the record, so of two newcomers with
+//! different numbers at least the later one sees the other's slot and is refused.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::inspect::marker::{self, Verdict};
+use crate::lock::MAX_SLOTS;
+
+/// The marker of slot `slot` of the semaphore at `lock`.
+#[must_use]
+pub(crate) fn slot_path(lock: &Path, slot: u16) -> PathBuf {
+    let mut name = lock.as_os_str().to_owned();
+    name.push(format!(".slot-{slot}"));
+    PathBuf::from(name)
+}
+
+/// The markers of slots 0 to `slots - 1`.
+#[must_use]
+pub(crate) fn slot_paths(lock: &Path, slots: u16) -> Vec<PathBuf> {
+    (0..slots).map(|slot| slot_path(lock, slot)).collect()
+}
+
+/// Where N is recorded.
+#[must_use]
+pub(crate) fn count_path(lock: &Path) -> PathBuf {
+    let mut name = lock.as_os_str().to_owned();
+    name.push(".slots");
+    PathBuf::from(name)
+}
+
+/// The N recorded for the semaphore at `lock`, if a readable record is there.
+#[must_use]
+pub(crate) fn recorded(lock: &Path) -> Option<u16> {
+    fs::read_to_string(count_path(lock))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=MAX_SLOTS).contains(n))
+}
+
+/// Whether a marker at `path` may belong to a live holder: there, and not provably dead.
+fn maybe_held(path: &Path) -> bool {
+    match marker::read(path) {
+        Ok(Some(content)) => matches!(marker::judge(&content), Verdict::Held | Verdict::ForeignHost),
+        Ok(None) => false,
+        // Cannot be read: count it as held, which can only refuse more.
+        Err(_) => true,
+    }
+}
+
+/// Checks (and if need be writes) the record of N, holding slot `mine` of `slots`.
+///
+/// # Errors
+/// `SlotsMismatch` when another N is recorded while another slot is held; `CannotCreate`
+/// when the record cannot be written.
+pub(crate) fn settle_count(
+    lock: &Path,
+    slots: u16,
+    mine: u16,
+    create_mode: Option<u32>,
+) -> Result<(), Error> {
+    let theirs = recorded(lock);
+    if theirs == Some(slots) {
+        return Ok(());
+    }
+    if let Some(theirs) = theirs {
+        let upto = theirs.max(slots);
+        let other_held = (0..upto)
+            .filter(|slot| *slot != mine)
+            .any(|slot| maybe_held(&slot_path(lock, slot)));
+        if other_held {
+            return Err(Error::SlotsMismatch {
+                lock: lock.display().to_string(),
+                ours: slots,
+                theirs,
+            });
+        }
+    }
+    write_count(lock, slots, create_mode)
+}
+
+/// Writes `LOCK.slots` whole: a temporary file renamed over it.
+fn write_count(lock: &Path, slots: u16, create_mode: Option<u32>) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = count_path(lock);
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let written = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(create_mode.unwrap_or(0o666))
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temporary)?;
+        writeln!(file, "{slots}")?;
+        fs::rename(&temporary, &path)
+    })();
+    written.map_err(|e| {
+        let _ = fs::remove_file(&temporary);
+        Error::CannotCreate {
+            path: path.clone(),
+            hint: "the semaphore records its number of slots there; let this user write \
+                   in LOCK's directory"
+                .to_owned(),
+            source: e,
+        }
+    })
+}
