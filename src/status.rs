@@ -104,6 +104,28 @@ pub struct RangeReport {
     pub end: Option<u64>,
 }
 
+/// A semaphore (`--slots N`): its number of slots and who holds which.
+#[derive(Debug, Clone, Default)]
+pub struct SemaphoreReport {
+    /// N as the holders recorded it; `None` when no record is there (no holder).
+    pub slots: Option<u16>,
+    /// The held slots, lowest first.
+    pub held: Vec<SlotReport>,
+}
+
+/// One held slot of a semaphore.
+#[derive(Debug, Clone)]
+pub struct SlotReport {
+    pub slot: u16,
+    /// The holding process, when this host can see it.
+    pub holder: Option<HolderReport>,
+    /// For a marker slot: the pid and host its marker names, and its verdict (held, stale,
+    /// expired, malformed, foreign host).
+    pub pid: Option<i32>,
+    pub host: Option<String>,
+    pub verdict: Option<&'static str>,
+}
+
 /// What a soft reader/writer lock's files say beyond holders and waiters.
 #[derive(Debug, Clone, Default)]
 pub struct RwReport {
@@ -145,6 +167,8 @@ pub struct LockStatus {
     pub rw_holders: Vec<RwMemberReport>,
     pub rw_waiters: Vec<RwMemberReport>,
     pub soft_rw: Option<RwReport>,
+    /// For a semaphore: N and the held slots (the holders are in `holders` too).
+    pub semaphore: Option<SemaphoreReport>,
 }
 
 impl LockStatus {
@@ -170,6 +194,7 @@ impl LockStatus {
             rw_holders: Vec::new(),
             rw_waiters: Vec::new(),
             soft_rw: None,
+            semaphore: None,
         }
     }
 }
@@ -280,6 +305,13 @@ pub fn render_human(status: &LockStatus) -> String {
     let kind = status.kind.unwrap_or("");
     let _ = write!(out, "{}: {}", status.path.display(), status.state.name());
     match (status.exists, status.mode) {
+        (false, _) if status.semaphore.is_some() => {
+            let _ = write!(
+                out,
+                " ({}{kind}: slot markers beside it)",
+                status.mode.map(|m| format!("{m}, ")).unwrap_or_default()
+            );
+        }
         (false, _) => out.push_str(" (does not exist)"),
         (true, Some(mode)) => {
             let _ = write!(out, " ({mode}, {kind})");
@@ -289,7 +321,11 @@ pub fn render_human(status: &LockStatus) -> String {
         }
     }
     out.push('\n');
-    render_holders(&mut out, status);
+    if status.semaphore.is_some() {
+        render_semaphore(&mut out, status);
+    } else {
+        render_holders(&mut out, status);
+    }
     for (i, entry) in status.etcd_queue.iter().enumerate() {
         let role = if i == 0 { "holder" } else { "waiter" };
         let _ = write!(out, "  {role:<8} {}", entry.describe());
@@ -370,6 +406,57 @@ pub fn render_human(status: &LockStatus) -> String {
         let _ = writeln!(out, "  warning  {w}");
     }
     out
+}
+
+/// The lines of a semaphore: how many slots are held, then each held slot.
+fn render_semaphore(out: &mut String, status: &LockStatus) {
+    let Some(semaphore) = &status.semaphore else {
+        return;
+    };
+    let total = semaphore
+        .slots
+        .map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let _ = writeln!(out, "  slots    {} of {total} held", semaphore.held.len());
+    for slot in &semaphore.held {
+        let _ = write!(out, "  slot {:<3} ", slot.slot);
+        match &slot.holder {
+            Some(h) => {
+                let _ = write!(out, "pid {} ", h.pid);
+                match (&h.child_pid, &h.child_command) {
+                    (Some(child), Some(command)) if h.flockrun => {
+                        let _ = write!(out, "flockrun running pid {child} ({command})");
+                    }
+                    _ => {
+                        let _ = write!(out, "({})", h.command);
+                    }
+                }
+                if let Some(user) = &h.user {
+                    let _ = write!(out, ", user {user}");
+                }
+                if let (Some(since), Some(held)) = (h.since, h.held_for) {
+                    let _ = write!(
+                        out,
+                        ", since {} ({})",
+                        utc_timestamp(since),
+                        format_seconds(held)
+                    );
+                }
+            }
+            None => match (slot.pid, &slot.host) {
+                (Some(pid), Some(host)) => {
+                    let _ = write!(out, "pid {pid} on host {}", readable_host(host));
+                }
+                _ => out.push_str("held by a process this host cannot see"),
+            },
+        }
+        if let Some(host) = slot.host.as_deref().filter(|_| slot.holder.is_some()) {
+            let _ = write!(out, ", host {}", readable_host(host));
+        }
+        if let Some(verdict) = slot.verdict.filter(|v| *v != "held") {
+            let _ = write!(out, " ({verdict})");
+        }
+        out.push('\n');
+    }
 }
 
 /// The holder lines: processes this host sees, and one it cannot see on another host.
@@ -546,9 +633,10 @@ fn lock_json(s: &LockStatus) -> String {
     let ranges = ranges_json(s);
     let soft_rw = soft_rw_json(s);
     let marker = marker_json(s);
+    let semaphore = semaphore_json(s);
     let warnings: Vec<String> = s.warnings.iter().map(|w| json_str(w)).collect();
     format!(
-        "{{\"path\":{},\"exists\":{},\"kind\":{},\"state\":{},\"mode\":{},\"holders\":[{}],\"waiters\":[{}],\"marker\":{},\"soft_rw\":{},\"ranges\":[{}],\"warnings\":[{}]}}",
+        "{{\"path\":{},\"exists\":{},\"kind\":{},\"state\":{},\"mode\":{},\"holders\":[{}],\"waiters\":[{}],\"marker\":{},\"soft_rw\":{},\"semaphore\":{},\"ranges\":[{}],\"warnings\":[{}]}}",
         json_str(&s.path.to_string_lossy()),
         s.exists,
         opt(s.kind.map(json_str)),
@@ -558,6 +646,7 @@ fn lock_json(s: &LockStatus) -> String {
         waiters.join(","),
         opt(marker),
         opt(soft_rw),
+        opt(semaphore),
         ranges.join(","),
         warnings.join(",")
     )
@@ -586,6 +675,39 @@ fn soft_rw_json(s: &LockStatus) -> Option<String> {
             "{{\"layouts\":[{}],\"generation\":{}}}",
             layouts.join(","),
             opt(rw.generation.map(|g| g.to_string()))
+        )
+    })
+}
+
+/// The `semaphore` object: `{slots, held, holders: [{slot, pid, host, command, user, since,
+/// flockrun, child_pid, child_command, verdict}]}`; `None` for a lock that is no semaphore.
+fn semaphore_json(s: &LockStatus) -> Option<String> {
+    s.semaphore.as_ref().map(|sem| {
+        let holders: Vec<String> = sem
+            .held
+            .iter()
+            .map(|slot| {
+                let h = slot.holder.as_ref();
+                format!(
+                    "{{\"slot\":{},\"pid\":{},\"host\":{},\"command\":{},\"user\":{},\"since\":{},\"flockrun\":{},\"child_pid\":{},\"child_command\":{},\"verdict\":{}}}",
+                    slot.slot,
+                    opt(h.map(|h| h.pid).or(slot.pid).map(|p| p.to_string())),
+                    opt(slot.host.as_deref().map(json_str)),
+                    opt(h.map(|h| json_str(&h.command))),
+                    opt(h.and_then(|h| h.user.as_deref()).map(json_str)),
+                    opt(h.and_then(|h| h.since).map(|t| json_str(&utc_timestamp(t)))),
+                    h.is_some_and(|h| h.flockrun),
+                    opt(h.and_then(|h| h.child_pid).map(|p| p.to_string())),
+                    opt(h.and_then(|h| h.child_command.as_deref()).map(json_str)),
+                    opt(slot.verdict.map(json_str)),
+                )
+            })
+            .collect();
+        format!(
+            "{{\"slots\":{},\"held\":{},\"holders\":[{}]}}",
+            opt(sem.slots.map(|n| n.to_string())),
+            sem.held.len(),
+            holders.join(",")
         )
     })
 }

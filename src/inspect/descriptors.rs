@@ -135,3 +135,38 @@ pub fn process_lock(pid: i32, id: FileId, class: &str) -> Result<Option<LockMode
     }
     Ok(None)
 }
+
+/// Every process with a descriptor on `id`, and the `class` locks held through each of its
+/// descriptors (a lock shows in every process that shares its open file description).
+/// Processes whose descriptors this user may not read are left out.
+#[must_use]
+pub fn locks_by_process(id: FileId, class: &str) -> Vec<(i32, Vec<LockLine>)> {
+    let me = nix::unistd::getpid().as_raw();
+    let mut found = Vec::new();
+    for pid in all_pids() {
+        if pid == me {
+            continue;
+        }
+        let Ok(fd_dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let mut lines = Vec::new();
+        for entry in fd_dir.filter_map(Result::ok) {
+            if fs::metadata(entry.path()).map(|m| FileId::of(&m)).ok() != Some(id) {
+                continue;
+            }
+            let fdinfo = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+            if let Ok(text) = fs::read_to_string(fdinfo) {
+                lines.extend(
+                    proc_locks::parse_fdinfo(&text)
+                        .into_iter()
+                        .filter(|l| l.class == class && l.inode == id.ino && !l.waiter),
+                );
+            }
+        }
+        if !lines.is_empty() {
+            found.push((pid, lines));
+        }
+    }
+    found
+}

@@ -103,7 +103,15 @@ impl Kind for Lease {
         marker_status::fill(status, file.path)
     }
 
+    fn recognises_beside(&self, lock: &Path) -> bool {
+        marker_slots::beside(lock) == Some(true)
+    }
+
     fn inspect_missing(&self, status: &mut LockStatus) -> Result<(), Error> {
+        if marker_slots::beside(&status.path).is_some() {
+            let lock = status.path.clone();
+            return marker_slots::fill_status(status, &lock);
+        }
         status
             .warnings
             .extend(marker_status::stranded_warnings(&status.path));

@@ -136,6 +136,9 @@ pub(crate) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: 
             .warnings
             .push("OFD lock requests do not record who waits; waiter pids are unknown".into());
     }
+    if class == "OFDLCK" {
+        slots::inspect(report, file);
+    }
 }
 
 /// `status` on a network filesystem that passes locks on: a holder on another client is

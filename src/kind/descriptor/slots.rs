@@ -29,8 +29,12 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use super::{DescriptorLock, DescriptorTarget, Held, HeldDescriptor, Source};
 use crate::error::Error;
-use crate::inspect::sighting::{FileId, Sighting};
-use crate::lock::{self, ByteRange, Hold, Lockable, MAX_SLOTS, Request, Target};
+use crate::inspect::descriptors;
+use crate::inspect::process::ProcessInfo;
+use crate::inspect::proc_locks::LockLine;
+use crate::inspect::sighting::{FileId, Holder, Sighting, collapse_trees};
+use crate::lock::{self, ByteRange, Hold, LockFile, Lockable, MAX_SLOTS, Request, Target};
+use crate::status::{self, LockStatus, SemaphoreReport, SlotReport, State, WaiterReport};
 use crate::mode::LockMode;
 use crate::nested::HeldKey;
 use crate::open::{self, Access, Shape};
@@ -523,4 +527,88 @@ impl Hold for HeldSlot {
     fn release_named(self: Box<Self>) -> (bool, Option<String>) {
         Box::new(self.inner).release_named()
     }
+}
+
+/// `status` of a lock file that is a semaphore (a recorded N, or waiters queued): N, each
+/// held slot with the process holding it, and the waiters, queued or at the head of the
+/// queue. Leaves `report` alone for any other lock file.
+pub(crate) fn inspect(report: &mut LockStatus, file: &LockFile<'_>) {
+    let lines: Vec<&LockLine> = file
+        .locks
+        .lines
+        .iter()
+        .filter(|l| l.inode == file.id.ino && l.class == "OFDLCK")
+        .collect();
+    let one_byte = |l: &LockLine| l.end == Some(l.start);
+    let count_bytes = COUNT_BASE + 1..=COUNT_BASE + u64::from(MAX_SLOTS);
+    let slots = lines
+        .iter()
+        .find(|l| !l.waiter && !l.write && one_byte(l) && count_bytes.contains(&l.start))
+        .and_then(|l| u16::try_from(l.start - COUNT_BASE).ok());
+    let queued = lines
+        .iter()
+        .filter(|l| l.waiter && l.start == QUEUE_BYTE)
+        .count();
+    if slots.is_none() && queued == 0 {
+        return;
+    }
+    let owners = descriptors::locks_by_process(file.id, "OFDLCK");
+    let mut held = Vec::new();
+    for line in lines
+        .iter()
+        .filter(|l| !l.waiter && l.write && one_byte(l) && l.start < COUNT_BASE)
+    {
+        let Ok(slot) = u16::try_from(line.start) else {
+            continue;
+        };
+        let found: Vec<Holder> = owners
+            .iter()
+            .filter(|(_, held)| held.iter().any(|h| h.start == line.start && one_byte(h)))
+            .filter_map(|(pid, _)| ProcessInfo::read(*pid).ok())
+            .map(|process| Holder {
+                process,
+                mode: LockMode::Exclusive,
+                child: None,
+            })
+            .collect();
+        let holder = collapse_trees(found).first().map(status::holder_report);
+        held.push(SlotReport {
+            slot,
+            holder,
+            pid: None,
+            host: None,
+            verdict: None,
+        });
+    }
+    held.sort_by_key(|s| s.slot);
+    held.dedup_by_key(|s| s.slot);
+    // The head of the queue waits on every slot byte at once: one waiter, not N.
+    let at_head = usize::from(
+        lines
+            .iter()
+            .any(|l| l.waiter && l.start < COUNT_BASE),
+    );
+    report.waiters = (0..queued + at_head)
+        .map(|_| WaiterReport {
+            pid: None,
+            command: None,
+            mode: LockMode::Exclusive.name(),
+        })
+        .collect();
+    report.holders = held.iter().filter_map(|s| s.holder.clone()).collect();
+    report.state = if held.is_empty() {
+        State::Free
+    } else {
+        State::Held
+    };
+    report.mode = (!held.is_empty()).then_some(LockMode::Exclusive.name());
+    // The slots are shown one by one; their bytes need no lines of their own.
+    report.ranges.clear();
+    report.warnings.retain(|w| !w.starts_with("OFD lock requests do not record"));
+    if !report.waiters.is_empty() {
+        report
+            .warnings
+            .push("OFD lock requests do not record who waits; waiter pids are unknown".into());
+    }
+    report.semaphore = Some(SemaphoreReport { slots, held });
 }

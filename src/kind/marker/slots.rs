@@ -14,8 +14,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::inspect::marker::{self, Verdict};
+use crate::inspect::marker::{self, Content, Record, RecordMode, Verdict};
 use crate::lock::MAX_SLOTS;
+use crate::status::{LockStatus, SemaphoreReport, SlotReport, State};
 
 /// The marker of slot `slot` of the semaphore at `lock`.
 #[must_use]
@@ -118,4 +119,102 @@ fn write_count(lock: &Path, slots: u16, create_mode: Option<u32>) -> Result<(), 
             source: e,
         }
     })
+}
+
+/// The slots whose markers exist beside `lock`, lowest first.
+#[must_use]
+pub(crate) fn existing_slots(lock: &Path) -> Vec<u16> {
+    let (Some(directory), Some(name)) = (lock.parent(), lock.file_name()) else {
+        return Vec::new();
+    };
+    let mut prefix = name.to_owned();
+    prefix.push(".slot-");
+    let prefix = prefix.as_encoded_bytes().to_vec();
+    let mut found: Vec<u16> = fs::read_dir(directory)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    let rest = name.as_encoded_bytes().strip_prefix(prefix.as_slice())?;
+                    let text = std::str::from_utf8(rest).ok()?;
+                    // Digits only, as flockrun names them (no sign, no leading zero).
+                    let canonical = text.bytes().all(|b| b.is_ascii_digit())
+                        && (text == "0" || !text.starts_with('0'));
+                    text.parse::<u16>()
+                        .ok()
+                        .filter(|slot| canonical && *slot < MAX_SLOTS)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_unstable();
+    found
+}
+
+/// Whether `lock` is a semaphore of markers (its record or a slot marker is beside it), and
+/// if so whether of leases (`Some(true)`) or of classic soft markers.
+#[must_use]
+pub(crate) fn beside(lock: &Path) -> Option<bool> {
+    let existing = existing_slots(lock);
+    if existing.is_empty() && fs::symlink_metadata(count_path(lock)).is_err() {
+        return None;
+    }
+    let lease = existing.iter().any(|slot| {
+        matches!(
+            marker::read(&slot_path(lock, *slot)),
+            Ok(Some(Content::Protocol2(Record {
+                mode: RecordMode::Lease { .. },
+                ..
+            })))
+        )
+    });
+    Some(lease)
+}
+
+/// `status` of a semaphore of markers: N, and each slot whose marker is there.
+///
+/// # Errors
+/// When a slot marker cannot be read.
+pub(crate) fn fill_status(status: &mut LockStatus, lock: &Path) -> Result<(), Error> {
+    let mut held = Vec::new();
+    let mut any_held = false;
+    let mut any_stale = false;
+    for slot in existing_slots(lock) {
+        let path = slot_path(lock, slot);
+        let mut one = LockStatus::new(path.clone());
+        super::status::fill(&mut one, &path)?;
+        let Some(marker) = one.marker else {
+            continue; // removed meanwhile
+        };
+        match one.state {
+            State::Held => any_held = true,
+            State::Stale => any_stale = true,
+            State::Free => continue,
+        }
+        held.push(SlotReport {
+            slot,
+            holder: one.holders.first().cloned(),
+            pid: marker.pid,
+            host: marker.host,
+            verdict: Some(marker.verdict),
+        });
+        status.holders.extend(one.holders);
+        status
+            .warnings
+            .extend(one.warnings.into_iter().map(|w| format!("slot {slot}: {w}")));
+    }
+    status.state = if any_held {
+        State::Held
+    } else if any_stale {
+        State::Stale
+    } else {
+        State::Free
+    };
+    status.mode = any_held.then_some("exclusive");
+    status.semaphore = Some(SemaphoreReport {
+        slots: recorded(lock),
+        held,
+    });
+    Ok(())
 }
