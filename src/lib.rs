@@ -13,6 +13,7 @@
 //! * [`kind`]: one file per kind (kernel, ofd, sqlite, soft, lease, soft-rw, etcd), a
 //!   folder per family of kinds for what they share (the network kinds' session core is
 //!   `kind::network`), and the choice among them;
+//! * [`replace`]: `--replace`, stopping the holder `status` names before taking the lock;
 //! * [`road`]: the one road from a request through a hold and COMMAND back to a status,
 //!   which both command lines take, each in its own words; [`exit`] the statuses they
 //!   answer with; [`version`] what `--version` says.
@@ -30,6 +31,7 @@ pub mod mounts;
 pub mod nested;
 pub mod nss;
 pub mod open;
+pub mod replace;
 pub mod road;
 pub mod status;
 pub mod supervise;

@@ -88,6 +88,7 @@ pub fn run_locked(
     }
     let hold = match hold {
         Some(hold) => hold,
+        None if request.replace => crate::replace::take_replacing(request, &target, voice)?,
         None => target.lockable.take(&target.deadline, voice)?,
     };
     voice.acquired(&target, hold.as_ref());

@@ -30,14 +30,14 @@ use nix::fcntl::{FcntlArg, fcntl};
 use super::{DescriptorLock, DescriptorTarget, Held, HeldDescriptor, Source};
 use crate::error::Error;
 use crate::inspect::descriptors;
-use crate::inspect::process::ProcessInfo;
 use crate::inspect::proc_locks::LockLine;
+use crate::inspect::process::ProcessInfo;
 use crate::inspect::sighting::{FileId, Holder, Sighting, collapse_trees};
 use crate::lock::{self, ByteRange, Hold, LockFile, Lockable, MAX_SLOTS, Request, Target};
-use crate::status::{self, LockStatus, SemaphoreReport, SlotReport, State, WaiterReport};
 use crate::mode::LockMode;
 use crate::nested::HeldKey;
 use crate::open::{self, Access, Shape};
+use crate::status::{self, LockStatus, SemaphoreReport, SlotReport, State, WaiterReport};
 use crate::supervise::LostWatch;
 use crate::wait::{self, Deadline, WaitEnd, WaitObserver};
 
@@ -57,7 +57,10 @@ fn byte(at: u64) -> ByteRange {
 }
 
 /// The target of `--slots N` for the kernel or ofd kind.
-pub(crate) fn target(lock: &'static dyn DescriptorLock, request: &Request) -> Result<Target, Error> {
+pub(crate) fn target(
+    lock: &'static dyn DescriptorLock,
+    request: &Request,
+) -> Result<Target, Error> {
     let slots = request.slots.unwrap_or(1);
     let usage = |message: String| Err(Error::Usage { message });
     if request.mode == LockMode::Shared {
@@ -170,8 +173,12 @@ impl SlotsTarget {
         deadline: &Deadline,
         observer: &mut dyn WaitObserver,
     ) -> Result<Option<Won>, Error> {
-        let (file, meta) =
-            open::open_lock_file(path, Access::ReadWrite, self.inner.create_mode, Shape::Regular)?;
+        let (file, meta) = open::open_lock_file(
+            path,
+            Access::ReadWrite,
+            self.inner.create_mode,
+            Shape::Regular,
+        )?;
         if self.inner.filesystem.get().is_none() {
             let filesystem = crate::mounts::Filesystem::of(file.as_fd());
             self.inner
@@ -270,11 +277,7 @@ impl SlotsTarget {
                     }
                     Ok(None) => {
                         winner = Some(race_for_a_slot(
-                            &file,
-                            self.slots,
-                            deadline,
-                            tick_every,
-                            &mut tick,
+                            &file, self.slots, deadline, tick_every, &mut tick,
                         )?);
                         Ok(())
                     }
@@ -358,8 +361,8 @@ fn race_for_a_slot(
     tick_every: Option<Duration>,
     tick: &mut dyn FnMut(Duration),
 ) -> Result<(File, u16), WaitEnd> {
-    let (wake, done) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| WaitEnd::Failed(e.into()))?;
+    let (wake, done) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| WaitEnd::Failed(e.into()))?;
     let race = Arc::new(Race {
         won: Mutex::new(None),
         failed: Mutex::new(None),
@@ -372,7 +375,11 @@ fn race_for_a_slot(
     for slot in 0..slots {
         // Its own open file description of the same inode: locks of one description do not
         // wait for each other.
-        let own = match std::fs::OpenOptions::new().read(true).write(true).open(&reopen) {
+        let own = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&reopen)
+        {
             Ok(own) => own,
             Err(e) => {
                 started = Err(e);
@@ -474,8 +481,9 @@ fn stop_runners(mut runners: Vec<std::thread::JoinHandle<()>>) {
                 unsafe { libc::pthread_kill(runner.as_pthread_t(), libc::SIGALRM) };
             }
         }
-        let (finished, running): (Vec<_>, Vec<_>) =
-            runners.into_iter().partition(std::thread::JoinHandle::is_finished);
+        let (finished, running): (Vec<_>, Vec<_>) = runners
+            .into_iter()
+            .partition(std::thread::JoinHandle::is_finished);
         for runner in finished {
             let _ = runner.join();
         }
@@ -583,11 +591,7 @@ pub(crate) fn inspect(report: &mut LockStatus, file: &LockFile<'_>) {
     held.sort_by_key(|s| s.slot);
     held.dedup_by_key(|s| s.slot);
     // The head of the queue waits on every slot byte at once: one waiter, not N.
-    let at_head = usize::from(
-        lines
-            .iter()
-            .any(|l| l.waiter && l.start < COUNT_BASE),
-    );
+    let at_head = usize::from(lines.iter().any(|l| l.waiter && l.start < COUNT_BASE));
     report.waiters = (0..queued + at_head)
         .map(|_| WaiterReport {
             pid: None,
@@ -604,7 +608,9 @@ pub(crate) fn inspect(report: &mut LockStatus, file: &LockFile<'_>) {
     report.mode = (!held.is_empty()).then_some(LockMode::Exclusive.name());
     // The slots are shown one by one; their bytes need no lines of their own.
     report.ranges.clear();
-    report.warnings.retain(|w| !w.starts_with("OFD lock requests do not record"));
+    report
+        .warnings
+        .retain(|w| !w.starts_with("OFD lock requests do not record"));
     if !report.waiters.is_empty() {
         report
             .warnings

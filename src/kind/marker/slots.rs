@@ -54,7 +54,10 @@ pub(crate) fn recorded(lock: &Path) -> Option<u16> {
 /// Whether a marker at `path` may belong to a live holder: there, and not provably dead.
 fn maybe_held(path: &Path) -> bool {
     match marker::read(path) {
-        Ok(Some(content)) => matches!(marker::judge(&content), Verdict::Held | Verdict::ForeignHost),
+        Ok(Some(content)) => matches!(
+            marker::judge(&content),
+            Verdict::Held | Verdict::ForeignHost
+        ),
         Ok(None) => false,
         // Cannot be read: count it as held, which can only refuse more.
         Err(_) => true,
@@ -200,9 +203,11 @@ pub(crate) fn fill_status(status: &mut LockStatus, lock: &Path) -> Result<(), Er
             verdict: Some(marker.verdict),
         });
         status.holders.extend(one.holders);
-        status
-            .warnings
-            .extend(one.warnings.into_iter().map(|w| format!("slot {slot}: {w}")));
+        status.warnings.extend(
+            one.warnings
+                .into_iter()
+                .map(|w| format!("slot {slot}: {w}")),
+        );
     }
     status.state = if any_held {
         State::Held
