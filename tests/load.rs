@@ -636,3 +636,61 @@ fn postgresql_pooled_locks_through_pgbouncer_under_load() {
     everyone.push((Who::Flockrun(read, "s"), 10));
     run.go(&everyone);
 }
+
+/// Eight workers on a semaphore of three slots with `kind_args`, flockrun processes killed
+/// at random: no more than three holds at any moment, no slot given twice at once (the
+/// helper's `slot-I` files), and afterwards all three slots free.
+fn slots_chaos(lock_name: &str, kind_args: &[&str]) {
+    let mut run = Run::new(lock_name, true);
+    run.dwell_ms = Some(3);
+    let mut args = kind_args.to_vec();
+    args.extend(["--slots", "3"]);
+    let everyone: Vec<(Who<'_>, usize)> = (0..8).map(|_| (Who::Flockrun(&args, "n"), 30)).collect();
+    let kills = run.go(&everyone);
+    assert!(kills > 0, "the chaos thread never killed anything");
+    let (holds, _) = read_load_log(&run.work());
+    assert!(!holds.is_empty(), "no hold completed");
+    // Sweep the holds' starts and ends: the most that were inside at once.
+    let mut events: Vec<(i128, i32)> = holds
+        .iter()
+        .flat_map(|h| [(h.enter, 1), (h.leave, -1)])
+        .collect();
+    events.sort_unstable();
+    let (mut inside, mut most) = (0, 0);
+    for (_, step) in events {
+        inside += step;
+        most = most.max(inside);
+    }
+    assert!(most <= 3, "{most} holders of a 3-slot semaphore at once");
+    eprintln!("{kills} killed, {} holds, at most {most} at once", holds.len());
+    let work = run.work();
+    let work = work.to_str().unwrap();
+    wait_until(
+        "the commands of killed flockruns to end",
+        Instant::now() + PATIENCE,
+        || (!any_process_mentions(work)).then_some(()),
+    );
+    // No slot leaked: three single attempts hold all three at once.
+    let mut try_args: Vec<&str> = vec!["try"];
+    try_args.extend(&kind_args[1..]);
+    try_args.extend(["--slots", "3", &run.lock]);
+    let three: Vec<crate::harness::Holder> = (0..3)
+        .map(|_| crate::harness::Holder::flockrun(&try_args))
+        .collect();
+    drop(three);
+}
+
+#[test]
+fn a_kernel_semaphore_never_has_more_holders_than_slots_under_chaos() {
+    slots_chaos("k.lock", &["exec"]);
+}
+
+#[test]
+fn a_soft_semaphore_never_has_more_holders_than_slots_under_chaos() {
+    slots_chaos("s.lock", &["exec", "--soft"]);
+}
+
+#[test]
+fn a_soft_lease_semaphore_never_has_more_holders_than_slots_under_chaos() {
+    slots_chaos("l.lock", &["exec", "--soft", "--ttl", "5"]);
+}

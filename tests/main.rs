@@ -32,6 +32,7 @@ mod postgres;
 mod read_write;
 mod real_nfs;
 mod replaced_lock;
+mod semaphores;
 mod shared_fs;
 mod soft;
 mod soft_rw;

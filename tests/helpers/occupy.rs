@@ -22,6 +22,11 @@
 //! counter value it wrote, so a lost update shows as a value written twice.
 //!
 //! With `OCCUPY_LOG=NAME`, lines go to `DIR/NAME` instead of `DIR/log`.
+//!
+//! `occupy DIR n [--after-kill]` is a semaphore slot's holder: it checks `FLOCKRUN_SLOT` is
+//! below `FLOCKRUN_SLOTS`, creates `DIR/slot-I` for its slot I with `O_EXCL` (a slot given
+//! twice at once is a clash), dwells, removes it, and logs its hold as a shared one (`s`):
+//! the test counts how many holds overlap at any moment.
 
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -126,6 +131,12 @@ fn main() {
     let after_kill = args.get(3).is_some_and(|a| a == "--after-kill");
     let occupied = dir.join("occupied");
     let enter = now();
+    if args[2] == "n" {
+        hold_slot(dir, after_kill);
+        let leave = now();
+        append(dir, &format!("s {} {enter} {leave}\n", me()));
+        return;
+    }
     if args[2] == "s" {
         for round in 0..2 {
             if occupied.exists() {
@@ -180,4 +191,39 @@ fn main() {
     }
     let leave = now();
     append(dir, &format!("{} {} {enter} {leave}\n", args[2], me()));
+}
+
+/// A semaphore slot's critical section.
+fn hold_slot(dir: &Path, after_kill: bool) {
+    let var = |name: &str| -> u32 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| clash(dir, &format!("{name} is missing or not a number")))
+    };
+    let (slot, slots) = (var("FLOCKRUN_SLOT"), var("FLOCKRUN_SLOTS"));
+    if slot >= slots {
+        clash(dir, &format!("slot {slot} of {slots}"));
+    }
+    let mine = dir.join(format!("slot-{slot}"));
+    loop {
+        match OpenOptions::new().write(true).create_new(true).open(&mine) {
+            Ok(mut f) => {
+                f.write_all(me().as_bytes()).unwrap();
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let owner = fs::read_to_string(&mine).unwrap_or_default();
+                if !after_kill {
+                    clash(dir, &format!("slot {slot} is held by pid {owner} too"));
+                }
+                outlive(dir, &owner);
+                let _ = fs::remove_file(&mine);
+            }
+            Err(e) => panic!("create {}: {e}", mine.display()),
+        }
+    }
+    std::thread::yield_now();
+    dwell();
+    fs::remove_file(&mine).unwrap();
 }
