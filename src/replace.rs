@@ -59,11 +59,18 @@ pub fn take_replacing(
     // What the holder runs, before it can re-parent anything: all of it is killed if it
     // does not let go in time. Pidfds, so that a pid reused meanwhile is never signalled.
     let first = pidfds(std::iter::once(victim.pid));
-    let rest = pidfds(descendants_of(victim.pid).into_iter());
+    let under = descendants_of(victim.pid);
+    // A flockrun passes SIGTERM on to its COMMAND; the rest of the tree (what COMMAND
+    // started, which may hold an inherited lock) gets it from here, as a lost hold stops it.
+    let told = if victim.passes_signals {
+        children_of(victim.pid)
+    } else {
+        Vec::new()
+    };
+    let rest = pidfds(under.iter().copied().filter(|pid| !told.contains(pid)));
+    let commands = pidfds(told.into_iter());
     signal_all(&first, libc::SIGTERM);
-    if !victim.passes_signals {
-        signal_all(&rest, libc::SIGTERM);
-    }
+    signal_all(&rest, libc::SIGTERM);
     observer.warn(&format!(
         "--replace: stopping {} (SIGTERM; SIGKILL after {})",
         victim.described,
@@ -76,8 +83,9 @@ pub fn take_replacing(
         Err(Error::TimedOut { .. } | Error::Busy { .. }) => {}
         other => return other,
     }
-    signal_all(&first, libc::SIGKILL);
-    signal_all(&rest, libc::SIGKILL);
+    for group in [&first, &commands, &rest] {
+        signal_all(group, libc::SIGKILL);
+    }
     let deadline = match request.verb {
         Verb::Try => Deadline::after(AFTER_KILL),
         _ => target.deadline,
@@ -219,8 +227,10 @@ fn check_signalable(victim: &Victim) -> Result<(), String> {
             let owner = crate::inspect::process::ProcessInfo::read(victim.pid)
                 .ok()
                 .and_then(|p| p.uid)
-                .map(crate::inspect::process::user_name)
-                .unwrap_or_else(|| "another user".to_owned());
+                .map_or_else(
+                    || "another user".to_owned(),
+                    crate::inspect::process::user_name,
+                );
             Err(format!(
                 "it is held by {} of user {owner}, which this user may not signal",
                 victim.described
@@ -260,25 +270,33 @@ fn signal_all(pidfds: &[OwnedFd], signal: libc::c_int) {
     }
 }
 
-/// The pids under `pid`, children first.
+/// The pids under `pid`.
 fn descendants_of(pid: i32) -> Vec<i32> {
     let mut found = Vec::new();
     let mut next = vec![pid];
     while let Some(parent) = next.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
-            continue;
-        };
-        for task in tasks.filter_map(Result::ok) {
-            let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
-                continue;
-            };
-            for child in list.split_whitespace().filter_map(|p| p.parse().ok()) {
-                if !found.contains(&child) {
-                    found.push(child);
-                    next.push(child);
-                }
+        for child in children_of(parent) {
+            if !found.contains(&child) {
+                found.push(child);
+                next.push(child);
             }
         }
     }
     found
+}
+
+/// The children of `pid`, from every thread's list.
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
 }

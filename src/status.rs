@@ -298,10 +298,8 @@ fn age_of(since: u64) -> Option<Duration> {
     now.checked_sub(since).map(Duration::from_secs)
 }
 
-/// The human form: a short aligned block per lock.
-#[must_use]
-pub fn render_human(status: &LockStatus) -> String {
-    let mut out = String::new();
+/// The first line: `PATH: STATE (MODE, KIND)`.
+fn render_title(out: &mut String, status: &LockStatus) {
     let kind = status.kind.unwrap_or("");
     let _ = write!(out, "{}: {}", status.path.display(), status.state.name());
     match (status.exists, status.mode) {
@@ -320,6 +318,13 @@ pub fn render_human(status: &LockStatus) -> String {
             let _ = write!(out, " ({kind})");
         }
     }
+}
+
+/// The human form: a short aligned block per lock.
+#[must_use]
+pub fn render_human(status: &LockStatus) -> String {
+    let mut out = String::new();
+    render_title(&mut out, status);
     out.push('\n');
     if status.semaphore.is_some() {
         render_semaphore(&mut out, status);
@@ -548,22 +553,7 @@ pub fn render_json(statuses: &[LockStatus]) -> String {
 }
 
 fn lock_json(s: &LockStatus) -> String {
-    let mut holders: Vec<String> = s
-        .holders
-        .iter()
-        .map(|h| {
-            format!(
-                "{{\"pid\":{},\"command\":{},\"user\":{},\"since\":{},\"flockrun\":{},\"child_pid\":{},\"child_command\":{}}}",
-                h.pid,
-                json_str(&h.command),
-                opt(h.user.as_deref().map(json_str)),
-                opt(h.since.map(|t| json_str(&utc_timestamp(t)))),
-                h.flockrun,
-                opt(h.child_pid.map(|p| p.to_string())),
-                opt(h.child_command.as_deref().map(json_str)),
-            )
-        })
-        .collect();
+    let mut holders: Vec<String> = s.holders.iter().map(holder_json).collect();
     if let Some(who) = &s.elsewhere {
         holders.push(format!("{{\"pid\":null,\"elsewhere\":{}}}", json_str(who)));
     }
@@ -649,6 +639,20 @@ fn lock_json(s: &LockStatus) -> String {
         opt(semaphore),
         ranges.join(","),
         warnings.join(",")
+    )
+}
+
+/// A process holder: `{pid, command, user, since, flockrun, child_pid, child_command}`.
+fn holder_json(h: &HolderReport) -> String {
+    format!(
+        "{{\"pid\":{},\"command\":{},\"user\":{},\"since\":{},\"flockrun\":{},\"child_pid\":{},\"child_command\":{}}}",
+        h.pid,
+        json_str(&h.command),
+        opt(h.user.as_deref().map(json_str)),
+        opt(h.since.map(|t| json_str(&utc_timestamp(t)))),
+        h.flockrun,
+        opt(h.child_pid.map(|p| p.to_string())),
+        opt(h.child_command.as_deref().map(json_str)),
     )
 }
 

@@ -662,7 +662,10 @@ fn slots_chaos(lock_name: &str, kind_args: &[&str]) {
         most = most.max(inside);
     }
     assert!(most <= 3, "{most} holders of a 3-slot semaphore at once");
-    eprintln!("{kills} killed, {} holds, at most {most} at once", holds.len());
+    eprintln!(
+        "{kills} killed, {} holds, at most {most} at once",
+        holds.len()
+    );
     let work = run.work();
     let work = work.to_str().unwrap();
     wait_until(

@@ -55,8 +55,9 @@ fn each_kind_gives_n_holders_each_its_own_slot_and_refuses_the_next() {
     for kind in KINDS {
         let dir = scratch();
         let lock = dir.path().join("gpu.lock");
-        let holders: Vec<(Holder, u16)> =
-            (0..3).map(|_| hold_slot("exec", kind, "3", &lock)).collect();
+        let holders: Vec<(Holder, u16)> = (0..3)
+            .map(|_| hold_slot("exec", kind, "3", &lock))
+            .collect();
         let slots: BTreeSet<u16> = holders.iter().map(|(_, s)| *s).collect();
         assert_eq!(slots, BTreeSet::from([0, 1, 2]), "{kind:?}");
         let mut args = vec!["try"];
@@ -82,8 +83,9 @@ fn a_waiter_gets_the_slot_that_frees_first() {
     for kind in KINDS {
         let dir = scratch();
         let lock = dir.path().join("jobs.lock");
-        let mut holders: Vec<(Holder, u16)> =
-            (0..3).map(|_| hold_slot("exec", kind, "3", &lock)).collect();
+        let mut holders: Vec<(Holder, u16)> = (0..3)
+            .map(|_| hold_slot("exec", kind, "3", &lock))
+            .collect();
         let mut args: Vec<&str> = vec!["exec"];
         args.extend(kind);
         args.extend(["--slots", "3", lock.to_str().unwrap(), "--", "sh", "-c"]);
@@ -91,9 +93,11 @@ fn a_waiter_gets_the_slot_that_frees_first() {
         let mut waiter = spawn_flockrun(&args);
         if kind.is_empty() || kind == ["--fcntl"] {
             // Kernel slots: the waiter at the head of the queue waits on the slot bytes.
-            wait_until("the waiter to wait in the kernel", Instant::now() + PATIENCE, || {
-                has_ofd_waiter(&lock).then_some(())
-            });
+            wait_until(
+                "the waiter to wait in the kernel",
+                Instant::now() + PATIENCE,
+                || has_ofd_waiter(&lock).then_some(()),
+            );
         }
         // Free the middle slot; the waiter must get that one.
         let at = holders.iter().position(|(_, s)| *s == 1).unwrap();
@@ -116,7 +120,15 @@ fn a_different_number_of_slots_is_refused_both_ways_naming_both() {
             let (holder, _) = hold_slot("exec", kind, first, &lock);
             let mut args = vec!["exec"];
             args.extend(kind);
-            args.extend(["-w", "5", "--slots", second, lock.to_str().unwrap(), "--", "true"]);
+            args.extend([
+                "-w",
+                "5",
+                "--slots",
+                second,
+                lock.to_str().unwrap(),
+                "--",
+                "true",
+            ]);
             flockrun()
                 .args(&args)
                 .assert()
@@ -252,7 +264,11 @@ fn soft_slots_are_py_filelock_markers_both_ways() {
             .args(["-c", PY_SLOT_MARKER, py_kind, &slot0, "0.3"])
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "TIMEOUT", "{kind:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "TIMEOUT",
+            "{kind:?}"
+        );
         assert!(zero.release().success());
         assert!(holder.release().success());
         let out = std::process::Command::new(&python)
@@ -268,16 +284,18 @@ fn status_shows_a_semaphore_slot_by_slot_in_text_and_json() {
     for kind in KINDS {
         let dir = scratch();
         let lock = dir.path().join("st.lock");
-        let holders: Vec<(Holder, u16)> =
-            (0..2).map(|_| hold_slot("exec", kind, "3", &lock)).collect();
+        let holders: Vec<(Holder, u16)> = (0..2)
+            .map(|_| hold_slot("exec", kind, "3", &lock))
+            .collect();
         let out = flockrun().args(["status"]).arg(&lock).assert().code(1);
         let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
         assert!(text.contains("slots    2 of 3 held"), "{kind:?}: {text}");
         for (holder, slot) in &holders {
             assert!(
-                text.lines().any(|l| l.starts_with(&format!("  slot {slot} "))
-                    && l.contains(&format!("pid {}", holder.pid()))
-                    && l.contains("flockrun running pid")),
+                text.lines()
+                    .any(|l| l.starts_with(&format!("  slot {slot} "))
+                        && l.contains(&format!("pid {}", holder.pid()))
+                        && l.contains("flockrun running pid")),
                 "{kind:?}: {text}"
             );
         }
@@ -309,7 +327,11 @@ fn status_shows_a_semaphore_slot_by_slot_in_text_and_json() {
         for (holder, _) in holders {
             assert!(holder.release().success());
         }
-        let out = flockrun().args(["status", "--json"]).arg(&lock).assert().code(0);
+        let out = flockrun()
+            .args(["status", "--json"])
+            .arg(&lock)
+            .assert()
+            .code(0);
         let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
         // Idle, a kernel semaphore is a plain file again; markers leave their record of N.
         assert_eq!(json["locks"][0]["state"], "free", "{kind:?}");

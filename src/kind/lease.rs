@@ -273,14 +273,14 @@ impl Lockable for LeaseTarget {
             observer.finished();
         }
         let (file, path, slot) = won?;
-        if let Some(slots) = self.slots {
-            if let Err(e) = marker_slots::settle_count(&self.path, slots, slot, self.create_mode) {
-                // Give the slot back: our marker, still named by its path.
-                if open::still_named_by(&file, path) {
-                    let _ = fs::remove_file(path);
-                }
-                return Err(e);
+        if let Some(slots) = self.slots
+            && let Err(e) = marker_slots::settle_count(&self.path, slots, slot, self.create_mode)
+        {
+            // Give the slot back: our marker, still named by its path.
+            if open::still_named_by(&file, path) {
+                let _ = fs::remove_file(path);
             }
+            return Err(e);
         }
         marker_file::signal_release(&file, watch.as_ref().map(DirectoryWatch::release_signals));
         let id = FileId::of(

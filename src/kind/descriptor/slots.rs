@@ -191,7 +191,7 @@ impl SlotsTarget {
         self.refuse_other_count(path, file.as_fd())?;
         let (file, slot) = match self.free_slot(file.as_fd()).map_err(failed)? {
             Some(slot) => (file, slot),
-            None => self.wait_for_slot(path, file, id, deadline, observer)?,
+            None => self.wait_for_slot(path, &file, id, deadline, observer)?,
         };
         let recorded = fcntl(
             file.as_fd(),
@@ -234,7 +234,7 @@ impl SlotsTarget {
     fn wait_for_slot(
         &self,
         path: &Path,
-        file: File,
+        file: &File,
         id: FileId,
         deadline: &Deadline,
         observer: &mut dyn WaitObserver,
@@ -277,7 +277,7 @@ impl SlotsTarget {
                     }
                     Ok(None) => {
                         winner = Some(race_for_a_slot(
-                            &file, self.slots, deadline, tick_every, &mut tick,
+                            file, self.slots, deadline, tick_every, &mut tick,
                         )?);
                         Ok(())
                     }
