@@ -331,8 +331,13 @@ pub fn render_human(status: &LockStatus) -> String {
     } else {
         render_holders(&mut out, status);
     }
+    // The oldest key holds, or for a semaphore the N oldest (shown as slots above).
+    let holding = status.semaphore.as_ref().map_or(1, |s| s.held.len());
     for (i, entry) in status.etcd_queue.iter().enumerate() {
-        let role = if i == 0 { "holder" } else { "waiter" };
+        if i < holding && status.semaphore.is_some() {
+            continue;
+        }
+        let role = if i < holding { "holder" } else { "waiter" };
         let _ = write!(out, "  {role:<8} {}", entry.describe());
         if let Some(age) = entry
             .owner
@@ -569,6 +574,7 @@ fn lock_json(s: &LockStatus) -> String {
             )
         })
         .collect();
+    let holding = s.semaphore.as_ref().map_or(1, |sem| sem.held.len());
     for (i, entry) in s.etcd_queue.iter().enumerate() {
         let owner = entry.owner.clone().unwrap_or_default();
         let json = format!(
@@ -581,7 +587,7 @@ fn lock_json(s: &LockStatus) -> String {
             entry.create_revision,
             json_str(&crate::kind::etcd::target::lease_hex(entry.lease)),
         );
-        if i == 0 {
+        if i < holding {
             holders.push(json);
         } else {
             waiters.push(json);

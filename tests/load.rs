@@ -641,7 +641,14 @@ fn postgresql_pooled_locks_through_pgbouncer_under_load() {
 /// at random: no more than three holds at any moment, no slot given twice at once (the
 /// helper's `slot-I` files), and afterwards all three slots free.
 fn slots_chaos(lock_name: &str, kind_args: &[&str]) {
-    let mut run = Run::new(lock_name, true);
+    let run = Run::new(lock_name, true);
+    let mut args = vec!["try"];
+    args.extend(&kind_args[1..]);
+    slots_chaos_in(run, kind_args, &args);
+}
+
+/// `slots_chaos` for a prepared run; `try_args` take one slot at once afterwards.
+fn slots_chaos_in(mut run: Run, kind_args: &[&str], try_args: &[&str]) {
     run.dwell_ms = Some(3);
     let mut args = kind_args.to_vec();
     args.extend(["--slots", "3"]);
@@ -673,14 +680,46 @@ fn slots_chaos(lock_name: &str, kind_args: &[&str]) {
         Instant::now() + PATIENCE,
         || (!any_process_mentions(work)).then_some(()),
     );
-    // No slot leaked: three single attempts hold all three at once.
-    let mut try_args: Vec<&str> = vec!["try"];
-    try_args.extend(&kind_args[1..]);
-    try_args.extend(["--slots", "3", &run.lock]);
+    // No slot leaked: three attempts hold all three at once.
+    let mut take = try_args.to_vec();
+    take.extend(["--slots", "3", &run.lock]);
     let three: Vec<crate::harness::Holder> = (0..3)
-        .map(|_| crate::harness::Holder::flockrun(&try_args))
+        .map(|_| crate::harness::Holder::flockrun(&take))
         .collect();
     drop(three);
+}
+
+/// etcd: the semaphore recipe on a 3-member cluster, flockruns killed at random (a killed
+/// holder's slot comes back when its lease expires) and one member stopped once the holds
+/// have begun.
+#[test]
+fn an_etcd_semaphore_never_has_more_holders_than_slots_under_chaos_and_a_member_lost() {
+    let cluster = std::sync::Arc::new(std::sync::Mutex::new(crate::etcd::Cluster::start(3)));
+    let lock = cluster.lock().unwrap().lock("slots");
+    let chaos = Chaos {
+        max_pause: Duration::from_millis(400),
+        max_kills: 8,
+    };
+    let run = Run::with_lock(scratch(), lock, Some(chaos));
+    let log = run.work().join("log");
+    let stopper = {
+        let cluster = std::sync::Arc::clone(&cluster);
+        thread::spawn(move || {
+            wait_until("the first holds", Instant::now() + 4 * PATIENCE, || {
+                fs::metadata(&log).ok().map(drop)
+            });
+            let mut cluster = cluster.lock().unwrap();
+            let follower = (cluster.leader() + 1) % 3;
+            cluster.stop_member(follower);
+        })
+    };
+    slots_chaos_in(
+        run,
+        &["exec", "--ttl", "2"],
+        // Killed holders' leases may still be running out.
+        &["exec", "-w", "10", "--ttl", "2"],
+    );
+    stopper.join().unwrap();
 }
 
 #[test]

@@ -337,3 +337,111 @@ fn status_shows_a_semaphore_slot_by_slot_in_text_and_json() {
         assert_eq!(json["locks"][0]["state"], "free", "{kind:?}");
     }
 }
+
+#[test]
+fn etcd_semaphores_give_slots_wait_refuse_another_n_and_show_in_status() {
+    let cluster = crate::etcd::Cluster::start(1);
+    let lock = cluster.lock("gpus");
+    let hold = |verb: &str, slots: &str| -> (Holder, u16) {
+        let args = [verb, "--slots", slots, &lock, "--", "sh", "-c", SAY_SLOT];
+        let mut holder = spawn_flockrun(&args);
+        let slot = read_slot(&mut holder, slots);
+        (holder, slot)
+    };
+    let mut holders: Vec<(Holder, u16)> = (0..3).map(|_| hold("exec", "3")).collect();
+    let slots: BTreeSet<u16> = holders.iter().map(|(_, s)| *s).collect();
+    assert_eq!(slots, BTreeSet::from([0, 1, 2]));
+    flockrun()
+        .args(["try", "--slots", "3", &lock, "--", "true"])
+        .assert()
+        .code(75);
+    for other in ["2", "4"] {
+        flockrun()
+            .args(["exec", "-w", "5", "--slots", other, &lock, "--", "true"])
+            .assert()
+            .code(65)
+            .stderr(predicate::str::contains(format!(
+                "a semaphore of 3 slots in use, and this asks for --slots {other}"
+            )));
+    }
+    let out = flockrun().args(["status", &lock]).assert().code(1);
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("slots    3 of 3 held"), "{text}");
+    for (holder, slot) in &holders {
+        assert!(
+            text.contains(&format!("  slot {slot} "))
+                && text.contains(&format!("pid {}", holder.pid())),
+            "{text}"
+        );
+    }
+    let out = flockrun()
+        .args(["status", "--json", &lock])
+        .assert()
+        .code(1);
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(json["locks"][0]["semaphore"]["slots"], 3);
+    assert_eq!(json["locks"][0]["semaphore"]["held"], 3);
+    // A waiter watches the keys ahead of it and gets the slot that frees.
+    let args = [
+        "exec",
+        "--slots",
+        "3",
+        &lock,
+        "--",
+        "sh",
+        "-c",
+        "echo \"slot $FLOCKRUN_SLOT of $FLOCKRUN_SLOTS\"",
+    ];
+    let mut waiter = spawn_flockrun(&args);
+    cluster.wait_for_queue("gpus", 4);
+    let at = holders.iter().position(|(_, s)| *s == 1).unwrap();
+    let (freed, _) = holders.remove(at);
+    assert!(freed.release().success());
+    assert_eq!(read_slot(&mut waiter, "3"), 1);
+    assert!(wait_with_deadline(&mut waiter.child).success());
+    for (holder, _) in holders {
+        assert!(holder.release().success());
+    }
+    assert!(cluster.queue("gpus").is_empty());
+}
+
+#[test]
+fn replace_refuses_an_etcd_holder_on_another_host() {
+    let cluster = crate::etcd::Cluster::start(1);
+    let lock = cluster.lock("remote");
+    let out = cluster
+        .etcdctl()
+        .args(["lease", "grant", "60"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lease = text.split_whitespace().nth(1).unwrap().to_owned();
+    let record = r#"{"host":"far-away","pid":4242,"command":"nightly.sh","since":"2026-12-07T10:00:00Z","by":"flockrun"}"#;
+    let put = cluster
+        .etcdctl()
+        .args([
+            "put",
+            &format!("--lease={lease}"),
+            &format!("remote/{lease}"),
+            record,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    flockrun()
+        .args(["try", "--replace", &lock, "--", "true"])
+        .assert()
+        .code(75)
+        .stderr(predicate::str::contains(
+            "was not replaced: it is held by pid 4242 on host far-away, not this one",
+        ));
+    assert_eq!(
+        cluster.queue("remote").len(),
+        1,
+        "the remote holder's key was touched"
+    );
+}

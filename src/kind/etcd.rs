@@ -31,7 +31,7 @@ use crate::inspect::sighting::FileId;
 use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
 use crate::nested::HeldKey;
-use crate::status::{LockStatus, State};
+use crate::status::{LockStatus, SemaphoreReport, SlotReport, State};
 use crate::supervise::LostWatch;
 use crate::wait::{Deadline, WaitObserver};
 
@@ -74,6 +74,7 @@ impl Kind for Etcd {
                 cluster: Arc::new(reach),
                 ttl,
                 command: request.command.clone(),
+                slots: request.slots,
             }),
         })
     }
@@ -106,13 +107,38 @@ fn utf8(lock: &OsStr) -> Result<&str, Error> {
 fn inspect(lock: &OsStr, given: &Access) -> Result<LockStatus, Error> {
     let text = utf8(lock)?;
     let (target, reach) = access::Cluster::resolve(text, given, &access::process_env)?;
-    let queue = cluster::queue(&target, &Arc::new(reach))?;
+    let reach = Arc::new(reach);
+    let queue = cluster::queue(&target, &reach)?;
     let mut status = LockStatus::new(PathBuf::from(text));
     status.exists = true;
     status.kind = Some(Etcd.name());
     if !queue.is_empty() {
         status.state = State::Held;
         status.mode = Some(LockMode::Exclusive.name());
+    }
+    // A semaphore's holders record N: the N oldest keys hold.
+    if let Some(slots) = queue.first().and_then(|e| e.owner.as_ref()?.slots) {
+        let taken = cluster::slot_leases(&target, &reach)?;
+        let mut held: Vec<SlotReport> = queue
+            .iter()
+            .take(usize::from(slots))
+            .map(|entry| {
+                let owner = entry.owner.clone().unwrap_or_default();
+                let claimed = taken.iter().find(|(_, lease)| *lease == entry.lease);
+                SlotReport {
+                    slot: claimed.map_or(owner.slot.unwrap_or(u16::MAX), |(slot, _)| *slot),
+                    holder: None,
+                    pid: owner.pid,
+                    host: owner.host,
+                    verdict: None,
+                }
+            })
+            .collect();
+        held.sort_by_key(|s| s.slot);
+        status.semaphore = Some(SemaphoreReport {
+            slots: Some(slots),
+            held,
+        });
     }
     status.etcd_queue = queue;
     Ok(status)
@@ -124,6 +150,8 @@ struct EtcdTarget {
     ttl: u32,
     /// What the key's value says the holder runs.
     command: String,
+    /// `--slots N`: a semaphore of N slots.
+    slots: Option<u16>,
 }
 
 impl EtcdTarget {
@@ -157,6 +185,7 @@ impl Lockable for EtcdTarget {
             self.ttl,
             deadline,
             &self.command,
+            self.slots,
             observer,
         )?;
         Ok(Box::new(HeldLease {
@@ -183,17 +212,26 @@ impl Hold for HeldLease {
 
     fn env(&self) -> Vec<(OsString, OsString)> {
         let revision = self.held.revision.to_string();
-        vec![
+        let mut env = vec![
             ("FLOCKRUN_FENCE".into(), revision.clone().into()),
             // What etcdctl lock gives its command, for scripts written for it.
             ("ETCD_LOCK_KEY".into(), self.held.key.clone().into()),
             ("ETCD_LOCK_REV".into(), revision.into()),
-        ]
+        ];
+        if let Some((slot, slots)) = self.held.slot {
+            env.extend(crate::lock::slot_env(slot, slots));
+        }
+        env
     }
 
     fn details(&self) -> String {
+        let slot = self
+            .held
+            .slot
+            .map(|(slot, slots)| format!(", slot {slot} of {slots}"))
+            .unwrap_or_default();
         format!(
-            ": key {}, fencing token {}",
+            ": key {}, fencing token {}{slot}",
             self.held.key, self.held.revision
         )
     }

@@ -103,14 +103,14 @@ pub fn target(request: &Request) -> Result<Target, Error> {
         return Err(Error::Usage {
             message: format!(
                 "--slots makes a semaphore of a lock file (kernel, --fcntl, --soft, --soft \
-                 --ttl), and {} is a lock of kind {}: {}",
+                 --ttl) or of an etcd:// lock, and {} is a lock of kind {}: {}",
                 request.lock.display(),
                 kind.name(),
                 if kind.name() == postgres::Postgres.name() {
                     "a PostgreSQL session cannot wait for whichever of N advisory keys frees \
                      first without polling, so flockrun does not offer it; see README.md"
                 } else {
-                    "semaphores are not offered for it yet; see README.md"
+                    "see README.md"
                 }
             ),
         });
@@ -119,7 +119,7 @@ pub fn target(request: &Request) -> Result<Target, Error> {
 }
 
 /// The kinds `--slots` makes semaphores of.
-const SEMAPHORE_KINDS: &[&str] = &["kernel", "ofd", "soft", "soft-lease"];
+const SEMAPHORE_KINDS: &[&str] = &["kernel", "ofd", "soft", "soft-lease", "etcd"];
 
 /// Parses a `status --kind` value: a kind that inspects lock files.
 ///

@@ -348,6 +348,8 @@ pub struct HeldEtcd {
     /// The key's create revision: the fencing token.
     pub revision: i64,
     pub waited: Duration,
+    /// For a semaphore: the slot held, and N.
+    pub slot: Option<(u16, u16)>,
 }
 
 /// How long an unreachable cluster is retried before giving up: the TTL, or less when the
@@ -372,9 +374,16 @@ pub fn acquire(
     ttl: u32,
     deadline: &Deadline,
     command: &str,
+    slots: Option<u16>,
     observer: &mut dyn WaitObserver,
 ) -> Result<HeldEtcd, Error> {
     let mut session = Session::start(target, cluster, ttl, reach_until(deadline, ttl))?;
+    let record = |slot: Option<u16>| -> Value {
+        match slots {
+            Some(n) => Owner::mine_in_semaphore(command, SystemTime::now(), n, slot),
+            None => Owner::mine(command, SystemTime::now()),
+        }
+    };
     let prefix = target.prefix();
     let my_key = format!("{prefix}{}", lease_hex(session.lease));
     let key64 = base64(my_key.as_bytes());
@@ -388,7 +397,7 @@ pub fn acquire(
     let txn = json!({
         "compare": [{"key": key64, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
         "success": [
-            {"request_put": {"key": key64, "value": base64(Owner::mine(command, SystemTime::now()).to_string().as_bytes()), "lease": session.lease.to_string()}},
+            {"request_put": {"key": key64, "value": base64(record(None).to_string().as_bytes()), "lease": session.lease.to_string()}},
             {"request_range": range_all},
         ],
         "failure": [
@@ -423,16 +432,37 @@ pub fn acquire(
         });
     }
     let owner = kvs(1).first().map(QueueEntry::from_kv);
-    let first = owner.as_ref().is_none_or(|o| o.create_revision == revision);
+    let n = slots.unwrap_or(1);
+    if let Some(n) = slots {
+        check_slots(&mut session, target, n, deadline, ttl)?;
+    }
+    // With one slot, the oldest key came back with our own; with more, look.
+    let first = if n == 1 {
+        owner.as_ref().is_none_or(|o| o.create_revision == revision)
+    } else {
+        key_ahead(&mut session, target, revision, n, reach_until(deadline, ttl))?.is_none()
+    };
     if !first {
         wait_turn(
             &mut session,
             target,
-            revision,
+            (revision, n),
             deadline,
             owner.as_ref(),
             observer,
         )?;
+    }
+    let slot = match slots {
+        Some(n) => {
+            // Among the N oldest: a slot of our own, and N checked again (of two newcomers
+            // with different numbers, the later to look sees the other).
+            let slot = claim_slot(&mut session, target, n, reach_until(deadline, ttl))?;
+            check_slots(&mut session, target, n, deadline, ttl)?;
+            Some((slot, n))
+        }
+        None => None,
+    };
+    if !first || slot.is_some() {
         // The value should say since when the lock is held, not since when it was awaited.
         // Only while the key is still ours: a plain put after someone deleted the key would
         // recreate it at the back of the queue. Sent by the renewal thread, so COMMAND
@@ -441,7 +471,7 @@ pub fn acquire(
             "compare": [{"key": key64, "target": "CREATE", "result": "EQUAL", "create_revision": revision.to_string()}],
             "success": [{"request_put": {
                 "key": key64,
-                "value": base64(Owner::mine(command, SystemTime::now()).to_string().as_bytes()),
+                "value": base64(record(slot.map(|(s, _)| s)).to_string().as_bytes()),
                 "lease": session.lease.to_string(),
             }}],
             "failure": [],
@@ -453,6 +483,106 @@ pub fn acquire(
         key: my_key,
         revision,
         waited: deadline.elapsed(),
+        slot,
+    })
+}
+
+/// The key of slot `slot`: beside the queue's prefix, outside its range (`NAME.slot-I`
+/// sorts before `NAME/`), bound to the holder's lease like its queue key.
+fn slot_key(target: &Target, slot: u16) -> String {
+    format!("{}.slot-{slot}", target.name)
+}
+
+/// Refuses (65) when the N oldest keys, the holders, record another number of slots than
+/// `n`, or none (a plain lock's holder). Our own key is removed by the caller's revoke.
+fn check_slots(
+    session: &mut Session,
+    target: &Target,
+    n: u16,
+    deadline: &Deadline,
+    ttl: u32,
+) -> Result<(), Error> {
+    let prefix = target.prefix();
+    let holders = json!({
+        "key": base64(prefix.as_bytes()),
+        "range_end": base64(&prefix_end(prefix.as_bytes())),
+        "sort_order": "ASCEND",
+        "sort_target": "CREATE",
+        "limit": n.to_string(),
+    });
+    let reply = session.call("/v3/kv/range", &holders, reach_until(deadline, ttl))?;
+    let mine = format!("{prefix}{}", lease_hex(session.lease));
+    for entry in reply
+        .get("kvs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(QueueEntry::from_kv)
+        .filter(|e| e.key != mine)
+    {
+        let theirs = entry.owner.as_ref().and_then(|o| o.slots).unwrap_or(1);
+        if theirs != n {
+            return Err(Error::SlotsMismatch {
+                lock: target.text.clone(),
+                ours: n,
+                theirs,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Takes the lowest free slot key for our lease. Only the N oldest keys' owners claim
+/// slots, and a holder's slot key goes with its lease, so one is free; a claim that loses a
+/// race to another holder looks again.
+fn claim_slot(
+    session: &mut Session,
+    target: &Target,
+    n: u16,
+    until: Instant,
+) -> Result<u16, Error> {
+    let first = slot_key(target, 0);
+    let mut prefix = first.clone();
+    prefix.truncate(first.len() - 1);
+    for _ in 0..=n {
+        let taken = json!({
+            "key": base64(prefix.as_bytes()),
+            "range_end": base64(&prefix_end(prefix.as_bytes())),
+            "keys_only": true,
+        });
+        let reply = session.call("/v3/kv/range", &taken, until)?;
+        let used: Vec<String> = reply
+            .get("kvs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|kv| QueueEntry::from_kv(kv).key)
+            .collect();
+        let Some(free) = (0..n).find(|slot| !used.contains(&slot_key(target, *slot))) else {
+            wait::nap(Duration::from_millis(50));
+            continue;
+        };
+        let key = base64(slot_key(target, free).as_bytes());
+        let claim = json!({
+            "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            "success": [{"request_put": {
+                "key": key,
+                "value": base64(lease_hex(session.lease).as_bytes()),
+                "lease": session.lease.to_string(),
+            }}],
+            "failure": [],
+        });
+        let reply = session.call("/v3/kv/txn", &claim, until)?;
+        if reply.get("succeeded").and_then(Value::as_bool) == Some(true) {
+            return Ok(free);
+        }
+    }
+    Err(Error::EtcdRefused {
+        lock: target.text.clone(),
+        message: format!(
+            "no slot key under {prefix} could be claimed although this flockrun is among the \
+             {n} oldest; is another client writing there?"
+        ),
     })
 }
 
@@ -461,7 +591,7 @@ pub fn acquire(
 fn wait_turn(
     session: &mut Session,
     target: &Target,
-    revision: i64,
+    (revision, slots): (i64, u16),
     deadline: &Deadline,
     owner: Option<&QueueEntry>,
     observer: &mut dyn WaitObserver,
@@ -482,7 +612,7 @@ fn wait_turn(
     let mut refusals = 0;
     let mine = base64(format!("{}{}", target.prefix(), lease_hex(session.lease)).as_bytes());
     let result = loop {
-        let ahead = match key_ahead(session, target, revision, budget(deadline)) {
+        let ahead = match key_ahead(session, target, revision, slots, budget(deadline)) {
             Ok(Some(ahead)) => ahead,
             Ok(None) => break Ok(()),
             Err(Error::EtcdUnreachable { .. }) if deadline.remaining() == Some(Duration::ZERO) => {
@@ -490,7 +620,7 @@ fn wait_turn(
             }
             Err(e) => break Err(e),
         };
-        let watch = if ahead.last {
+        let watch = if ahead.whole_queue() {
             // The only key ahead: watch the whole queue from just after the look, so that
             // its deletion is the lock won, with no second look (a round trip) before
             // COMMAND starts. Our own key's deletion would show in the same stream first.
@@ -501,7 +631,7 @@ fn wait_turn(
                 "start_revision": (ahead.from + 1).to_string(),
             }})
         } else {
-            json!({"create_request": {"key": ahead.key, "start_revision": ahead.from.to_string()}})
+            json!({"create_request": {"key": ahead.keys[0], "start_revision": ahead.from.to_string()}})
         };
         let liveness = Arc::clone(&session.liveness);
         let abort = move || liveness.ending();
@@ -619,15 +749,22 @@ fn watch_news(
     refusals: &mut u32,
 ) -> WatchNews {
     let gone = deleted_keys(message);
-    if ahead.last {
-        if gone.contains(&mine) {
-            return WatchNews::Lost;
-        }
-        if gone.iter().any(|k| Some(*k) == ahead.key.as_str()) {
-            return WatchNews::Won;
-        }
+    let ahead_gone = gone
+        .iter()
+        .any(|k| ahead.keys.iter().any(|a| a.as_str() == Some(*k)));
+    if ahead.whole_queue() && gone.contains(&mine) {
+        return WatchNews::Lost;
     }
-    let deleted = if ahead.last { false } else { !gone.is_empty() };
+    if ahead.last && ahead_gone {
+        return WatchNews::Won;
+    }
+    // Watching the whole queue, only the keys just ahead matter; watching one key, its
+    // deletion is the only delete that shows.
+    let deleted = if ahead.whole_queue() {
+        ahead_gone && !ahead.last
+    } else {
+        !gone.is_empty()
+    };
     let canceled = message.get("canceled").and_then(Value::as_bool) == Some(true)
         || int(message.get("compact_revision")) != 0;
     let reason = message
@@ -652,14 +789,24 @@ fn watch_news(
     }
 }
 
-/// The youngest key created before ours.
+/// The keys just ahead of ours: the youngest one created before ours, or for a semaphore
+/// of N slots the N youngest (while all N stand, N holders are ahead of us).
 struct Ahead {
-    /// Its key, base64 as the gateway gives it.
-    key: Value,
+    /// Their keys, base64 as the gateway gives them, youngest first.
+    keys: Vec<Value>,
     /// The revision the look was made at.
     from: i64,
-    /// Whether it is the only one ahead (then its deletion means the lock is ours).
+    /// Whether they are all that is ahead (then the deletion of one means a slot is ours).
     last: bool,
+}
+
+impl Ahead {
+    /// Whether to watch the whole queue rather than one key: when one deletion wins, so
+    /// that the win needs no second look, and for a semaphore, whose N keys ahead have no
+    /// range of their own (a waiter acts on their deletions only).
+    fn whole_queue(&self) -> bool {
+        self.last || self.keys.len() > 1
+    }
 }
 
 /// The youngest key created before ours, and the revision to watch it from; `None` when no
@@ -670,6 +817,7 @@ fn key_ahead(
     session: &mut Session,
     target: &Target,
     revision: i64,
+    slots: u16,
     until: Instant,
 ) -> Result<Option<Ahead>, Error> {
     let prefix = target.prefix();
@@ -683,9 +831,9 @@ fn key_ahead(
                 "sort_order": "DESCEND",
                 "sort_target": "CREATE",
                 "max_create_revision": (revision - 1).to_string(),
-                // Two, to tell whether the youngest is the only one (etcd prunes by
-                // create revision before it applies the limit).
-                "limit": 2,
+                // One more than the slots, to tell whether the keys ahead are all there
+                // is (etcd prunes by create revision before it applies the limit).
+                "limit": (u32::from(slots) + 1).to_string(),
                 "keys_only": true,
             }},
             {"request_range": {"key": mine, "count_only": true}},
@@ -710,10 +858,18 @@ fn key_ahead(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    Ok(kvs.first().map(|kv| Ahead {
-        key: kv.get("key").cloned().unwrap_or(Value::Null),
+    let slots = usize::from(slots);
+    if kvs.len() < slots {
+        // Fewer older keys than slots: one is ours.
+        return Ok(None);
+    }
+    Ok(Some(Ahead {
+        keys: kvs[..slots]
+            .iter()
+            .map(|kv| kv.get("key").cloned().unwrap_or(Value::Null))
+            .collect(),
         from: int(reply.get("header").and_then(|h| h.get("revision"))),
-        last: kvs.len() == 1,
+        last: kvs.len() == slots,
     }))
 }
 
@@ -752,6 +908,33 @@ pub fn queue(target: &Target, cluster: &Arc<Cluster>) -> Result<Vec<QueueEntry>,
     let mut transport = Transport::new(Arc::clone(cluster));
     queue_with(&mut transport, target, Instant::now() + SHORT_BUDGET)
         .map_err(|e| call_error(target, e, None))
+}
+
+/// The slot keys of a semaphore: which slot each lease holds.
+///
+/// # Errors
+/// `EtcdUnreachable` or `EtcdRefused`.
+pub fn slot_leases(target: &Target, cluster: &Arc<Cluster>) -> Result<Vec<(u16, i64)>, Error> {
+    let mut transport = Transport::new(Arc::clone(cluster));
+    let prefix = format!("{}.slot-", target.name);
+    let body = json!({
+        "key": base64(prefix.as_bytes()),
+        "range_end": base64(&prefix_end(prefix.as_bytes())),
+        "keys_only": true,
+    });
+    let reply = transport
+        .call("/v3/kv/range", &body, Instant::now() + SHORT_BUDGET, &|| {
+            wait::stop_signal().is_some()
+        })
+        .map_err(|e| call_error(target, e, None))?;
+    Ok(reply
+        .get("kvs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(QueueEntry::from_kv)
+        .filter_map(|e| Some((e.key.strip_prefix(&prefix)?.parse().ok()?, e.lease)))
+        .collect())
 }
 
 fn queue_with(

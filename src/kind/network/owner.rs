@@ -20,6 +20,9 @@ pub struct Owner {
     pub command: Option<String>,
     /// UTC, `2026-11-23T19:00:01Z`: when the hold began (when the wait began, for a waiter).
     pub since: Option<String>,
+    /// For a semaphore (`--slots N`): N, and once held, the slot.
+    pub slots: Option<u16>,
+    pub slot: Option<u16>,
 }
 
 impl Owner {
@@ -36,11 +39,33 @@ impl Owner {
         })
     }
 
+    /// As `mine`, for a holder or waiter of a semaphore of `slots` slots holding `slot`.
+    #[must_use]
+    pub fn mine_in_semaphore(
+        command: &str,
+        now: SystemTime,
+        slots: u16,
+        slot: Option<u16>,
+    ) -> Value {
+        let mut value = Owner::mine(command, now);
+        value["slots"] = json!(slots);
+        if let Some(slot) = slot {
+            value["slot"] = json!(slot);
+        }
+        value
+    }
+
     /// Reads a JSON record; `None` for an empty value (etcdctl's) or one that is not ours.
     #[must_use]
     pub fn parse(value: &[u8]) -> Option<Owner> {
         let value: Value = serde_json::from_slice(value).ok()?;
         let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
+        let number = |k: &str| {
+            value
+                .get(k)
+                .and_then(Value::as_u64)
+                .and_then(|n| u16::try_from(n).ok())
+        };
         let owner = Owner {
             host: text("host"),
             pid: value
@@ -49,6 +74,8 @@ impl Owner {
                 .and_then(|p| i32::try_from(p).ok()),
             command: text("command"),
             since: text("since"),
+            slots: number("slots"),
+            slot: number("slot"),
         };
         (owner != Owner::default()).then_some(owner)
     }
