@@ -1323,3 +1323,97 @@ fn chaos_of_soft_rw_readers_and_writers_on_two_hosts_ends_with_no_overlap_and_no
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
 }
+
+/// A semaphore slot holder inside `host`: says `ready`, then its slot, then holds.
+fn hold_slot(bed: &Bed, host: Host, args: &[&str]) -> (Holder, u16) {
+    let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    all.extend(
+        [
+            "--",
+            "sh",
+            "-c",
+            "echo ready; echo $FLOCKRUN_SLOT; exec cat >/dev/null",
+        ]
+        .map(OsStr::new),
+    );
+    let mut holder = bed.hold(host, crate::harness::FLOCKRUN, &all, "ready");
+    let line = holder
+        .read_line_before(Instant::now() + PATIENCE)
+        .expect("the slot");
+    (holder, line.trim().parse().unwrap())
+}
+
+#[test]
+fn semaphore_slots_span_both_hosts_and_a_crashed_hosts_slot_frees_within_the_ttl() {
+    let mut bed = Bed::up(Cache::Strict);
+    let args = ["exec", "--soft", "--ttl", "2", "--slots", "2", "sem.lock"];
+    let (on_a, slot_a) = hold_slot(&bed, Host::A, &args);
+    let (on_b, slot_b) = hold_slot(&bed, Host::B, &args);
+    assert_ne!(slot_a, slot_b, "two hosts were given the same slot");
+    // Both slots are held, whichever host asks.
+    for host in [Host::A, Host::B] {
+        let out = bed
+            .flockrun(
+                host,
+                &[
+                    "try", "--soft", "--ttl", "2", "--slots", "2", "sem.lock", "--", "true",
+                ],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
+    }
+    let status = bed
+        .flockrun(Host::B, &["status", "sem.lock"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("slots    2 of 2 held"), "{text}");
+    assert!(
+        text.contains("on host host-a") && text.contains("host host-b"),
+        "{text}"
+    );
+    // Host A crashes: its slot comes back to a waiter on B within the TTL.
+    let waiter = bed
+        .flockrun(
+            Host::B,
+            &[
+                "exec",
+                "-w",
+                "60",
+                "--soft",
+                "--ttl",
+                "2",
+                "--slots",
+                "2",
+                "sem.lock",
+                "--",
+                "sh",
+                "-c",
+                "echo $FLOCKRUN_SLOT $(date +%s.%N)",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let crashed = wall_now();
+    bed.crash(Host::A);
+    drop(on_a);
+    let out = wait_for_output(waiter);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let slot: u16 = words.next().unwrap().parse().unwrap();
+    let at: f64 = words.next().unwrap().parse().unwrap();
+    assert_eq!(
+        slot, slot_a,
+        "the waiter got another slot than the crashed host's"
+    );
+    assert!(
+        at - crashed < 2.5,
+        "taken {:.2}s after the crash",
+        at - crashed
+    );
+    assert!(on_b.release().success());
+}
