@@ -57,6 +57,10 @@ lease's TTL and renewed_ago the seconds since its last renewal\n  \
 since, key, revision, lease}; soft-rw LOCKs: {pid, host,\n                 \
 layout, role, token, heartbeat_ago, verdict})\n  \
 soft_rw        for soft-rw LOCKs {layouts, generation}, else null\n  \
+semaphore      for a semaphore (--slots) {slots, held, holders: [{slot, pid,\n                 \
+host, command, user, since, flockrun, child_pid, child_command,\n                 \
+verdict}]}, else null\n  \
+ranges         OFD byte-range locks [{start, end, mode}]\n  \
 warnings       [text] what could not be seen, and why\n\n\
 Examples:\n  \
   flockrun status /run/lock/backup.lock\n  \

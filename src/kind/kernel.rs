@@ -30,6 +30,10 @@ impl Kind for Kernel {
     }
 
     fn target(&self, request: &Request) -> Result<Target, Error> {
+        if request.slots.is_some() {
+            // Slots are OFD byte locks, whichever of the two kinds was asked for.
+            return descriptor::slots::target(Kind::name(self), &super::ofd::Ofd, request);
+        }
         descriptor::target(&Kernel, request)
     }
 

@@ -30,6 +30,10 @@ impl Kind for Ofd {
     }
 
     fn target(&self, request: &Request) -> Result<Target, Error> {
+        if request.slots.is_some() {
+            // Slots are OFD byte locks, whichever of the two kinds was asked for.
+            return descriptor::slots::target(Kind::name(self), &Ofd, request);
+        }
         descriptor::target(&Ofd, request)
     }
 
@@ -39,6 +43,8 @@ impl Kind for Ofd {
 
     fn inspect_file(&self, status: &mut LockStatus, file: &LockFile<'_>) -> Result<(), Error> {
         descriptor::inspect(self, status, file);
+        // A semaphore's slots are OFD locks: this kind's status tells them.
+        descriptor::slots::inspect(status, file);
         Ok(())
     }
 }

@@ -55,9 +55,6 @@ pub(crate) fn target(
     lock: &'static dyn DescriptorLock,
     request: &Request,
 ) -> Result<Target, Error> {
-    if request.slots.is_some() {
-        return slots::target(lock, request);
-    }
     request.refuse_ttl()?;
     let (source, named, shown) = if let Some(fd) = request.fd {
         // What COMMAND is told LOCK is: the file the descriptor leads to, if /proc says.
@@ -135,9 +132,6 @@ pub(crate) fn inspect(lock: &dyn DescriptorLock, report: &mut LockStatus, file: 
         report
             .warnings
             .push("OFD lock requests do not record who waits; waiter pids are unknown".into());
-    }
-    if class == "OFDLCK" {
-        slots::inspect(report, file);
     }
 }
 

@@ -56,9 +56,11 @@ fn byte(at: u64) -> ByteRange {
     }
 }
 
-/// The target of `--slots N` for the kernel or ofd kind.
+/// The target of `--slots N` for the kernel or ofd kind (`kind`); `ofd` is the ofd kind's
+/// lock, which the slots are whichever kind was asked for.
 pub(crate) fn target(
-    lock: &'static dyn DescriptorLock,
+    kind: &'static str,
+    ofd: &'static dyn DescriptorLock,
     request: &Request,
 ) -> Result<Target, Error> {
     let slots = request.slots.unwrap_or(1);
@@ -80,7 +82,7 @@ pub(crate) fn target(
     request.refuse_ttl()?;
     let path = request.lock_file()?;
     Ok(Target {
-        kind: lock.name(),
+        kind,
         mode: LockMode::Exclusive,
         mode_names: LockMode::name,
         lock: path.clone().into_os_string(),
@@ -92,8 +94,7 @@ pub(crate) fn target(
             slots,
             given: request.lock.clone(),
             inner: DescriptorTarget {
-                // Slots are OFD byte locks whichever of the two kinds was asked for.
-                lock: &super::super::ofd::Ofd,
+                lock: ofd,
                 source: Source::Path {
                     path,
                     given: request.lock.clone(),
