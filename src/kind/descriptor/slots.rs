@@ -475,6 +475,7 @@ fn spawn_runner(body: impl FnOnce() + Send + 'static) -> io::Result<std::thread:
 
 /// Interrupts the waiting threads until each has seen the race is over, and joins them.
 fn stop_runners(mut runners: Vec<std::thread::JoinHandle<()>>) {
+    let mut rounds = 0u32;
     while !runners.is_empty() {
         for runner in &runners {
             if !runner.is_finished() {
@@ -491,8 +492,14 @@ fn stop_runners(mut runners: Vec<std::thread::JoinHandle<()>>) {
         runners = running;
         if !runners.is_empty() {
             // A thread between its check and its blocking call misses the signal: send it
-            // again shortly.
-            std::thread::sleep(Duration::from_millis(1));
+            // again shortly. An interrupted thread ends within microseconds, and COMMAND
+            // waits for this, so look again at once a few times before napping.
+            rounds += 1;
+            if rounds < 200 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
     }
 }
