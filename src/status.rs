@@ -124,6 +124,9 @@ pub struct SlotReport {
     pub pid: Option<i32>,
     pub host: Option<String>,
     pub verdict: Option<&'static str>,
+    /// Since when the slot is held (seconds since the epoch), when only a record says so
+    /// (an etcd key's value); a visible holder's is in `holder`.
+    pub since: Option<u64>,
 }
 
 /// What a soft reader/writer lock's files say beyond holders and waiters.

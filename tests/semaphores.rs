@@ -445,3 +445,91 @@ fn replace_refuses_an_etcd_holder_on_another_host() {
         "the remote holder's key was touched"
     );
 }
+
+#[test]
+fn a_waiter_that_times_out_or_is_stopped_leaves_nothing_behind() {
+    for kind in KINDS {
+        let dir = scratch();
+        let lock = dir.path().join("left.lock");
+        let (holder, _) = hold_slot("exec", kind, "1", &lock);
+        let before_files = listing(dir.path());
+        let before_locks = crate::harness::proc_locks_for(&lock).len();
+        // Timed out.
+        let mut args = vec!["exec", "-w", "0.3"];
+        args.extend(kind);
+        args.extend(["--slots", "1", lock.to_str().unwrap(), "--", "true"]);
+        flockrun().args(&args).assert().code(75);
+        // Stopped by a signal while it waits.
+        let mut args = vec!["exec"];
+        args.extend(kind);
+        args.extend(["--slots", "1", lock.to_str().unwrap(), "--", "true"]);
+        let mut waiter = spawn_flockrun(&args);
+        if kind.is_empty() || kind == ["--fcntl"] {
+            wait_until("the waiter to queue", Instant::now() + PATIENCE, || {
+                has_ofd_waiter(&lock).then_some(())
+            });
+        } else {
+            // A marker waiter watches LOCK's directory with inotify once it has found
+            // every slot taken.
+            let fds = format!("/proc/{}/fd", waiter.pid());
+            wait_until(
+                "the waiter to watch the slots",
+                Instant::now() + PATIENCE,
+                || {
+                    std::fs::read_dir(&fds)
+                        .ok()?
+                        .filter_map(Result::ok)
+                        .any(|fd| {
+                            std::fs::read_link(fd.path())
+                                .is_ok_and(|to| to.to_string_lossy().contains("inotify"))
+                        })
+                        .then_some(())
+                },
+            );
+        }
+        signal(waiter.pid(), Signal::SIGTERM);
+        let status = wait_with_deadline(&mut waiter.child);
+        assert_eq!(status.code(), Some(128 + 15), "{kind:?}");
+        assert_eq!(
+            listing(dir.path()),
+            before_files,
+            "{kind:?}: files left behind"
+        );
+        assert_eq!(
+            crate::harness::proc_locks_for(&lock).len(),
+            before_locks,
+            "{kind:?}: kernel locks left behind"
+        );
+        assert!(holder.release().success());
+    }
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_nested_flockrun_runs_in_its_ancestors_slot() {
+    let dir = scratch();
+    let lock = dir.path().join("nest.lock");
+    let lock = lock.to_str().unwrap();
+    flockrun()
+        .args([
+            "exec", "--slots", "1", lock, "--", FLOCKRUN, "exec", "--slots", "1", lock,
+        ])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo slot $FLOCKRUN_SLOT of $FLOCKRUN_SLOTS",
+        ])
+        .assert()
+        .success()
+        .stdout("slot 0 of 1\n");
+}

@@ -129,6 +129,10 @@ fn inspect(lock: &OsStr, given: &Access) -> Result<LockStatus, Error> {
                     slot: claimed.map_or(owner.slot.unwrap_or(u16::MAX), |(slot, _)| *slot),
                     holder: None,
                     pid: owner.pid,
+                    since: owner
+                        .since
+                        .as_deref()
+                        .and_then(crate::utc::parse_utc_timestamp),
                     host: owner.host,
                     verdict: None,
                 }

@@ -130,8 +130,11 @@ impl Lockable for SlotsTarget {
         })
     }
 
+    /// No: a first try could win a second slot for a COMMAND whose ancestor holds one;
+    /// `FLOCKRUN_HELD` is looked at first (it costs no scan here), so a nested flockrun
+    /// runs in its ancestor's slot.
     fn look_first(&self) -> bool {
-        true
+        false
     }
 
     fn take(
@@ -594,6 +597,7 @@ pub(crate) fn inspect(report: &mut LockStatus, file: &LockFile<'_>) {
             pid: None,
             host: None,
             verdict: None,
+            since: None,
         });
     }
     held.sort_by_key(|s| s.slot);

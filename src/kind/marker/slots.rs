@@ -201,6 +201,7 @@ pub(crate) fn fill_status(status: &mut LockStatus, lock: &Path) -> Result<(), Er
             pid: marker.pid,
             host: marker.host,
             verdict: Some(marker.verdict),
+            since: None,
         });
         status.holders.extend(one.holders);
         status.warnings.extend(
