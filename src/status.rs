@@ -124,9 +124,10 @@ pub struct SlotReport {
     pub pid: Option<i32>,
     pub host: Option<String>,
     pub verdict: Option<&'static str>,
-    /// Since when the slot is held (seconds since the epoch), when only a record says so
-    /// (an etcd key's value); a visible holder's is in `holder`.
+    /// Since when the slot is held (seconds since the epoch) and what the holder runs, when
+    /// only a record says so (an etcd key's value); a visible holder's are in `holder`.
     pub since: Option<u64>,
+    pub command: Option<String>,
 }
 
 /// What a soft reader/writer lock's files say beyond holders and waiters.
@@ -455,12 +456,20 @@ fn render_semaphore(out: &mut String, status: &LockStatus) {
                     );
                 }
             }
-            None => match (slot.pid, &slot.host) {
-                (Some(pid), Some(host)) => {
-                    let _ = write!(out, "pid {pid} on host {}", readable_host(host));
+            None => {
+                match (slot.pid, &slot.host) {
+                    (Some(pid), Some(host)) => {
+                        let _ = write!(out, "pid {pid} on host {}", readable_host(host));
+                    }
+                    _ => out.push_str("held by a process this host cannot see"),
                 }
-                _ => out.push_str("held by a process this host cannot see"),
-            },
+                if let Some(command) = &slot.command {
+                    let _ = write!(out, " ({command})");
+                }
+                if let Some(since) = slot.since {
+                    let _ = write!(out, ", since {}", utc_timestamp(since));
+                }
+            }
         }
         if let Some(host) = slot.host.as_deref().filter(|_| slot.holder.is_some()) {
             let _ = write!(out, ", host {}", readable_host(host));
@@ -706,9 +715,9 @@ fn semaphore_json(s: &LockStatus) -> Option<String> {
                     slot.slot,
                     opt(h.map(|h| h.pid).or(slot.pid).map(|p| p.to_string())),
                     opt(slot.host.as_deref().map(json_str)),
-                    opt(h.map(|h| json_str(&h.command))),
+                    opt(h.map(|h| h.command.as_str()).or(slot.command.as_deref()).map(json_str)),
                     opt(h.and_then(|h| h.user.as_deref()).map(json_str)),
-                    opt(h.and_then(|h| h.since).map(|t| json_str(&utc_timestamp(t)))),
+                    opt(h.and_then(|h| h.since).or(slot.since).map(|t| json_str(&utc_timestamp(t)))),
                     h.is_some_and(|h| h.flockrun),
                     opt(h.and_then(|h| h.child_pid).map(|p| p.to_string())),
                     opt(h.and_then(|h| h.child_command.as_deref()).map(json_str)),

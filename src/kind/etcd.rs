@@ -134,6 +134,7 @@ fn inspect(lock: &OsStr, given: &Access) -> Result<LockStatus, Error> {
                         .as_deref()
                         .and_then(crate::utc::parse_utc_timestamp),
                     host: owner.host,
+                    command: owner.command,
                     verdict: None,
                 }
             })

@@ -267,7 +267,8 @@ impl Lockable for LeaseTarget {
                 {}
                 continue;
             }
-            break Err(wait::not_acquired(path, deadline, sighting()));
+            // Named as LOCK, also for a semaphore whose markers are beside it.
+            break Err(wait::not_acquired(&self.path, deadline, sighting()));
         };
         if polling.blocked() {
             observer.finished();

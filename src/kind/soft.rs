@@ -130,7 +130,7 @@ impl Lockable for SoftTarget {
             None => vec![self.path.clone()],
         };
         let (marker, id, slot) = crate::lock::retry_while_replaced(&self.path, || {
-            let (marker, slot) = acquire(&paths, deadline, self.create_mode, observer)?;
+            let (marker, slot) = acquire(&self.path, &paths, deadline, self.create_mode, observer)?;
             // A marker whose inode cannot be read is dropped (and removed) and taken again.
             Ok(marker.id().map(|id| (marker, id, slot)))
         })?;
@@ -223,8 +223,9 @@ impl HeldMarker {
 }
 
 /// Takes the soft lock at one of `paths` (one path, or a semaphore's slot markers, in slot
-/// order), and says which.
+/// order), and says which. `lock` is LOCK, as messages name it.
 fn acquire(
+    lock: &Path,
     paths: &[PathBuf],
     deadline: &Deadline,
     create_mode: Option<u32>,
@@ -280,7 +281,7 @@ fn acquire(
             continue;
         }
         break Err(wait::not_acquired(
-            path,
+            lock,
             deadline,
             marker_status::sight_all(paths, Reader::Classic),
         ));

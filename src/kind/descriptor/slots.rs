@@ -598,6 +598,7 @@ pub(crate) fn inspect(report: &mut LockStatus, file: &LockFile<'_>) {
             host: None,
             verdict: None,
             since: None,
+            command: None,
         });
     }
     held.sort_by_key(|s| s.slot);

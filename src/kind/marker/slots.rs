@@ -202,6 +202,7 @@ pub(crate) fn fill_status(status: &mut LockStatus, lock: &Path) -> Result<(), Er
             host: marker.host,
             verdict: Some(marker.verdict),
             since: None,
+            command: None,
         });
         status.holders.extend(one.holders);
         status.warnings.extend(
