@@ -457,11 +457,10 @@ fn render_semaphore(out: &mut String, status: &LockStatus) {
                 }
             }
             None => {
-                match (slot.pid, &slot.host) {
-                    (Some(pid), Some(host)) => {
-                        let _ = write!(out, "pid {pid} on host {}", readable_host(host));
-                    }
-                    _ => out.push_str("held by a process this host cannot see"),
+                if let (Some(pid), Some(host)) = (slot.pid, &slot.host) {
+                    let _ = write!(out, "pid {pid} on host {}", readable_host(host));
+                } else {
+                    out.push_str("held by a process this host cannot see");
                 }
                 if let Some(command) = &slot.command {
                     let _ = write!(out, " ({command})");
