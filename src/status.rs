@@ -433,41 +433,19 @@ fn render_semaphore(out: &mut String, status: &LockStatus) {
     let _ = writeln!(out, "  slots    {} of {total} held", semaphore.held.len());
     for slot in &semaphore.held {
         let _ = write!(out, "  slot {:<3} ", slot.slot);
-        match &slot.holder {
-            Some(h) => {
-                let _ = write!(out, "pid {} ", h.pid);
-                match (&h.child_pid, &h.child_command) {
-                    (Some(child), Some(command)) if h.flockrun => {
-                        let _ = write!(out, "flockrun running pid {child} ({command})");
-                    }
-                    _ => {
-                        let _ = write!(out, "({})", h.command);
-                    }
-                }
-                if let Some(user) = &h.user {
-                    let _ = write!(out, ", user {user}");
-                }
-                if let (Some(since), Some(held)) = (h.since, h.held_for) {
-                    let _ = write!(
-                        out,
-                        ", since {} ({})",
-                        utc_timestamp(since),
-                        format_seconds(held)
-                    );
-                }
+        if let Some(h) = &slot.holder {
+            describe_holder(out, h);
+        } else {
+            if let (Some(pid), Some(host)) = (slot.pid, &slot.host) {
+                let _ = write!(out, "pid {pid} on host {}", readable_host(host));
+            } else {
+                out.push_str("held by a process this host cannot see");
             }
-            None => {
-                if let (Some(pid), Some(host)) = (slot.pid, &slot.host) {
-                    let _ = write!(out, "pid {pid} on host {}", readable_host(host));
-                } else {
-                    out.push_str("held by a process this host cannot see");
-                }
-                if let Some(command) = &slot.command {
-                    let _ = write!(out, " ({command})");
-                }
-                if let Some(since) = slot.since {
-                    let _ = write!(out, ", since {}", utc_timestamp(since));
-                }
+            if let Some(command) = &slot.command {
+                let _ = write!(out, " ({command})");
+            }
+            if let Some(since) = slot.since {
+                let _ = write!(out, ", since {}", utc_timestamp(since));
             }
         }
         if let Some(host) = slot.host.as_deref().filter(|_| slot.holder.is_some()) {
@@ -480,29 +458,35 @@ fn render_semaphore(out: &mut String, status: &LockStatus) {
     }
 }
 
+/// `pid 4242 flockrun running pid 4243 (backup.sh), user root, since … (3m12s)`.
+fn describe_holder(out: &mut String, h: &HolderReport) {
+    let _ = write!(out, "pid {} ", h.pid);
+    match (&h.child_pid, &h.child_command) {
+        (Some(child), Some(command)) if h.flockrun => {
+            let _ = write!(out, "flockrun running pid {child} ({command})");
+        }
+        _ => {
+            let _ = write!(out, "({})", h.command);
+        }
+    }
+    if let Some(user) = &h.user {
+        let _ = write!(out, ", user {user}");
+    }
+    if let (Some(since), Some(held)) = (h.since, h.held_for) {
+        let _ = write!(
+            out,
+            ", since {} ({})",
+            utc_timestamp(since),
+            format_seconds(held)
+        );
+    }
+}
+
 /// The holder lines: processes this host sees, and one it cannot see on another host.
 fn render_holders(out: &mut String, status: &LockStatus) {
     for h in &status.holders {
-        let _ = write!(out, "  holder   pid {} ", h.pid);
-        match (&h.child_pid, &h.child_command) {
-            (Some(child), Some(command)) if h.flockrun => {
-                let _ = write!(out, "flockrun running pid {child} ({command})");
-            }
-            _ => {
-                let _ = write!(out, "({})", h.command);
-            }
-        }
-        if let Some(user) = &h.user {
-            let _ = write!(out, ", user {user}");
-        }
-        if let (Some(since), Some(held)) = (h.since, h.held_for) {
-            let _ = write!(
-                out,
-                ", since {} ({})",
-                utc_timestamp(since),
-                format_seconds(held)
-            );
-        }
+        out.push_str("  holder   ");
+        describe_holder(out, h);
         out.push('\n');
     }
     if let Some(who) = &status.elsewhere {
