@@ -122,13 +122,24 @@ pub const KILL_AFTER_DEFAULT: Duration = Duration::from_secs(10);
 /// The most slots a semaphore may have.
 pub const MAX_SLOTS: u16 = 1024;
 
-/// `FLOCKRUN_SLOT` and `FLOCKRUN_SLOTS`: which slot of how many COMMAND holds.
+/// `FLOCKRUN_SLOT` and `FLOCKRUN_SLOTS`, for a hold of slot `slot.0` of `slot.1` (none for a
+/// plain lock).
 #[must_use]
-pub fn slot_env(slot: u16, slots: u16) -> Vec<(OsString, OsString)> {
-    vec![
-        ("FLOCKRUN_SLOT".into(), slot.to_string().into()),
-        ("FLOCKRUN_SLOTS".into(), slots.to_string().into()),
-    ]
+pub fn slot_env(slot: Option<(u16, u16)>) -> Vec<(OsString, OsString)> {
+    slot.map(|(slot, slots)| {
+        vec![
+            ("FLOCKRUN_SLOT".into(), slot.to_string().into()),
+            ("FLOCKRUN_SLOTS".into(), slots.to_string().into()),
+        ]
+    })
+    .unwrap_or_default()
+}
+
+/// What `-v` adds for a held slot: `, slot 2 of 4`.
+#[must_use]
+pub fn slot_details(slot: Option<(u16, u16)>) -> String {
+    slot.map(|(slot, slots)| format!(", slot {slot} of {slots}"))
+        .unwrap_or_default()
 }
 
 impl Request {

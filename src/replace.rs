@@ -15,6 +15,7 @@ use crate::identity;
 use crate::kind;
 use crate::lock::{Hold, Request, Target, Verb};
 use crate::status::{LockStatus, State};
+use crate::supervise::{children_of, descendants_of};
 use crate::wait::{Deadline, WaitObserver};
 
 /// After SIGKILL, how long `try --replace` waits for the lock (a killed holder's kernel
@@ -268,35 +269,4 @@ fn signal_all(pidfds: &[OwnedFd], signal: libc::c_int) {
             );
         }
     }
-}
-
-/// The pids under `pid`.
-fn descendants_of(pid: i32) -> Vec<i32> {
-    let mut found = Vec::new();
-    let mut next = vec![pid];
-    while let Some(parent) = next.pop() {
-        for child in children_of(parent) {
-            if !found.contains(&child) {
-                found.push(child);
-                next.push(child);
-            }
-        }
-    }
-    found
-}
-
-/// The children of `pid`, from every thread's list.
-fn children_of(pid: i32) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect()
 }

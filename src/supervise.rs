@@ -644,8 +644,14 @@ const KILL_ROUND: Duration = Duration::from_millis(10);
 /// The pids of this process's descendants, found through every thread's children list (a
 /// daemon COMMAND left behind is among them: flockrun is its subreaper).
 fn descendants() -> Vec<i32> {
+    descendants_of(getpid().as_raw())
+}
+
+/// The pids under `pid`, through every thread's children list.
+#[must_use]
+pub fn descendants_of(pid: i32) -> Vec<i32> {
     let mut found = Vec::new();
-    let mut next = children_of(getpid().as_raw());
+    let mut next = children_of(pid);
     while let Some(pid) = next.pop() {
         if found.contains(&pid) {
             continue;
@@ -707,7 +713,9 @@ pub fn leave_files_to_a_keeper() {
     }
 }
 
-fn children_of(pid: i32) -> Vec<i32> {
+/// The children of `pid`, from every thread's list.
+#[must_use]
+pub fn children_of(pid: i32) -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };

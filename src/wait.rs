@@ -168,6 +168,35 @@ pub fn not_acquired(lock: &std::path::Path, deadline: &Deadline, sighting: Sight
     }
 }
 
+/// The start of a wait for a lock found busy: with an immediate deadline, the busy error
+/// (naming who holds the lock unless the deadline is quiet); otherwise the observer is told
+/// that the wait begins, with who holds the lock if it wants to know.
+///
+/// # Errors
+/// `Busy` for an immediate deadline.
+pub fn begin_wait(
+    lock: &std::path::Path,
+    deadline: &Deadline,
+    observer: &mut dyn WaitObserver,
+    sight: &dyn Fn() -> Sighting,
+) -> Result<(), Error> {
+    if deadline.is_immediate() {
+        let sighting = if deadline.is_quiet() {
+            Sighting::default()
+        } else {
+            sight()
+        };
+        return Err(not_acquired(lock, deadline, sighting));
+    }
+    let sighting = if observer.wants_holders() {
+        sight()
+    } else {
+        Sighting::default()
+    };
+    observer.blocked(&sighting);
+    Ok(())
+}
+
 /// Why a blocking wait ended without the lock.
 #[derive(Debug)]
 pub enum WaitEnd {

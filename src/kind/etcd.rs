@@ -223,21 +223,16 @@ impl Hold for HeldLease {
             ("ETCD_LOCK_KEY".into(), self.held.key.clone().into()),
             ("ETCD_LOCK_REV".into(), revision.into()),
         ];
-        if let Some((slot, slots)) = self.held.slot {
-            env.extend(crate::lock::slot_env(slot, slots));
-        }
+        env.extend(crate::lock::slot_env(self.held.slot));
         env
     }
 
     fn details(&self) -> String {
-        let slot = self
-            .held
-            .slot
-            .map(|(slot, slots)| format!(", slot {slot} of {slots}"))
-            .unwrap_or_default();
         format!(
-            ": key {}, fencing token {}{slot}",
-            self.held.key, self.held.revision
+            ": key {}, fencing token {}{}",
+            self.held.key,
+            self.held.revision,
+            crate::lock::slot_details(self.held.slot)
         )
     }
 

@@ -37,7 +37,7 @@ use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
 use crate::mounts;
 use crate::nested::HeldKey;
-use crate::open::{self, Shape};
+use crate::open;
 use crate::status::{LockStatus, State};
 use crate::supervise::LostWatch;
 use crate::wait::{self, Deadline, Polling, WaitObserver};
@@ -207,17 +207,7 @@ impl Lockable for LeaseTarget {
         deadline: &Deadline,
         observer: &mut dyn WaitObserver,
     ) -> Result<Box<dyn Hold>, Error> {
-        let paths = match self.slots {
-            Some(slots) => marker_slots::slot_paths(&self.path, slots),
-            None => vec![self.path.clone()],
-        };
-        for path in &paths {
-            open::refuse_unlockable(
-                path,
-                fs::symlink_metadata(path).ok().as_ref(),
-                Shape::Regular,
-            )?;
-        }
+        let paths = marker_slots::marker_paths(&self.path, self.slots)?;
         let path = &paths[0];
         let ttl = self.ttl.duration();
         warn_of_attribute_cache(path, ttl, observer);
@@ -543,15 +533,11 @@ impl Hold for HeldLease {
     }
 
     fn env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-        self.slot
-            .map(|(slot, slots)| crate::lock::slot_env(slot, slots))
-            .unwrap_or_default()
+        crate::lock::slot_env(self.slot)
     }
 
     fn details(&self) -> String {
-        self.slot
-            .map(|(slot, slots)| format!(", slot {slot} of {slots}"))
-            .unwrap_or_default()
+        crate::lock::slot_details(self.slot)
     }
 
     fn lost(&self) -> Option<String> {

@@ -25,7 +25,7 @@ use crate::inspect::sighting::FileId;
 use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
 use crate::nested::HeldKey;
-use crate::open::{self, Shape};
+use crate::open;
 use crate::status::{LockStatus, State};
 use crate::wait::{self, Deadline, Polling, WaitObserver};
 
@@ -125,10 +125,7 @@ impl Lockable for SoftTarget {
         deadline: &Deadline,
         observer: &mut dyn WaitObserver,
     ) -> Result<Box<dyn Hold>, Error> {
-        let paths = match self.slots {
-            Some(slots) => marker_slots::slot_paths(&self.path, slots),
-            None => vec![self.path.clone()],
-        };
+        let paths = marker_slots::marker_paths(&self.path, self.slots)?;
         let (marker, id, slot) = crate::lock::retry_while_replaced(&self.path, || {
             let (marker, slot) = acquire(&self.path, &paths, deadline, self.create_mode, observer)?;
             // A marker whose inode cannot be read is dropped (and removed) and taken again.
@@ -173,15 +170,11 @@ impl Hold for HeldSoft {
     }
 
     fn env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-        self.slot
-            .map(|(slot, slots)| crate::lock::slot_env(slot, slots))
-            .unwrap_or_default()
+        crate::lock::slot_env(self.slot)
     }
 
     fn details(&self) -> String {
-        self.slot
-            .map(|(slot, slots)| format!(", slot {slot} of {slots}"))
-            .unwrap_or_default()
+        crate::lock::slot_details(self.slot)
     }
 }
 
@@ -231,13 +224,6 @@ fn acquire(
     create_mode: Option<u32>,
     observer: &mut dyn WaitObserver,
 ) -> Result<(HeldMarker, u16), Error> {
-    for path in paths {
-        open::refuse_unlockable(
-            path,
-            fs::symlink_metadata(path).ok().as_ref(),
-            Shape::Regular,
-        )?;
-    }
     let path = &paths[0];
     let record = marker_file::owner_record();
     let mut guards: Vec<Guard> = paths.iter().map(|_| Guard::new(GUARD_STALE_MIN)).collect();

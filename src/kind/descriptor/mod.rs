@@ -354,20 +354,7 @@ impl DescriptorTarget {
             return Ok(());
         }
         let sight = || self.sight(fd, id);
-        if deadline.is_immediate() {
-            let sighting = if deadline.is_quiet() {
-                Sighting::default()
-            } else {
-                sight()
-            };
-            return Err(wait::not_acquired(shown, deadline, sighting));
-        }
-        let sighting = if observer.wants_holders() {
-            sight()
-        } else {
-            Sighting::default()
-        };
-        observer.blocked(&sighting);
+        wait::begin_wait(shown, deadline, observer, &sight)?;
         let tick_every = observer.tick_every();
         let waited = {
             let mut tick = |waited| observer.tick(waited, &sight);

@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::inspect::descriptors;
 use crate::inspect::proc_locks::LockLine;
 use crate::inspect::process::ProcessInfo;
-use crate::inspect::sighting::{FileId, Holder, Sighting, collapse_trees};
+use crate::inspect::sighting::{FileId, Holder, collapse_trees};
 use crate::lock::{self, ByteRange, Hold, LockFile, Lockable, MAX_SLOTS, Request, Target};
 use crate::mode::LockMode;
 use crate::nested::HeldKey;
@@ -121,6 +121,9 @@ struct SlotsTarget {
 /// What a won round yields: the open file description that holds the slot, the file, the slot.
 type Won = (File, FileId, u16);
 
+// `look_first` stays false: a first try could win a second slot for a COMMAND whose
+// ancestor holds one. `FLOCKRUN_HELD` is looked at first (it costs no scan here), so a nested
+// flockrun runs in its ancestor's slot.
 impl Lockable for SlotsTarget {
     fn held_key(&self) -> Option<HeldKey> {
         let meta = std::fs::symlink_metadata(&self.given).ok()?;
@@ -128,13 +131,6 @@ impl Lockable for SlotsTarget {
             kind: HELD_KIND,
             id: FileId::of(&meta),
         })
-    }
-
-    /// No: a first try could win a second slot for a COMMAND whose ancestor holds one;
-    /// `FLOCKRUN_HELD` is looked at first (it costs no scan here), so a nested flockrun
-    /// runs in its ancestor's slot.
-    fn look_first(&self) -> bool {
-        false
     }
 
     fn take(
@@ -248,20 +244,7 @@ impl SlotsTarget {
             sighting.note = Some(format!("all {} slots are held", self.slots));
             sighting
         };
-        if deadline.is_immediate() {
-            let sighting = if deadline.is_quiet() {
-                Sighting::default()
-            } else {
-                sight()
-            };
-            return Err(wait::not_acquired(path, deadline, sighting));
-        }
-        let sighting = if observer.wants_holders() {
-            sight()
-        } else {
-            Sighting::default()
-        };
-        observer.blocked(&sighting);
+        wait::begin_wait(path, deadline, observer, &sight)?;
         let tick_every = observer.tick_every();
         let mut winner: Option<(File, u16)> = None;
         let waited = {
@@ -528,11 +511,11 @@ impl Hold for HeldSlot {
     }
 
     fn env(&self) -> Vec<(OsString, OsString)> {
-        lock::slot_env(self.slot, self.slots)
+        lock::slot_env(Some((self.slot, self.slots)))
     }
 
     fn details(&self) -> String {
-        format!(", slot {} of {}", self.slot, self.slots)
+        lock::slot_details(Some((self.slot, self.slots)))
     }
 
     fn loss(&self) -> Option<LostWatch> {

@@ -32,6 +32,26 @@ pub(crate) fn slot_paths(lock: &Path, slots: u16) -> Vec<PathBuf> {
     (0..slots).map(|slot| slot_path(lock, slot)).collect()
 }
 
+/// The markers a marker kind takes: LOCK itself, or with `--slots N` the N slot markers;
+/// each must be a regular file where it exists.
+///
+/// # Errors
+/// `NotALock` for something else at one of the paths.
+pub(crate) fn marker_paths(lock: &Path, slots: Option<u16>) -> Result<Vec<PathBuf>, Error> {
+    let paths = match slots {
+        Some(slots) => slot_paths(lock, slots),
+        None => vec![lock.to_owned()],
+    };
+    for path in &paths {
+        crate::open::refuse_unlockable(
+            path,
+            fs::symlink_metadata(path).ok().as_ref(),
+            crate::open::Shape::Regular,
+        )?;
+    }
+    Ok(paths)
+}
+
 /// Where N is recorded.
 #[must_use]
 pub(crate) fn count_path(lock: &Path) -> PathBuf {
