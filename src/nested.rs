@@ -28,6 +28,20 @@ pub struct HeldKey {
     pub id: FileId,
 }
 
+impl HeldKey {
+    /// The key of a `kind` lock on the file `path` names (not following a symbolic link);
+    /// `None` when nothing is there, since a lock file that does not exist yet cannot be
+    /// held by anyone.
+    #[must_use]
+    pub fn of_path(kind: &'static str, path: &std::path::Path) -> Option<HeldKey> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(HeldKey {
+            kind,
+            id: FileId::of(&meta),
+        })
+    }
+}
+
 /// A stable 64-bit hash (FNV-1a) of a lock's name, for `HeldKey`s of locks that are no
 /// inode: stable across flockrun builds, unlike std's hasher.
 #[must_use]

@@ -195,11 +195,7 @@ impl Lockable for LeaseTarget {
         if self.slots.is_some() {
             return None;
         }
-        let meta = fs::symlink_metadata(&self.given).ok()?;
-        Some(HeldKey {
-            kind: Lease.name(),
-            id: FileId::of(&meta),
-        })
+        HeldKey::of_path(Lease.name(), &self.given)
     }
 
     fn take(

@@ -113,11 +113,7 @@ impl Lockable for SoftTarget {
         if self.slots.is_some() {
             return None;
         }
-        let meta = fs::symlink_metadata(&self.given).ok()?;
-        Some(HeldKey {
-            kind: Soft.name(),
-            id: FileId::of(&meta),
-        })
+        HeldKey::of_path(Soft.name(), &self.given)
     }
 
     fn take(

@@ -106,11 +106,7 @@ struct SqliteTarget {
 
 impl Lockable for SqliteTarget {
     fn held_key(&self) -> Option<HeldKey> {
-        let meta = fs::symlink_metadata(&self.given).ok()?;
-        Some(HeldKey {
-            kind: Sqlite.name(),
-            id: FileId::of(&meta),
-        })
+        HeldKey::of_path(Sqlite.name(), &self.given)
     }
 
     fn take(

@@ -238,15 +238,11 @@ struct DescriptorTarget {
 
 impl Lockable for DescriptorTarget {
     fn held_key(&self) -> Option<HeldKey> {
-        let meta = match &self.source {
-            Source::Path { given, .. } => std::fs::symlink_metadata(given).ok()?,
+        match &self.source {
+            Source::Path { given, .. } => HeldKey::of_path(self.lock.name(), given),
             // The descriptor itself is the lock: nothing to find above.
-            Source::Fd(_) => return None,
-        };
-        Some(HeldKey {
-            kind: self.lock.name(),
-            id: FileId::of(&meta),
-        })
+            Source::Fd(_) => None,
+        }
     }
 
     fn inherited_mode(&self, key: HeldKey) -> Option<LockMode> {

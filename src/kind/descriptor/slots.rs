@@ -126,11 +126,7 @@ type Won = (File, FileId, u16);
 // flockrun runs in its ancestor's slot.
 impl Lockable for SlotsTarget {
     fn held_key(&self) -> Option<HeldKey> {
-        let meta = std::fs::symlink_metadata(&self.given).ok()?;
-        Some(HeldKey {
-            kind: HELD_KIND,
-            id: FileId::of(&meta),
-        })
+        HeldKey::of_path(HELD_KIND, &self.given)
     }
 
     fn take(
