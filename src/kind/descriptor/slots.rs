@@ -19,12 +19,11 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::thread::JoinHandleExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 
 use super::{DescriptorLock, DescriptorTarget, Held, HeldDescriptor, Source};
@@ -92,7 +91,6 @@ pub(crate) fn target(
         no_fork: request.no_fork,
         lockable: Box::new(SlotsTarget {
             slots,
-            given: request.lock.clone(),
             inner: DescriptorTarget {
                 lock: ofd,
                 source: Source::Path {
@@ -113,8 +111,8 @@ pub(crate) fn target(
 
 struct SlotsTarget {
     slots: u16,
-    given: PathBuf,
-    /// The plain OFD target on the same file, for opening it and the mount checks.
+    /// The plain OFD target on the same file (always `Source::Path`): LOCK, the ofd kind's
+    /// lock calls, opening and the mount checks.
     inner: DescriptorTarget,
 }
 
@@ -126,7 +124,10 @@ type Won = (File, FileId, u16);
 // flockrun runs in its ancestor's slot.
 impl Lockable for SlotsTarget {
     fn held_key(&self) -> Option<HeldKey> {
-        HeldKey::of_path(HELD_KIND, &self.given)
+        let Source::Path { given, .. } = &self.inner.source else {
+            return None;
+        };
+        HeldKey::of_path(HELD_KIND, given)
     }
 
     fn take(
@@ -189,13 +190,15 @@ impl SlotsTarget {
             Some(slot) => (file, slot),
             None => self.wait_for_slot(path, &file, id, deadline, observer)?,
         };
-        let recorded = fcntl(
-            file.as_fd(),
-            FcntlArg::F_OFD_SETLK(&byte(COUNT_BASE + u64::from(self.slots)).request(libc::F_RDLCK)),
-        );
-        if let Err(e) = recorded {
-            return Err(failed(e.into()));
-        }
+        // A read lock: it conflicts only with a write lock on the byte, which no holder takes.
+        self.inner
+            .lock
+            .try_lock(
+                file.as_fd(),
+                LockMode::Shared,
+                byte(COUNT_BASE + u64::from(self.slots)),
+            )
+            .map_err(failed)?;
         // Checked again with N recorded: of two newcomers with different numbers, the later
         // to record sees the other.
         self.refuse_other_count(path, file.as_fd())?;
@@ -204,7 +207,7 @@ impl SlotsTarget {
 
     /// `SlotsMismatch` when a holder recorded another N.
     fn refuse_other_count(&self, path: &Path, fd: BorrowedFd<'_>) -> Result<(), Error> {
-        match recorded_count(fd, Some(self.slots)) {
+        match recorded_count(fd, self.slots) {
             Ok(None) => Ok(()),
             Ok(Some(theirs)) => Err(Error::SlotsMismatch {
                 lock: path.display().to_string(),
@@ -218,7 +221,11 @@ impl SlotsTarget {
     /// The first free slot, taken; `None` when all are held.
     fn free_slot(&self, fd: BorrowedFd<'_>) -> io::Result<Option<u16>> {
         for slot in 0..self.slots {
-            if try_byte(fd, u64::from(slot))? {
+            if self
+                .inner
+                .lock
+                .try_lock(fd, LockMode::Exclusive, byte(u64::from(slot)))?
+            {
                 return Ok(Some(slot));
             }
         }
@@ -245,11 +252,10 @@ impl SlotsTarget {
         let mut winner: Option<(File, u16)> = None;
         let waited = {
             let mut tick = |waited| observer.tick(waited, &sight);
-            let queue = byte(QUEUE_BYTE).request(libc::F_WRLCK);
             let mut in_queue = || {
-                fcntl(file.as_fd(), FcntlArg::F_OFD_SETLKW(&queue))
-                    .map(drop)
-                    .map_err(io::Error::from)
+                self.inner
+                    .lock
+                    .lock_blocking(file.as_fd(), LockMode::Exclusive, byte(QUEUE_BYTE))
             };
             wait::wait_in_kernel(deadline, tick_every, &mut tick, &mut in_queue).and_then(|()| {
                 // At the head of the queue: a slot may have freed meanwhile.
@@ -260,7 +266,12 @@ impl SlotsTarget {
                     }
                     Ok(None) => {
                         winner = Some(race_for_a_slot(
-                            file, self.slots, deadline, tick_every, &mut tick,
+                            self.inner.lock,
+                            file,
+                            self.slots,
+                            deadline,
+                            tick_every,
+                            &mut tick,
                         )?);
                         Ok(())
                     }
@@ -270,10 +281,7 @@ impl SlotsTarget {
         };
         observer.finished();
         // Leaving the queue: the next waiter is at its head.
-        let _ = fcntl(
-            file.as_fd(),
-            FcntlArg::F_OFD_SETLK(&byte(QUEUE_BYTE).request(libc::F_UNLCK)),
-        );
+        let _ = self.inner.lock.unlock(file.as_fd(), byte(QUEUE_BYTE));
         match waited {
             Ok(()) => Ok(winner.expect("a won wait has a winner")),
             Err(WaitEnd::TimedOut) => Err(wait::not_acquired(path, deadline, sight())),
@@ -283,28 +291,14 @@ impl SlotsTarget {
     }
 }
 
-/// One attempt at an exclusive lock on byte `at`.
-fn try_byte(fd: BorrowedFd<'_>, at: u64) -> io::Result<bool> {
-    match fcntl(fd, FcntlArg::F_OFD_SETLK(&byte(at).request(libc::F_WRLCK))) {
-        Ok(_) => Ok(true),
-        Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The N another holder recorded (a read lock on `COUNT_BASE + N` by another open file
-/// description), other than `ours`; with `ours` `None`, any N.
-pub(crate) fn recorded_count(fd: BorrowedFd<'_>, ours: Option<u16>) -> io::Result<Option<u16>> {
-    let first = COUNT_BASE + 1;
-    let last = COUNT_BASE + u64::from(MAX_SLOTS);
-    let ranges: Vec<(u64, u64)> = match ours {
-        None => vec![(first, last)],
-        Some(n) => {
-            let own = COUNT_BASE + u64::from(n);
-            vec![(first, own - 1), (own + 1, last)]
-        }
-    };
-    for (start, end) in ranges {
+/// An N other than `ours` that another holder recorded (a read lock on `COUNT_BASE + N` by
+/// another open file description), if there is one.
+fn recorded_count(fd: BorrowedFd<'_>, ours: u16) -> io::Result<Option<u16>> {
+    let own = COUNT_BASE + u64::from(ours);
+    for (start, end) in [
+        (COUNT_BASE + 1, own - 1),
+        (own + 1, COUNT_BASE + u64::from(MAX_SLOTS)),
+    ] {
         if start > end {
             continue;
         }
@@ -338,6 +332,7 @@ struct Race {
 /// kernel, the main thread in `poll` on a pipe they write to, under the deadline and the
 /// stop signals (`wait_in_kernel`).
 fn race_for_a_slot(
+    lock: &'static dyn DescriptorLock,
     file: &File,
     slots: u16,
     deadline: &Deadline,
@@ -370,7 +365,7 @@ fn race_for_a_slot(
             }
         };
         let race = Arc::clone(&race);
-        match spawn_runner(move || run_for_slot(&race, own, slot)) {
+        match spawn_runner(move || run_for_slot(lock, &race, own, slot)) {
             Ok(handle) => runners.push(handle),
             Err(e) => {
                 started = Err(e);
@@ -396,14 +391,13 @@ fn race_for_a_slot(
 }
 
 /// One waiting thread: blocks on its slot until it wins it or the race is over.
-fn run_for_slot(race: &Race, own: File, slot: u16) {
-    let request = byte(u64::from(slot)).request(libc::F_WRLCK);
+fn run_for_slot(lock: &dyn DescriptorLock, race: &Race, own: File, slot: u16) {
     loop {
         if race.over.load(Ordering::SeqCst) {
             return;
         }
-        match fcntl(own.as_fd(), FcntlArg::F_OFD_SETLKW(&request)) {
-            Ok(_) => {
+        match lock.lock_blocking(own.as_fd(), LockMode::Exclusive, byte(u64::from(slot))) {
+            Ok(()) => {
                 let Ok(mut won) = race.won.lock() else { return };
                 if won.is_none() && !race.over.load(Ordering::SeqCst) {
                     *won = Some((own, slot));
@@ -413,10 +407,10 @@ fn run_for_slot(race: &Race, own: File, slot: u16) {
                 // Otherwise `own` closes here, which gives the slot back.
                 return;
             }
-            Err(Errno::EINTR) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 if let Ok(mut failed) = race.failed.lock() {
-                    failed.get_or_insert(e.into());
+                    failed.get_or_insert(e);
                 }
                 let _ = nix::unistd::write(&race.done, &[1]);
                 return;

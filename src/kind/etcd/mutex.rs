@@ -487,10 +487,15 @@ pub fn acquire(
     })
 }
 
-/// The key of slot `slot`: beside the queue's prefix, outside its range (`NAME.slot-I`
-/// sorts before `NAME/`), bound to the holder's lease like its queue key.
+/// Where a semaphore's slot keys are: beside the queue's prefix, outside its range
+/// (`NAME.slot-I` sorts before `NAME/`).
+fn slot_prefix(target: &Target) -> String {
+    format!("{}.slot-", target.name)
+}
+
+/// The key of slot `slot`, bound to the holder's lease like its queue key.
 fn slot_key(target: &Target, slot: u16) -> String {
-    format!("{}.slot-{slot}", target.name)
+    format!("{}{slot}", slot_prefix(target))
 }
 
 /// Refuses (65) when the N oldest keys, the holders, record another number of slots than
@@ -541,9 +546,7 @@ fn claim_slot(
     n: u16,
     until: Instant,
 ) -> Result<u16, Error> {
-    let first = slot_key(target, 0);
-    let mut prefix = first.clone();
-    prefix.truncate(first.len() - 1);
+    let prefix = slot_prefix(target);
     for _ in 0..=n {
         let taken = json!({
             "key": base64(prefix.as_bytes()),
@@ -916,7 +919,7 @@ pub fn queue(target: &Target, cluster: &Arc<Cluster>) -> Result<Vec<QueueEntry>,
 /// `EtcdUnreachable` or `EtcdRefused`.
 pub fn slot_leases(target: &Target, cluster: &Arc<Cluster>) -> Result<Vec<(u16, i64)>, Error> {
     let mut transport = Transport::new(Arc::clone(cluster));
-    let prefix = format!("{}.slot-", target.name);
+    let prefix = slot_prefix(target);
     let body = json!({
         "key": base64(prefix.as_bytes()),
         "range_end": base64(&prefix_end(prefix.as_bytes())),
