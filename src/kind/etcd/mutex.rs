@@ -554,14 +554,24 @@ fn claim_slot(
             "keys_only": true,
         });
         let reply = session.call("/v3/kv/range", &taken, until)?;
-        let used: Vec<String> = reply
+        let used: Vec<QueueEntry> = reply
             .get("kvs")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .map(|kv| QueueEntry::from_kv(kv).key)
+            .map(QueueEntry::from_kv)
             .collect();
-        let Some(free) = (0..n).find(|slot| !used.contains(&slot_key(target, *slot))) else {
+        // A claim whose reply was lost (its member went away, and the call was sent again
+        // elsewhere) stands under our lease: that slot is ours already.
+        if let Some(mine) = used
+            .iter()
+            .filter(|e| e.lease == session.lease)
+            .find_map(|e| e.key.strip_prefix(&prefix)?.parse().ok())
+        {
+            return Ok(mine);
+        }
+        let Some(free) = (0..n).find(|slot| !used.iter().any(|e| e.key == slot_key(target, *slot)))
+        else {
             wait::nap(Duration::from_millis(50));
             continue;
         };
