@@ -292,10 +292,15 @@ impl Error {
                 if !problems.is_empty() {
                     write!(f, " ({})", problems.join("; "))?;
                 }
-                write!(
-                    f,
-                    "; check that the server runs and that LOCK (or PGHOST and PGPORT) names it"
-                )
+                if *server == "PostgreSQL" {
+                    write!(
+                        f,
+                        "; check that the server runs and that LOCK (or PGHOST and PGPORT) \
+                         names it"
+                    )
+                } else {
+                    write!(f, "; check that the server runs and that LOCK names it")
+                }
             }
             Error::ServerRefused {
                 lock,

@@ -173,6 +173,24 @@ pub struct LockStatus {
     pub soft_rw: Option<RwReport>,
     /// For a semaphore: N and the held slots (the holders are in `holders` too).
     pub semaphore: Option<SemaphoreReport>,
+    /// For a Redis lock: its key and what the key holds.
+    pub redis: Option<RedisReport>,
+}
+
+/// A Redis lock's key as `status` read it.
+#[derive(Debug, Clone, Default)]
+pub struct RedisReport {
+    pub key: String,
+    /// The holder, from a flockrun's record in the key.
+    pub owner: Option<crate::kind::network::owner::Owner>,
+    /// The holder in words (a foreign value shown as it is), with its time left.
+    pub described: Option<String>,
+    /// The key's value as it is; `None` when the key does not exist.
+    pub value: Option<String>,
+    /// `None`: no expiry (or no key).
+    pub ttl_left: Option<Duration>,
+    /// The last fencing token handed out.
+    pub fence: Option<String>,
 }
 
 impl LockStatus {
@@ -199,6 +217,7 @@ impl LockStatus {
             rw_waiters: Vec::new(),
             soft_rw: None,
             semaphore: None,
+            redis: None,
         }
     }
 }
@@ -376,6 +395,26 @@ pub fn render_human(status: &LockStatus) -> String {
     }
     if let Some(key) = &status.server_key {
         let _ = writeln!(out, "  key      {key}");
+    }
+    if let Some(r) = &status.redis {
+        if let Some(described) = &r.described {
+            let _ = write!(out, "  holder   {described}");
+            if let Some(age) = r
+                .owner
+                .as_ref()
+                .and_then(|o| o.since.as_deref())
+                .and_then(parse_utc_timestamp)
+                .and_then(age_of)
+            {
+                let _ = write!(out, " (held {})", format_seconds(age));
+            }
+            out.push('\n');
+        }
+        let _ = write!(out, "  key      {}", r.key);
+        if let Some(fence) = &r.fence {
+            let _ = write!(out, ", last fencing token {fence}");
+        }
+        out.push('\n');
     }
     for r in &status.ranges {
         let end = r
@@ -605,6 +644,22 @@ fn lock_json(s: &LockStatus) -> String {
             holders.push(json);
         } else {
             waiters.push(json);
+        }
+    }
+    if let Some(r) = &s.redis {
+        if let Some(value) = &r.value {
+            let owner = r.owner.clone().unwrap_or_default();
+            holders.push(format!(
+                "{{\"pid\":{},\"host\":{},\"command\":{},\"since\":{},\"key\":{},\"ttl_left\":{},\"flockrun\":{},\"value\":{}}}",
+                opt(owner.pid.map(|p| p.to_string())),
+                opt(owner.host.as_deref().map(json_str)),
+                opt(owner.command.as_deref().map(json_str)),
+                opt(owner.since.as_deref().map(json_str)),
+                json_str(&r.key),
+                opt(r.ttl_left.map(|d| format!("{:.3}", d.as_secs_f64()))),
+                r.owner.is_some(),
+                json_str(value),
+            ));
         }
     }
     for (members, list) in [(&s.rw_holders, &mut holders), (&s.rw_waiters, &mut waiters)] {

@@ -24,6 +24,7 @@ use self::mutex::{self as cluster, HeldEtcd};
 pub use self::mutex::{DEFAULT_TTL, QueueEntry, is_target};
 pub use self::target::{SCHEME, TLS_SCHEME, base64, lease_hex, unbase64};
 pub use self::tls::TlsFiles;
+pub(crate) use self::tls::client_config as tls_client_config;
 use super::network;
 pub use super::network::owner::Owner;
 use crate::error::Error;

@@ -41,7 +41,8 @@ macro_rules! kinds {
 // A new kind is its file and one entry here.
 kinds![
     files: kernel::Kernel, ofd::Ofd, sqlite::Sqlite, soft::Soft, lease::Lease, soft_rw::SoftRw;
-    named: etcd::Etcd => ["etcd://", "etcds://"], postgres::Postgres => ["postgresql://", "postgres://"];
+    named: etcd::Etcd => ["etcd://", "etcds://"], postgres::Postgres => ["postgresql://", "postgres://"],
+        redis::Redis => ["redis://", "rediss://", "valkey://", "valkeys://", "unix://", "redis+unix://", "valkey+unix://"];
 ];
 
 /// What `status` takes a lock file for when neither its kernel locks nor its content say.
@@ -90,12 +91,17 @@ pub fn for_request(request: &Request) -> Result<&'static dyn Kind, Error> {
 /// A usage error for options the kind cannot honour, or an error about LOCK.
 pub fn target(request: &Request) -> Result<Target, Error> {
     let kind = for_request(request)?;
-    if request.etcd.any() && kind.name() != etcd::Etcd.name() {
+    if request.etcd.any() && ![etcd::Etcd.name(), redis::Redis.name()].contains(&kind.name()) {
         return Err(Error::Usage {
             message: format!(
                 "--cacert, --cert, --key, --user and --password-file apply to etcd:// and \
-                 etcds:// locks, and {} is a lock file",
-                request.lock.display()
+                 redis:// locks (and their TLS forms), and {} is {}",
+                request.lock.display(),
+                if kind.name() == postgres::Postgres.name() {
+                    "a PostgreSQL lock, which takes them in LOCK or the PG* variables"
+                } else {
+                    "a lock file"
+                }
             ),
         });
     }
@@ -109,6 +115,9 @@ pub fn target(request: &Request) -> Result<Target, Error> {
                 if kind.name() == postgres::Postgres.name() {
                     "a PostgreSQL session cannot wait for whichever of N advisory keys frees \
                      first without polling, so flockrun does not offer it; see README.md"
+                } else if kind.name() == redis::Redis.name() {
+                    "Redis semaphores are not offered yet (use an etcd:// semaphore across \
+                     machines); see README.md"
                 } else {
                     "see README.md"
                 }
@@ -287,6 +296,10 @@ mod tests {
             "postgresql://db/app/job",
             "postgres:///job",
             "postgresqlish/file",
+            "redis://h/job",
+            "rediss://h:6380/2/job",
+            "unix:///run/redis.sock?name=job",
+            "redisish/file",
         ];
         for lock in locks {
             for verb in [Verb::Exec, Verb::Try, Verb::Read, Verb::Write] {

@@ -221,7 +221,7 @@ fn credentials(access: &Access, env: Env<'_>) -> Result<Option<Credentials>, Err
 }
 
 /// The password in `file`: its first line, without the line end.
-fn read_password(file: &Path) -> Result<String, Error> {
+pub(crate) fn read_password(file: &Path) -> Result<String, Error> {
     let text = std::fs::read(file).map_err(|e| Error::OptionFile {
         option: "--password-file",
         path: file.to_owned(),

@@ -12,6 +12,7 @@
 
 pub mod owner;
 pub mod session;
+pub mod socket;
 
 use std::ffi::OsStr;
 

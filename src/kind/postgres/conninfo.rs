@@ -211,7 +211,7 @@ fn usage(message: String) -> Error {
 }
 
 /// `%XX` escapes decoded.
-fn percent_decode(text: &str, what: &str, lock: &str) -> Result<String, Error> {
+pub(crate) fn percent_decode(text: &str, what: &str, lock: &str) -> Result<String, Error> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

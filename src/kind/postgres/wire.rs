@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,14 +17,12 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::backend::{ErrorFields, Message};
 use postgres_protocol::message::frontend;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::ClientConfig;
 
 use super::conninfo::{Conninfo, Server};
-use crate::error::os_message;
 use super::tls::{self, Tls};
-
-/// How long one socket call may block before the deadline and the stop flag are checked.
-const SLICE: Duration = Duration::from_millis(100);
+use crate::error::os_message;
+use crate::kind::network::socket::{self, SLICE, Socket, check, keepalive, transient};
 /// The longest reply flockrun reads: its queries return a row or a few.
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -44,6 +42,17 @@ pub enum Failure {
     Sql { code: String, message: String },
 }
 
+impl From<socket::Failure> for Failure {
+    fn from(failure: socket::Failure) -> Failure {
+        match failure {
+            socket::Failure::Aborted => Failure::Aborted,
+            socket::Failure::Late => Failure::Late,
+            socket::Failure::Unreachable(m) => Failure::Unreachable(m),
+            socket::Failure::Refused(m) => Failure::Refused(m),
+        }
+    }
+}
+
 impl Failure {
     #[must_use]
     pub fn text(&self) -> String {
@@ -52,62 +61,6 @@ impl Failure {
             Failure::Late => "no answer in time".to_owned(),
             Failure::Unreachable(m) | Failure::Refused(m) => m.clone(),
             Failure::Sql { code, message } => format!("{message} (SQLSTATE {code})"),
-        }
-    }
-}
-
-/// A connection's byte stream.
-enum Socket {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
-impl Socket {
-    fn set_read_timeout(&self, timeout: Duration) {
-        let timeout = Some(timeout.max(Duration::from_millis(1)));
-        let _ = match self {
-            Socket::Tcp(s) => s.set_read_timeout(timeout),
-            Socket::Unix(s) => s.set_read_timeout(timeout),
-            Socket::Tls(s) => s.get_ref().set_read_timeout(timeout),
-        };
-    }
-}
-
-impl Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.read(buf),
-            Socket::Unix(s) => s.read(buf),
-            Socket::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.write(buf),
-            Socket::Unix(s) => s.write(buf),
-            Socket::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.flush(),
-            Socket::Unix(s) => s.flush(),
-            Socket::Tls(s) => s.flush(),
-        }
-    }
-}
-
-impl std::os::fd::AsRawFd for Socket {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        match self {
-            Socket::Tcp(s) => s.as_raw_fd(),
-            Socket::Unix(s) => s.as_raw_fd(),
-            Socket::Tls(s) => s.get_ref().as_raw_fd(),
         }
     }
 }
@@ -127,34 +80,6 @@ pub struct Conn {
     pub params: HashMap<String, String>,
 }
 
-
-fn check(until: Instant, abort: &dyn Fn() -> bool) -> Result<(), Failure> {
-    if abort() {
-        Err(Failure::Aborted)
-    } else if Instant::now() >= until {
-        Err(Failure::Late)
-    } else {
-        Ok(())
-    }
-}
-
-fn transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
-}
-
-/// Sets TCP keepalives on the client's socket, so that a dead server is noticed by the
-/// kernel too: first probe after `idle`, then every second, three tries.
-fn keepalive(tcp: &TcpStream, idle: Duration) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let idle = u32::try_from(idle.as_secs().max(1)).unwrap_or(u32::MAX);
-    let _ = setsockopt(tcp, sockopt::KeepAlive, &true);
-    let _ = setsockopt(tcp, sockopt::TcpKeepIdle, &idle);
-    let _ = setsockopt(tcp, sockopt::TcpKeepInterval, &1);
-    let _ = setsockopt(tcp, sockopt::TcpKeepCount, &3);
-}
 
 /// What a connection announces and asks for at startup.
 pub struct Startup<'a> {
@@ -180,20 +105,10 @@ impl Conn {
     ) -> Result<Conn, Failure> {
         check(until, abort)?;
         let socket = if let Some(path) = server.socket_path() {
-            let unix = UnixStream::connect(&path).map_err(|e| {
-                Failure::Unreachable(format!(
-                    "cannot connect to {}: {}",
-                    path.display(),
-                    os_message(&e)
-                ))
-            })?;
-            let _ = unix.set_write_timeout(Some(SLICE));
-            Socket::Unix(unix)
+            Socket::unix(&path)?
         } else {
             let tcp = connect_tcp(server, until, abort)?;
             keepalive(&tcp, startup.keepalive_idle);
-            let _ = tcp.set_nodelay(true);
-            let _ = tcp.set_write_timeout(Some(SLICE));
             match startup.tls {
                 Tls::Off => Socket::Tcp(tcp),
                 Tls::Preferred(config) => negotiate(tcp, config, server, false, until, abort)?,
@@ -418,11 +333,7 @@ impl Conn {
     /// # Errors
     /// When the descriptor cannot be duplicated.
     pub fn watch_handle(&self) -> io::Result<std::os::fd::OwnedFd> {
-        match &self.socket {
-            Socket::Tcp(s) => s.try_clone().map(Into::into),
-            Socket::Unix(s) => s.try_clone().map(Into::into),
-            Socket::Tls(s) => s.get_ref().try_clone().map(Into::into),
-        }
+        self.socket.watch_handle()
     }
 
     /// The connection's socket.
@@ -440,22 +351,7 @@ impl Conn {
     }
 
     fn send(&mut self, bytes: &[u8], until: Instant, abort: &dyn Fn() -> bool) -> Result<(), Failure> {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match self.socket.write(rest) {
-                Ok(0) => return Err(Failure::Unreachable("the server closed the connection".to_owned())),
-                Ok(n) => rest = &rest[n..],
-                Err(e) if transient(&e) => check(until, abort)?,
-                Err(e) => return Err(Failure::Unreachable(format!("connection lost: {}", os_message(&e)))),
-            }
-        }
-        loop {
-            match self.socket.flush() {
-                Ok(()) => return Ok(()),
-                Err(e) if transient(&e) => check(until, abort)?,
-                Err(e) => return Err(Failure::Unreachable(format!("connection lost: {}", os_message(&e)))),
-            }
-        }
+        Ok(self.socket.send(bytes, until, abort)?)
     }
 
     fn receive(&mut self, until: Instant, abort: &dyn Fn() -> bool) -> Result<Message, Failure> {
@@ -473,25 +369,8 @@ impl Conn {
                 return Err(Failure::Unreachable("reply too large".to_owned()));
             }
             let mut chunk = [0u8; 8192];
-            loop {
-                let left = until.saturating_duration_since(Instant::now());
-                self.socket.set_read_timeout(left.min(SLICE));
-                match self.socket.read(&mut chunk) {
-                    Ok(0) => {
-                        return Err(Failure::Unreachable(
-                            "the server closed the connection".to_owned(),
-                        ));
-                    }
-                    Ok(n) => {
-                        self.input.extend_from_slice(&chunk[..n]);
-                        break;
-                    }
-                    Err(e) if transient(&e) => check(until, abort)?,
-                    Err(e) => {
-                        return Err(Failure::Unreachable(format!("connection lost: {}", os_message(&e))));
-                    }
-                }
-            }
+            let n = self.socket.receive(&mut chunk, until, abort)?;
+            self.input.extend_from_slice(&chunk[..n]);
         }
     }
 }
@@ -501,21 +380,7 @@ fn connect_tcp(server: &Server, until: Instant, abort: &dyn Fn() -> bool) -> Res
     let super::conninfo::Host::Tcp(name) = &server.host else {
         return Err(Failure::Unreachable("not a TCP server".to_owned()));
     };
-    crate::nss::confine();
-    let addresses: Vec<SocketAddr> = (name.as_str(), server.port)
-        .to_socket_addrs()
-        .map_err(|e| Failure::Unreachable(format!("cannot resolve {name}: {e}")))?
-        .collect();
-    let mut last = Failure::Unreachable(format!("{name} has no address"));
-    for address in addresses {
-        check(until, abort)?;
-        let left = until.saturating_duration_since(Instant::now());
-        match TcpStream::connect_timeout(&address, left.min(Duration::from_secs(2))) {
-            Ok(tcp) => return Ok(tcp),
-            Err(e) => last = Failure::Unreachable(format!("cannot connect to {server}: {}", os_message(&e))),
-        }
-    }
-    Err(last)
+    Ok(socket::connect_tcp(name, server.port, &server.to_string(), until, abort)?)
 }
 
 /// Asks for TLS (PostgreSQL's `SSLRequest`) and shakes hands if the server agrees.
@@ -560,28 +425,13 @@ fn negotiate(
         return Err(Failure::Refused("TLS over a Unix socket".to_owned()));
     };
     let name = tls::server_name(host).map_err(Failure::Refused)?;
-    let mut session = ClientConnection::new(Arc::clone(config), name)
-        .map_err(|e| Failure::Refused(format!("cannot start TLS: {e}")))?;
-    while session.is_handshaking() {
-        let left = until.saturating_duration_since(Instant::now());
-        let _ = tcp.set_read_timeout(Some(left.clamp(Duration::from_millis(1), SLICE)));
-        match session.complete_io(&mut tcp) {
-            Ok(_) => {}
-            Err(e) if transient(&e) => check(until, abort)?,
-            Err(e) => {
-                return Err(match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                    Some(tls_error) => Failure::Refused(format!(
-                        "TLS with {server} failed: {tls_error}"
-                    )),
-                    None => Failure::Unreachable(format!(
-                        "TLS with {server} failed: {}",
-                        os_message(&e)
-                    )),
-                });
-            }
-        }
-    }
-    Ok(Socket::Tls(Box::new(StreamOwned::new(session, tcp))))
+    socket::handshake(tcp, config, name, until, abort).map_err(|e| match e {
+        Ok(failure) => failure.into(),
+        Err(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            Some(tls_error) => Failure::Refused(format!("TLS with {server} failed: {tls_error}")),
+            None => Failure::Unreachable(format!("TLS with {server} failed: {}", os_message(&e))),
+        },
+    })
 }
 
 /// The SQLSTATE and the message of an error response.
