@@ -740,3 +740,24 @@ fn a_soft_lease_semaphore_never_has_more_holders_than_slots_under_chaos() {
         &["exec", "-w", "10", "--soft", "--ttl", "5"],
     );
 }
+
+/// The Redis kind, 8 workers: a killed flockrun takes its COMMAND with it at once, while its
+/// key keeps the lock until it expires, so no kill lets two holders in.
+#[test]
+fn killing_flockrun_at_random_never_gives_two_holders_redis() {
+    let redis = crate::redis::Redis::start();
+    let chaos = Chaos {
+        max_pause: Duration::from_millis(300),
+        max_kills: 10,
+    };
+    let mut run = Run::with_lock(scratch(), redis.lock("chaos"), Some(chaos));
+    // Holds long enough that kills land on holders, not only on waiters.
+    run.dwell_ms = Some(20);
+    let args: &[&str] = &["exec", "--ttl", "1"];
+    let everyone: Vec<(Who<'_>, usize)> = (0..8).map(|_| (Who::Flockrun(args, "x"), 15)).collect();
+    let kills = run.go(&everyone);
+    assert!(kills > 0, "the chaos thread never killed anything");
+    eprintln!("{kills} flockrun processes killed");
+    // Keys of killed flockruns may still be running out: wait for them, briefly.
+    run.assert_free_afterwards(&["exec", "-w", "10"]);
+}

@@ -31,6 +31,7 @@ mod pki;
 mod postgres;
 mod read_write;
 mod real_nfs;
+mod redis;
 mod replaced_lock;
 mod semaphores;
 mod shared_fs;

@@ -134,6 +134,21 @@ fn closed() -> Failure {
 }
 
 fn lost(e: &io::Error) -> Failure {
+    // TLS 1.3 settles client certificates after the handshake: a server that wants one, or
+    // does not trust the one it got, says so with an alert on the first read.
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return Failure::Refused(match tls {
+            rustls::Error::AlertReceived(alert) => format!(
+                "the server ended the TLS connection with alert {alert:?}: it wants a client \
+                 certificate it trusts (give a certificate and key signed by a CA the server \
+                 trusts)"
+            ),
+            other => format!("TLS: {other}"),
+        });
+    }
     Failure::Unreachable(format!("connection lost: {}", os_message(e)))
 }
 

@@ -311,7 +311,7 @@ pub fn refusal(error: &str, doing: &str, login: &Login) -> Failure {
         " (the server requires a password: give it in LOCK, with --password-file or in \
          REDISCLI_AUTH)"
             .to_owned()
-    } else if error.starts_with("NOPERM") {
+    } else if error.starts_with("NOPERM") || error.contains("can't run this command") {
         format!(
             " (the ACL of user {} does not allow it; see README.md, \"Redis locks\", for the \
              commands and keys flockrun needs)",
