@@ -40,8 +40,8 @@ counts as free), 1 when at least one is held, 66 when one cannot be inspected.\n
 JSON (--json): one document, {\"locks\": [LOCK, ...]}, where each LOCK has:\n  \
 path           absolute path\n  \
 exists         true or false\n  \
-kind           kernel, ofd, sqlite, soft, soft-lease, soft-rw, etcd, or null\n                 \
-when absent\n  \
+kind           kernel, ofd, sqlite, soft, soft-lease, soft-rw, etcd, postgresql,\n                 \
+redis, or null when absent\n  \
 state          free, held or stale\n  \
 mode           exclusive, shared, read, write, or null when free\n  \
 holders        [{pid, command, user, since, flockrun, child_pid, child_command}]\n                 \
@@ -54,7 +54,8 @@ malformed or foreign host; mode is the marker's contract\n                 \
 (lease, exclusive, or null for a classic marker); ttl is a\n                 \
 lease's TTL and renewed_ago the seconds since its last renewal\n  \
 (etcd LOCKs: each holder and waiter is {pid, host, command,\n                 \
-since, key, revision, lease}; soft-rw LOCKs: {pid, host,\n                 \
+since, key, revision, lease}; redis LOCKs: {pid, host, command,\n                 \
+since, key, ttl_left, flockrun, value}; soft-rw LOCKs: {pid, host,\n                 \
 layout, role, token, heartbeat_ago, verdict})\n  \
 soft_rw        for soft-rw LOCKs {layouts, generation}, else null\n  \
 semaphore      for a semaphore (--slots) {slots, held, holders: [{slot, pid,\n                 \
@@ -178,7 +179,7 @@ pub struct StatusArgs {
     pub etcd: EtcdArgs,
 
     /// The locks to inspect: lock files, etcd://HOST:PORT[,HOST:PORT...]/NAME (etcds:// for
-    /// TLS), or postgresql://[USER@]HOST[:PORT]/DBNAME/NAME
+    /// TLS), postgresql://[USER@]HOST[:PORT]/DBNAME/NAME, or redis://HOST[:PORT][/DB]/NAME
     #[arg(value_name = "LOCK", required = true)]
     pub locks: Vec<PathBuf>,
 }
@@ -275,7 +276,8 @@ pub struct KernelLockArgs {
     pub no_fork: bool,
 
     /// The lease's time to live in seconds: for an etcd:// or postgresql:// LOCK, whole
-    /// seconds [default: 10; at least 3 for PostgreSQL],
+    /// seconds [default: 10; at least 3 for PostgreSQL]; for a redis:// LOCK, 1 or more with
+    /// fractions allowed [default: 10], renewed every TTL/3;
     /// and with --soft, 0.1 or more with fractions allowed as py-filelock's `lease_duration`,
     /// where it makes the lock a soft lease (py-filelock's `SoftFileLease`) that a crashed
     /// holder's host cannot keep forever. flockrun renews a soft lease every TTL/3 and an etcd
@@ -318,21 +320,21 @@ pub struct KernelLockArgs {
 /// How to reach an etcd cluster, named as etcdctl names them; the `ETCDCTL_*` variables
 /// fill in what is not given.
 #[derive(Debug, Args, Default)]
-#[command(next_help_heading = "etcd options (etcd:// and etcds:// locks)")]
+#[command(next_help_heading = "etcd and Redis options (etcd://, redis:// and their TLS forms)")]
 pub struct EtcdArgs {
     #[arg(
         long,
         value_name = "FILE",
-        help = "TLS: the CA bundle (PEM) that signs the members' \
-          certificates [default: ETCDCTL_CACERT, else the system's CAs]"
+        help = "TLS: the CA bundle (PEM) that signs the servers' \
+          certificates [default: etcd: ETCDCTL_CACERT; else the system's CAs]"
     )]
     pub cacert: Option<PathBuf>,
 
     #[arg(
         long,
         value_name = "FILE",
-        help = "TLS: the client certificate (PEM) for a cluster \
-          that requires one, with --key [default: ETCDCTL_CERT]"
+        help = "TLS: the client certificate (PEM) for a server \
+          that requires one, with --key [default: etcd: ETCDCTL_CERT]"
     )]
     pub cert: Option<PathBuf>,
 
@@ -340,17 +342,17 @@ pub struct EtcdArgs {
         long,
         value_name = "FILE",
         help = "TLS: the client certificate's private key (PEM) \
-          [default: ETCDCTL_KEY]"
+          [default: etcd: ETCDCTL_KEY]"
     )]
     pub key: Option<PathBuf>,
 
     #[arg(
         long,
         value_name = "NAME[:PASSWORD]",
-        help = "The user to authenticate as, for a \
-          cluster with authentication [default: ETCDCTL_USER]. NAME:PASSWORD works as with \
-          etcdctl, but shows the password in the process list: prefer --password-file or \
-          ETCDCTL_PASSWORD"
+        help = "The user to authenticate as: an etcd user \
+          [default: ETCDCTL_USER] or a Redis ACL user (a user in LOCK goes first). \
+          NAME:PASSWORD works as with etcdctl, but shows the password in the process list: \
+          prefer --password-file, ETCDCTL_PASSWORD or REDISCLI_AUTH"
     )]
     pub user: Option<String>,
 
@@ -358,7 +360,7 @@ pub struct EtcdArgs {
         long,
         value_name = "FILE",
         help = "The user's password: the first line of FILE \
-          [default: ETCDCTL_PASSWORD]"
+          [default: etcd: ETCDCTL_PASSWORD; Redis: a password in LOCK, else REDISCLI_AUTH]"
     )]
     pub password_file: Option<PathBuf>,
 }
@@ -436,7 +438,9 @@ pub struct RunArgs {
           (exec and try; etcds:// over TLS; etcd:///NAME takes the members from \
           ETCDCTL_ENDPOINTS), or postgresql://[USER[:PASSWORD]@]HOST[:PORT][,...]/DBNAME/NAME \
           for a PostgreSQL advisory lock (postgresql:///NAME takes the server from the PG* \
-          variables, as psql does)"
+          variables, as psql does), or redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]/NAME for a \
+          lease in the key flockrun:NAME on Redis or Valkey (exec and try; rediss:// over \
+          TLS; unix:///PATH/redis.sock?name=NAME[&db=N] through a Unix socket)"
     )]
     pub lock: Option<PathBuf>,
 
