@@ -575,6 +575,71 @@ class Bench:
                 self.record("postgresql", f"handoff: {who}", value, "p50 no slower than psql", p50 <= theirs)
         os.unlink(fifo)
 
+    # 2d. the Redis kind beside redis-cli doing SET NX by hand, on a server started by the
+    # benchmark on loopback (no persistence, default settings: no keyspace notifications)
+    def redis(self):
+        if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+            self.failures.append("Redis is needed (apt-get install redis-server redis-tools)")
+            return
+        server = RedisServer(self.tmp)
+        try:
+            self._redis(server)
+        finally:
+            server.stop()
+
+    def _redis(self, server):
+        fr = self.flockrun
+        url = lambda name: f"redis://127.0.0.1:{server.port}/{name}"
+        cli = f"redis-cli -p {server.port}"
+        # What scripts write by hand: SET NX PX, the command, DEL.
+        by_hand = lambda name, cmd: ["sh", "-c", f"[ \"$({cli} SET flockrun:{name} me NX PX 60000)\" = OK ] "
+                                     f"&& {{ {cmd}; {cli} DEL flockrun:{name} >/dev/null; }}"]
+        runs = self.n(100, 5)
+        for who, cmd in [("flockrun exec redis://…/NAME -- true", [fr, "exec", url("u1"), "--", "true"]),
+                         ("redis-cli SET NX PX, true, redis-cli DEL", by_hand("u2", "true"))]:
+            start = time.perf_counter()
+            for _ in range(runs):
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            self.record("redis", f"uncontended: {who} ({runs} runs)", ms((time.perf_counter() - start) / runs))
+        samples = self.n(60, 3)
+        fifo = self.tmp / "redis-release"
+        os.mkfifo(fifo)
+        hold = f"echo ready; read x < {fifo}; date +%s%N"
+        # A waiter that polls: SET NX in a loop with no pause, the fastest a script can be
+        # (and a load on the server: one connection per try).
+        polling = lambda name, nap: ["sh", "-c", f"until [ \"$({cli} SET flockrun:{name} w NX PX 60000)\" = OK ]; "
+                                     f"do {nap}; done; date +%s%N; {cli} DEL flockrun:{name} >/dev/null"]
+        cases = [
+            ("flockrun exec", lambda n: [fr, "exec", url(n), "--", "sh", "-c", hold],
+             lambda n: [fr, "exec", url(n), "--", "date", "+%s%N"]),
+            ("redis-cli SET NX loop, no pause", lambda n: by_hand(n, hold), lambda n: polling(n, ":")),
+        ]
+        values = {who: [] for who, _, _ in cases}
+        for i in range(samples):
+            for who, holder, waiter in cases:
+                name = f"h-{who.split()[0]}-{who[-5:].strip()}-{i}".replace(" ", "")
+                h = subprocess.Popen(holder(name), stdout=subprocess.PIPE, text=True)
+                assert h.stdout.readline().strip() == "ready", who
+                w = subprocess.Popen(waiter(name), stdout=subprocess.PIPE, text=True)
+                time.sleep(0.2)  # let the waiter start waiting
+                with open(fifo, "w") as release:
+                    release.write("go\n")
+                end = int(h.stdout.readline())
+                h.wait()
+                start = int(w.stdout.readline())
+                w.wait()
+                values[who].append((start - end) / 1e6)
+        theirs = statistics.median(values["redis-cli SET NX loop, no pause"])
+        for who, _, _ in cases:
+            p50 = statistics.median(values[who])
+            value = f"p50 {p50:.2f} ms, p90 {pct(values[who], 90):.2f} ms"
+            if who.startswith("redis-cli"):
+                self.record("redis", f"handoff: {who}", value)
+            else:
+                self.record("redis", f"handoff: {who}", value, "p50 no slower than a redis-cli SET NX loop",
+                            p50 <= theirs)
+        os.unlink(fifo)
+
     # 3. 8 processes × 200 exec on one lock, incrementing a counter
     def contention(self):
         procs, each = 8, self.n(200, 10)
@@ -820,6 +885,31 @@ class PostgresServer:
                         "immediate", "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+class RedisServer:
+    """A redis-server on a free loopback port, no persistence, its files in the benchmark's
+    directory."""
+
+    def __init__(self, tmp):
+        import socket
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        ping = ["redis-cli", "-p", str(self.port), "PING"]
+        while subprocess.run(ping, capture_output=True, text=True).stdout.strip() != "PONG":
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.01)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
 def venv_python(version=PY_FILELOCK):
     venv = ROOT / "target" / f"bench-venv-filelock-{version}"
     python = venv / "bin" / "python"
@@ -929,6 +1019,7 @@ def write_report(bench, flockrun):
         "py-filelock": f"{PY_FILELOCK} and {PY_FILELOCK_V1}",
         "etcd": sh(["etcd", "--version"]).splitlines()[0].removeprefix("etcd Version: "),
         "PostgreSQL": sh(["psql", "--version"]).split()[-1],
+        "Redis": sh(["redis-server", "--version"]).split()[2].removeprefix("v="),
         "Python": platform.python_version(),
     }
     lines = [
@@ -969,7 +1060,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="flockrun-bench-") as tmp:
         bench = Bench(flockrun, python, args.smoke, tmp)
         for step in (bench.uncontended, bench.handoff, bench.slots, bench.soft_rw, bench.lease_takeover, bench.etcd,
-                     bench.postgresql, bench.contention,
+                     bench.postgresql, bench.redis, bench.contention,
                      bench.writer_preference, bench.timeout_precision, bench.memory,
                      bench.status_time, bench.nfs):
             if args.only and step.__name__ != args.only:

@@ -97,6 +97,16 @@ put("etcd_reply", f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{chunke
 put("etcd_reply", f"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n{rng}")
 put("etcd_reply", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\n{}\n\r\n0\r\nTrailer: x\r\n\r\n")
 
+# Redis replies: the lock script's taken and busy answers, a renewal's, errors, a
+# subscription's confirmations and a pushed message, nested and null values.
+record = owner[:-1] + ',"token":"97b10387e8d3edd926ec66a207f8104c"}'
+put("redis_reply", "*2\r\n:1\r\n:42\r\n")
+put("redis_reply", f"*3\r\n:0\r\n${len(record)}\r\n{record}\r\n:9962\r\n")
+put("redis_reply", "*3\r\n:0\r\n$6\r\ncron-7\r\n:-1\r\n:1\r\n:0\r\n$5\r\nthief\r\n")
+put("redis_reply", "-NOPERM this user has no permissions to run the 'eval' command\r\n-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n")
+put("redis_reply", "*3\r\n$9\r\nsubscribe\r\n$25\r\nflockrun-released:nightly\r\n:1\r\n*3\r\n$7\r\nmessage\r\n$25\r\nflockrun-released:nightly\r\n$1\r\n1\r\n")
+put("redis_reply", "$-1\r\n*-1\r\n*2\r\n*1\r\n$0\r\n\r\n*0\r\n$44\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n")
+
 # /proc/locks and fdinfo: this machine's table, and the shapes the kernel prints.
 for t in [
     "1: OFDLCK ADVISORY  READ -1 fe:00:5415684 201 201\n"

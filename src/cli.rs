@@ -179,7 +179,7 @@ pub struct StatusArgs {
     pub etcd: EtcdArgs,
 
     /// The locks to inspect: lock files, etcd://HOST:PORT[,HOST:PORT...]/NAME (etcds:// for
-    /// TLS), postgresql://[USER@]HOST[:PORT]/DBNAME/NAME, or redis://HOST[:PORT][/DB]/NAME
+    /// TLS), postgresql://[USER@]HOST[:PORT]/DBNAME/NAME, or `redis://HOST[:PORT][/DB]/NAME`
     #[arg(value_name = "LOCK", required = true)]
     pub locks: Vec<PathBuf>,
 }

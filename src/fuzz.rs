@@ -23,6 +23,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("soft_rw_record", soft_rw_record),
     ("sqlite_file", sqlite_file),
     ("etcd_reply", etcd_reply),
+    ("redis_reply", redis_reply),
     ("proc_locks", proc_locks),
     ("mountinfo", mountinfo),
     ("proc_stat", proc_stat),
@@ -67,6 +68,27 @@ pub fn sqlite_file(bytes: &[u8]) {
 /// the holder details in their values.
 pub fn etcd_reply(bytes: &[u8]) {
     crate::kind::etcd::mutex::replay_reply(bytes);
+}
+
+/// What a Redis server (or whatever answers on its port) sends: a stream of RESP replies,
+/// parsed one after another as the connection reads them, and read as the lock does (a
+/// holder's record, its description for messages).
+pub fn redis_reply(bytes: &[u8]) {
+    use crate::kind::redis::resp::{Value, parse};
+    let mut rest = bytes;
+    while let Ok(Some((value, used))) = parse(rest) {
+        assert!(used > 0 && used <= rest.len());
+        // A reply is complete in its own bytes, and parses the same from them alone.
+        assert_eq!(parse(&rest[..used]), Ok(Some((value.clone(), used))));
+        if let Value::Array(Some(items)) = &value {
+            for item in items {
+                if let Value::Bulk(Some(record)) = item {
+                    let _ = crate::kind::redis::lease::describe_value(record, None);
+                }
+            }
+        }
+        rest = &rest[used..];
+    }
 }
 
 /// `/proc/locks` and the `lock:` lines of `/proc/PID/fdinfo/FD`.

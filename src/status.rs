@@ -343,6 +343,31 @@ fn render_title(out: &mut String, status: &LockStatus) {
     }
 }
 
+/// A Redis lock's holder (from its record, or the value as it is) and its key.
+fn render_redis(out: &mut String, status: &LockStatus) {
+    let Some(r) = &status.redis else {
+        return;
+    };
+    if let Some(described) = &r.described {
+        let _ = write!(out, "  holder   {described}");
+        if let Some(age) = r
+            .owner
+            .as_ref()
+            .and_then(|o| o.since.as_deref())
+            .and_then(parse_utc_timestamp)
+            .and_then(age_of)
+        {
+            let _ = write!(out, " (held {})", format_seconds(age));
+        }
+        out.push('\n');
+    }
+    let _ = write!(out, "  key      {}", r.key);
+    if let Some(fence) = &r.fence {
+        let _ = write!(out, ", last fencing token {fence}");
+    }
+    out.push('\n');
+}
+
 /// The human form: a short aligned block per lock.
 #[must_use]
 pub fn render_human(status: &LockStatus) -> String {
@@ -396,26 +421,7 @@ pub fn render_human(status: &LockStatus) -> String {
     if let Some(key) = &status.server_key {
         let _ = writeln!(out, "  key      {key}");
     }
-    if let Some(r) = &status.redis {
-        if let Some(described) = &r.described {
-            let _ = write!(out, "  holder   {described}");
-            if let Some(age) = r
-                .owner
-                .as_ref()
-                .and_then(|o| o.since.as_deref())
-                .and_then(parse_utc_timestamp)
-                .and_then(age_of)
-            {
-                let _ = write!(out, " (held {})", format_seconds(age));
-            }
-            out.push('\n');
-        }
-        let _ = write!(out, "  key      {}", r.key);
-        if let Some(fence) = &r.fence {
-            let _ = write!(out, ", last fencing token {fence}");
-        }
-        out.push('\n');
-    }
+    render_redis(&mut out, status);
     for r in &status.ranges {
         let end = r
             .end
@@ -646,22 +652,7 @@ fn lock_json(s: &LockStatus) -> String {
             waiters.push(json);
         }
     }
-    if let Some(r) = &s.redis {
-        if let Some(value) = &r.value {
-            let owner = r.owner.clone().unwrap_or_default();
-            holders.push(format!(
-                "{{\"pid\":{},\"host\":{},\"command\":{},\"since\":{},\"key\":{},\"ttl_left\":{},\"flockrun\":{},\"value\":{}}}",
-                opt(owner.pid.map(|p| p.to_string())),
-                opt(owner.host.as_deref().map(json_str)),
-                opt(owner.command.as_deref().map(json_str)),
-                opt(owner.since.as_deref().map(json_str)),
-                json_str(&r.key),
-                opt(r.ttl_left.map(|d| format!("{:.3}", d.as_secs_f64()))),
-                r.owner.is_some(),
-                json_str(value),
-            ));
-        }
-    }
+    holders.extend(redis_holder_json(s));
     for (members, list) in [(&s.rw_holders, &mut holders), (&s.rw_waiters, &mut waiters)] {
         for m in members {
             list.push(format!(
@@ -696,6 +687,24 @@ fn lock_json(s: &LockStatus) -> String {
         ranges.join(","),
         warnings.join(",")
     )
+}
+
+/// A Redis lock's holder: `{pid, host, command, since, key, ttl_left, flockrun, value}`.
+fn redis_holder_json(s: &LockStatus) -> Option<String> {
+    let r = s.redis.as_ref()?;
+    let value = r.value.as_ref()?;
+    let owner = r.owner.clone().unwrap_or_default();
+    Some(format!(
+        "{{\"pid\":{},\"host\":{},\"command\":{},\"since\":{},\"key\":{},\"ttl_left\":{},\"flockrun\":{},\"value\":{}}}",
+        opt(owner.pid.map(|p| p.to_string())),
+        opt(owner.host.as_deref().map(json_str)),
+        opt(owner.command.as_deref().map(json_str)),
+        opt(owner.since.as_deref().map(json_str)),
+        json_str(&r.key),
+        opt(r.ttl_left.map(|d| format!("{:.3}", d.as_secs_f64()))),
+        r.owner.is_some(),
+        json_str(value),
+    ))
 }
 
 /// A process holder: `{pid, command, user, since, flockrun, child_pid, child_command}`.

@@ -47,7 +47,9 @@ pub fn verbose() -> String {
     format!(
         "{}\nkinds: {}\nsoft read/write layouts: v1 (py-filelock 3.x), v2 (py-filelock 4.x)\n\
          etcd transports: http, https (rustls)\npostgresql transports: tcp, unix socket, tls \
-         (rustls); logins: trust, password, md5, scram-sha-256, client certificate\nfront ends: flockrun, flock (flock(1)'s \
+         (rustls); logins: trust, password, md5, scram-sha-256, client certificate\n\
+         redis transports: tcp, unix socket, tls (rustls); logins: password, acl user, \
+         client certificate\nfront ends: flockrun, flock (flock(1)'s \
          command line)\ntarget: {}, {linkage}\n",
         line(),
         kinds.join(", "),

@@ -2,7 +2,9 @@
 //! persistence, a free loopback port, a scratch directory) and stops it, whatever happens.
 //! Peers are `redis-cli` running the `SET NX` idiom by hand and other flockruns.
 
+use std::fmt::Write as _;
 use std::fs;
+use std::io::Read as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -74,31 +76,33 @@ impl Redis {
         );
         let pki = setup.tls.then(Pki::new);
         if let Some(pki) = &pki {
-            conf.push_str(&format!(
+            let _ = write!(
+                conf,
                 "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
                  tls-ca-cert-file {}\ntls-auth-clients {}\n",
                 pki.member.cert.display(),
                 pki.member.key.display(),
                 pki.ca.display(),
                 if setup.client_certs { "yes" } else { "no" }
-            ));
+            );
         } else {
-            conf.push_str(&format!("port {port}\n"));
+            let _ = writeln!(conf, "port {port}");
         }
         if let Some(password) = setup.password {
-            conf.push_str(&format!("requirepass {password}\n"));
+            let _ = writeln!(conf, "requirepass {password}");
         }
         if let Some(primary) = setup.replica_of {
-            conf.push_str(&format!("replicaof 127.0.0.1 {primary}\n"));
+            let _ = writeln!(conf, "replicaof 127.0.0.1 {primary}");
         }
         if let Some(flags) = setup.notify {
-            conf.push_str(&format!("notify-keyspace-events {flags}\n"));
+            let _ = writeln!(conf, "notify-keyspace-events {flags}");
         }
-        conf.push_str(&format!(
+        let _ = writeln!(
+            conf,
             "user {ACL_USER} on >{ACL_PASSWORD} ~flockrun:* ~flockrun-fence:* \
              &flockrun-released:* &__keyspace@* +eval +get +set +pexpire +pttl +del +incr \
-             +publish +subscribe +info +wait +select +ping\n"
-        ));
+             +publish +subscribe +info +wait +select +ping"
+        );
         let conf_path = dir.path().join("redis.conf");
         fs::write(&conf_path, conf).unwrap();
         let mut redis = Redis {
@@ -262,7 +266,6 @@ fn finish(mut child: Child) -> Output {
     let status = wait_with_deadline(&mut child);
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
-    use std::io::Read as _;
     child
         .stdout
         .take()

@@ -47,7 +47,14 @@ fn verbose_version_lists_the_kinds_compiled_in() {
         assert!(lines[0].starts_with("flockrun "), "{text}");
         assert!(
             lines.contains(
-                &"kinds: kernel, ofd, sqlite, soft, soft-lease, soft-rw, etcd, postgresql"
+                &"kinds: kernel, ofd, sqlite, soft, soft-lease, soft-rw, etcd, postgresql, redis"
+            ),
+            "{text}"
+        );
+        assert!(
+            lines.contains(
+                &"redis transports: tcp, unix socket, tls (rustls); logins: password, acl user, \
+                  client certificate"
             ),
             "{text}"
         );

@@ -67,14 +67,14 @@ fn resolve(lock: &OsStr, access: &Access, ttl: Duration) -> Result<lease::Target
         },
         None => (None, None),
     };
-    if let (Some(ours), Some(theirs)) = (&location.user, &option_user) {
-        if ours != theirs {
-            return Err(Error::Usage {
-                message: format!(
-                    "{shown} names user {ours:?} and --user names {theirs:?}: give the user once"
-                ),
-            });
-        }
+    if let (Some(ours), Some(theirs)) = (&location.user, &option_user)
+        && ours != theirs
+    {
+        return Err(Error::Usage {
+            message: format!(
+                "{shown} names user {ours:?} and --user names {theirs:?}: give the user once"
+            ),
+        });
     }
     let from_file = match &access.password_file {
         Some(path) => Some(super::etcd::access::read_password(path)?),

@@ -158,18 +158,17 @@ fn record(command: &str) -> String {
 /// is (another program's), with the time it has left.
 #[must_use]
 pub fn describe_value(value: &[u8], ttl_left: Option<Duration>) -> String {
-    let mut text = match Owner::parse(value) {
-        Some(owner) => owner.describe(),
-        None => {
+    let holder = Owner::parse(value).map_or_else(
+        || {
             let shown: String = String::from_utf8_lossy(value).chars().take(80).collect();
             format!("a value flockrun did not write ({shown:?})")
-        }
-    };
+        },
+        |owner| owner.describe(),
+    );
     match ttl_left {
-        Some(left) => text.push_str(&format!(", {:.1} s left", left.as_secs_f64())),
-        None => text.push_str(", with no expiry"),
+        Some(left) => format!("{holder}, {:.1} s left", left.as_secs_f64()),
+        None => format!("{holder}, with no expiry"),
     }
-    text
 }
 
 /// A PTTL reply as a time left: `None` for a key that never expires (-1).
@@ -444,8 +443,7 @@ impl HeldRedis {
         match conn.call(&args, until, &never) {
             Ok(Value::Int(1)) => None,
             Ok(Value::Int(_)) => Some(format!(
-                "{} no longer held this flockrun's record when it let go; nothing was deleted",
-                key
+                "{key} no longer held this flockrun's record when it let go; nothing was deleted"
             )),
             Ok(other) => Some(self.unreleased(&format!("{other:?}"))),
             Err(e) => Some(self.unreleased(&failure_text(&e))),
