@@ -162,6 +162,25 @@ fn choose(status: &LockStatus) -> Result<Victim, String> {
             )),
         };
     }
+    if let Some(redis) = &status.redis {
+        let owner = redis.owner.as_ref();
+        return match (
+            owner.and_then(|o| o.host.as_deref()),
+            owner.and_then(|o| o.pid),
+        ) {
+            (Some(host), Some(pid)) if host == here => Ok(victim_of(
+                pid,
+                true,
+                owner.and_then(|o| o.command.as_deref()).unwrap_or(""),
+            )),
+            (Some(host), pid) => Err(elsewhere(pid, host)),
+            _ => Err(format!(
+                "it is held through Redis key {} by {}, a value that names no process",
+                redis.key,
+                redis.described.as_deref().unwrap_or("another program")
+            )),
+        };
+    }
     if let Some(marker) = &status.marker
         && let Some(host) = marker.host.as_deref().filter(|h| *h != here)
     {

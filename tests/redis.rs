@@ -579,6 +579,28 @@ fn status_names_the_holder_in_text_and_json_and_shows_foreign_values() {
 }
 
 #[test]
+fn replace_stops_a_holder_on_this_host_and_leaves_a_foreign_value_alone() {
+    let redis = Redis::start();
+    let lock = redis.lock("replaced");
+    let holder = hold(&lock, &[]);
+    let pid = holder.pid();
+    let out = flockrun_out(&["exec", "--replace", &lock, "--", "echo", "mine"], &[]);
+    assert_status(&out, 0, "replacing a flockrun holder");
+    assert_eq!(text(&out.stdout).trim(), "mine");
+    wait_until_exited(pid, "the replaced holder to exit");
+    drop(holder);
+    redis.cli(&["SET", "flockrun:replaced", "cron-7", "PX", "60000"]);
+    let out = flockrun_out(&["try", "--replace", &lock, "--", "true"], &[]);
+    assert_status(&out, 75, "a value that names no process");
+    assert!(
+        text(&out.stderr).contains("names no process"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(redis.cli(&["GET", "flockrun:replaced"]).trim(), "cron-7");
+}
+
+#[test]
 fn bad_locks_and_options_are_usage_errors() {
     for (lock, extra, says) in [
         ("redis://127.0.0.1", &[][..], "names no lock"),
