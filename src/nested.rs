@@ -40,6 +40,20 @@ impl HeldKey {
             id: FileId::of(&meta),
         })
     }
+
+    /// The key of a `kind` lock that is no file but a name in a server: `text` names the
+    /// server and the lock (hashed into the device field, the inode left 0), so a nested
+    /// flockrun that names them the same way sees the lock held.
+    #[must_use]
+    pub fn of_name(kind: &'static str, text: &str) -> HeldKey {
+        HeldKey {
+            kind,
+            id: FileId {
+                dev: name_hash(text.as_bytes()),
+                ino: 0,
+            },
+        }
+    }
 }
 
 /// A stable 64-bit hash (FNV-1a) of a lock's name, for `HeldKey`s of locks that are no

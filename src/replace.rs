@@ -131,55 +131,8 @@ fn choose(status: &LockStatus) -> Result<Victim, String> {
             },
         };
     }
-    if let Some(entry) = status.etcd_queue.first() {
-        let owner = entry.owner.as_ref();
-        let host = owner.and_then(|o| o.host.as_deref());
-        let pid = owner.and_then(|o| o.pid);
-        return match (host, pid) {
-            (Some(host), Some(pid)) if host == here => Ok(victim_of(
-                pid,
-                true,
-                owner.and_then(|o| o.command.as_deref()).unwrap_or(""),
-            )),
-            (Some(host), _) => Err(elsewhere(pid, host)),
-            _ => Err(format!(
-                "it is held through etcd key {} by a holder that recorded no host and pid",
-                entry.key
-            )),
-        };
-    }
-    if let Some((_, session)) = status.sessions.iter().find(|(granted, _)| *granted) {
-        return match (session.host.as_deref(), session.pid) {
-            (Some(host), Some(pid)) if host == here => Ok(victim_of(
-                pid,
-                true,
-                session.command.as_deref().unwrap_or(""),
-            )),
-            (Some(host), _) => Err(elsewhere(session.pid, host)),
-            _ => Err(format!(
-                "it is held by {}, a session that does not say which process it serves",
-                session.described
-            )),
-        };
-    }
-    if let Some(redis) = &status.redis {
-        let owner = redis.owner.as_ref();
-        return match (
-            owner.and_then(|o| o.host.as_deref()),
-            owner.and_then(|o| o.pid),
-        ) {
-            (Some(host), Some(pid)) if host == here => Ok(victim_of(
-                pid,
-                true,
-                owner.and_then(|o| o.command.as_deref()).unwrap_or(""),
-            )),
-            (Some(host), pid) => Err(elsewhere(pid, host)),
-            _ => Err(format!(
-                "it is held through Redis key {} by {}, a value that names no process",
-                redis.key,
-                redis.described.as_deref().unwrap_or("another program")
-            )),
-        };
+    if let Some(found) = server_holder(status, &here, &elsewhere) {
+        return found;
     }
     if let Some(marker) = &status.marker
         && let Some(host) = marker.host.as_deref().filter(|h| *h != here)
@@ -204,6 +157,60 @@ fn choose(status: &LockStatus) -> Result<Victim, String> {
             many.len()
         )),
     }
+}
+
+/// The holder a server records (an etcd key, a database session, a Redis key), where a
+/// flockrun wrote its host, pid and command; `None` for a lock no server keeps.
+fn server_holder(
+    status: &LockStatus,
+    here: &str,
+    elsewhere: &dyn Fn(Option<i32>, &str) -> String,
+) -> Option<Result<Victim, String>> {
+    let recorded = |host: Option<&str>,
+                    pid: Option<i32>,
+                    command: Option<&str>,
+                    nameless: String| match (host, pid) {
+        (Some(host), Some(pid)) if host == here => Ok(victim_of(pid, true, command.unwrap_or(""))),
+        (Some(host), _) => Err(elsewhere(pid, host)),
+        _ => Err(nameless),
+    };
+    if let Some(entry) = status.etcd_queue.first() {
+        let owner = entry.owner.as_ref();
+        return Some(recorded(
+            owner.and_then(|o| o.host.as_deref()),
+            owner.and_then(|o| o.pid),
+            owner.and_then(|o| o.command.as_deref()),
+            format!(
+                "it is held through etcd key {} by a holder that recorded no host and pid",
+                entry.key
+            ),
+        ));
+    }
+    if let Some((_, session)) = status.sessions.iter().find(|(granted, _)| *granted) {
+        return Some(recorded(
+            session.host.as_deref(),
+            session.pid,
+            session.command.as_deref(),
+            format!(
+                "it is held by {}, a session that does not say which process it serves",
+                session.described
+            ),
+        ));
+    }
+    if let Some(redis) = &status.redis {
+        let owner = redis.owner.as_ref();
+        return Some(recorded(
+            owner.and_then(|o| o.host.as_deref()),
+            owner.and_then(|o| o.pid),
+            owner.and_then(|o| o.command.as_deref()),
+            format!(
+                "it is held through Redis key {} by {}, a value that names no process",
+                redis.key,
+                redis.described.as_deref().unwrap_or("another program")
+            ),
+        ));
+    }
+    None
 }
 
 /// The live process `/proc/locks` records as having taken the lock, if there is one.

@@ -227,6 +227,42 @@ pub fn wait_with_deadline(child: &mut Child) -> ExitStatus {
     wait_with_deadline_of(child, PATIENCE)
 }
 
+/// Runs flockrun with `args` and the variables `env` added (and no `REDISCLI_AUTH` from the
+/// caller's environment), stdin empty, within PATIENCE: its status and output.
+pub fn flockrun_out(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(FLOCKRUN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_remove("REDISCLI_AUTH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flockrun");
+    finish(child)
+}
+
+/// Waits for `child` (its stdout and stderr piped) within PATIENCE and collects its output.
+pub fn finish(mut child: Child) -> std::process::Output {
+    let status = wait_with_deadline(&mut child);
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout).unwrap();
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_end(&mut stderr).unwrap();
+    }
+    std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
 /// Waits for `child` at most `patience`.
 pub fn wait_with_deadline_of(child: &mut Child, patience: Duration) -> ExitStatus {
     let deadline = Instant::now() + patience;

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::harness::{
-    FLOCKRUN, Holder, PATIENCE, install_missing, scratch, wait_until, wait_with_deadline,
+    FLOCKRUN, Holder, PATIENCE, flockrun_out, install_missing, scratch, wait_until,
+    wait_with_deadline,
 };
 use crate::pki::Pki;
 
@@ -371,39 +372,6 @@ impl Drop for Pg {
                 eprintln!("{line}");
             }
         }
-    }
-}
-
-fn flockrun_out(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(FLOCKRUN);
-    cmd.args(args).stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_with_deadline(&mut child);
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut stderr)
-        .unwrap();
-    Output {
-        status,
-        stdout,
-        stderr,
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,8 +12,8 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::harness::{
-    FLOCKRUN, Holder, PATIENCE, install_missing, scratch, signal, wait_until, wait_until_exited,
-    wait_with_deadline,
+    FLOCKRUN, Holder, PATIENCE, finish, flockrun_out, install_missing, scratch, signal, wait_until,
+    wait_until_exited,
 };
 use crate::pki::Pki;
 
@@ -243,45 +242,6 @@ impl Drop for Redis {
                 eprintln!("{line}");
             }
         }
-    }
-}
-
-fn flockrun_out(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(FLOCKRUN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env_remove("REDISCLI_AUTH");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    finish(child)
-}
-
-fn finish(mut child: Child) -> Output {
-    let status = wait_with_deadline(&mut child);
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut stderr)
-        .unwrap();
-    Output {
-        status,
-        stdout,
-        stderr,
     }
 }
 

@@ -22,7 +22,6 @@ use self::advisory::{HeldAdvisory, SessionRow};
 use self::conninfo::{Conninfo, LockKey, SCHEMES};
 use super::network;
 use crate::error::Error;
-use crate::inspect::sighting::FileId;
 use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
 use crate::nested::HeldKey;
@@ -187,13 +186,7 @@ impl PgTarget {
         let mut servers: Vec<String> = info.servers.iter().map(ToString::to_string).collect();
         servers.sort();
         let text = format!("{:?}\0{}\0{}", info.lock_key, info.dbname, servers.join(","));
-        HeldKey {
-            kind: Postgres.name(),
-            id: FileId {
-                dev: crate::nested::name_hash(text.as_bytes()),
-                ino: 0,
-            },
-        }
+        HeldKey::of_name(Postgres.name(), &text)
     }
 }
 

@@ -22,7 +22,6 @@ use super::etcd::Access;
 use super::network;
 use super::network::owner::Owner;
 use crate::error::Error;
-use crate::inspect::sighting::FileId;
 use crate::lock::{Claim, Hold, Kind, LockFile, Lockable, Request, Target};
 use crate::mode::LockMode;
 use crate::nested::HeldKey;
@@ -210,14 +209,7 @@ impl RedisTarget {
     /// The key a Redis lock has in `FLOCKRUN_HELD`: a hash of server, database and name.
     fn key(&self) -> HeldKey {
         let l = &self.target.location;
-        let text = format!("{}\0{}\0{}", l.endpoint, l.db, l.name);
-        HeldKey {
-            kind: Redis.name(),
-            id: FileId {
-                dev: crate::nested::name_hash(text.as_bytes()),
-                ino: 0,
-            },
-        }
+        HeldKey::of_name(Redis.name(), &format!("{}\0{}\0{}", l.endpoint, l.db, l.name))
     }
 }
 
