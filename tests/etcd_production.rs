@@ -194,7 +194,7 @@ fn tls_problems_fail_promptly_with_a_message_that_says_what_to_check() {
     refused(&good, "etcd://127.0.0.1:1/x", 64, "write LOCK as etcds://");
     let file = scratch();
     let file = file.path().join("l").display().to_string();
-    refused(&good, &file, 64, "apply to etcd:// and etcds:// locks");
+    refused(&good, &file, 64, "apply to etcd:// and redis:// locks");
 }
 
 #[test]

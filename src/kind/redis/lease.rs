@@ -541,7 +541,12 @@ impl Renew for Renewer {
                 Ok(other) => {
                     return Renewal::Lost(format!("unexpected answer to the renewal: {other:?}"));
                 }
-                Err(Failure::Aborted) => return Renewal::Stopped,
+                Err(Failure::Aborted) => {
+                    // The reply is still on its way: the connection must not serve the
+                    // release, which would read it as its own.
+                    *guard = None;
+                    return Renewal::Stopped;
+                }
                 Err(e) => {
                     problem = failure_text(&e);
                     *guard = None;
