@@ -1025,7 +1025,7 @@ def write_report(bench, flockrun):
     lines = [
         "# Benchmarks",
         "",
-        "flockrun beside util-linux flock(1), py-filelock and etcdctl lock, measured in one run of",
+        "flockrun beside util-linux flock(1), py-filelock, etcdctl lock, psql and redis-cli, measured in one run of",
         "`python3 benches/bench.py --write` (release build). Wall-clock times of real processes;",
         "see the script's docstring for how each figure is taken. Targets are SPEC §7's.",
         "",
