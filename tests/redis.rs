@@ -38,6 +38,8 @@ pub(crate) struct Setup {
     pub replica_of: Option<u16>,
     /// `notify-keyspace-events` (empty, Redis's default, when `None`).
     pub notify: Option<&'static str>,
+    /// The network namespace the server runs in (redis-cli runs there too).
+    pub netns: Option<String>,
 }
 
 /// A throw-away Redis server.
@@ -48,6 +50,7 @@ pub(crate) struct Redis {
     child: Option<Child>,
     args: Vec<String>,
     setup_password: Option<&'static str>,
+    netns: Option<String>,
 }
 
 /// The ACL user the tests log in as: just what flockrun's README says it needs.
@@ -111,13 +114,27 @@ impl Redis {
             child: None,
             args: vec![conf_path.to_str().unwrap().to_owned()],
             setup_password: setup.password,
+            netns: setup.netns.clone(),
         };
         redis.launch();
         redis
     }
 
+    /// `program`, inside the server's network namespace if it has one.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, program]);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+
     fn launch(&mut self) {
-        let child = Command::new("redis-server")
+        let child = self
+            .command("redis-server")
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -173,7 +190,8 @@ impl Redis {
 
     /// `redis-cli COMMAND…` as the default user: its output.
     pub fn cli(&self, command: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let out = self
+            .command("redis-cli")
             .args(self.cli_args())
             .args(command)
             .stdin(Stdio::null())
@@ -414,6 +432,61 @@ fn a_restarted_or_killed_server_is_a_lost_lock_before_the_key_could_expire() {
         took < Duration::from_secs(4),
         "flockrun {pid} took {took:?}"
     );
+}
+
+/// The server cut off (every packet to and from its port dropped) while flockrun holds:
+/// flockrun stops COMMAND and exits 79 while the key still has time left, so nobody else
+/// could have taken the lock while COMMAND ran.
+#[test]
+fn a_holder_cut_off_from_the_server_stops_its_command_before_the_key_expires() {
+    let ns = crate::postgres::Netns::new();
+    let redis = Redis::start_with(&Setup {
+        netns: Some(ns.name.clone()),
+        ..Setup::default()
+    });
+    let lock = redis.lock("cut");
+    let mut child = ns
+        .command(FLOCKRUN)
+        .args([
+            "exec",
+            "--ttl",
+            "3",
+            &lock,
+            "--",
+            "sh",
+            "-c",
+            "sleep 300 & echo $!; wait",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let grandchild: i32 = line.trim().parse().unwrap();
+    ns.cut(redis.port);
+    let cut = Instant::now();
+    let out = finish(child);
+    let took = cut.elapsed();
+    assert_status(&out, 79, "cut off from the server");
+    assert!(
+        text(&out.stderr).contains("could not be renewed"),
+        "{}",
+        text(&out.stderr)
+    );
+    wait_until_exited(grandchild, "COMMAND's background child to be stopped");
+    ns.heal();
+    let left: i64 = redis.cli(&["PTTL", "flockrun:cut"]).trim().parse().unwrap();
+    assert!(
+        left > 0,
+        "the key had run out ({left}) by the time COMMAND was stopped, {took:?} after the cut"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
 #[test]
