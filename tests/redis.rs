@@ -368,7 +368,12 @@ fn renewals_keep_the_lock_over_many_ttls_and_release_deletes_it() {
 /// A flockrun holding `lock` whose COMMAND starts a grandchild; returns it and the
 /// grandchild's pid.
 fn hold_with_grandchild(lock: &str, ttl: &str) -> (Child, i32) {
-    let mut child = Command::new(FLOCKRUN)
+    hold_with_grandchild_by(Command::new(FLOCKRUN), lock, ttl)
+}
+
+/// As `hold_with_grandchild`, with flockrun started by `flockrun` (in a network namespace).
+fn hold_with_grandchild_by(mut flockrun: Command, lock: &str, ttl: &str) -> (Child, i32) {
+    let mut child = flockrun
         .args([
             "exec",
             "--ttl",
@@ -445,30 +450,7 @@ fn a_holder_cut_off_from_the_server_stops_its_command_before_the_key_expires() {
         ..Setup::default()
     });
     let lock = redis.lock("cut");
-    let mut child = ns
-        .command(FLOCKRUN)
-        .args([
-            "exec",
-            "--ttl",
-            "3",
-            &lock,
-            "--",
-            "sh",
-            "-c",
-            "sleep 300 & echo $!; wait",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let grandchild: i32 = line.trim().parse().unwrap();
+    let (child, grandchild) = hold_with_grandchild_by(ns.command(FLOCKRUN), &lock, "3");
     ns.cut(redis.port);
     let cut = Instant::now();
     let out = finish(child);
