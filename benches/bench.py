@@ -85,6 +85,11 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout.strip()
 
 
+def theirs_name(client):
+    """How a target names the engine's own client: psql, or a redis-cli SET NX loop."""
+    return {"psql": "psql", "redis-cli": "a redis-cli SET NX loop"}[client]
+
+
 def pct(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
@@ -534,30 +539,39 @@ class Bench:
         # psql holds the session lock while its \! runs the command, as scripts do by hand.
         by_hand = lambda name, cmd: [*psql, "-c", f"SELECT pg_advisory_lock(hashtext('{name}'))",
                                      "-c", "\\! " + cmd]
+        self._beside_a_client("postgresql", "pg-release", [
+            ("flockrun exec postgresql://…/NAME -- true", [fr, "exec", url("u1"), "--", "true"]),
+            ("psql -c 'SELECT pg_advisory_lock(…)' -c '\\! true'", by_hand("u2", "true")),
+        ], [
+            ("flockrun exec", lambda n, hold: [fr, "exec", url(n), "--", "sh", "-c", hold],
+             lambda n: [fr, "exec", url(n), "--", "sh", "-c", "date +%s%N"]),
+            ("psql pg_advisory_lock", lambda n, hold: by_hand(n, f"sh -c '{hold}'"),
+             lambda n: by_hand(n, "date +%s%N")),
+        ], "psql")
+
+    def _beside_a_client(self, section, fifo_name, uncontended, cases, client):
+        """Uncontended runs, then handoffs through a FIFO, of flockrun and of the engine's own
+        client doing the same by hand (its cases' names start with `client`). `cases` are
+        (who, holder(name, hold), waiter(name)): the holder runs the shell snippet `hold`
+        while it holds, the waiter prints the time once it holds."""
         runs = self.n(100, 5)
-        for who, cmd in [("flockrun exec postgresql://…/NAME -- true", [fr, "exec", url("u1"), "--", "true"]),
-                         ("psql -c 'SELECT pg_advisory_lock(…)' -c '\\! true'", by_hand("u2", "true"))]:
+        for who, cmd in uncontended:
             start = time.perf_counter()
             for _ in range(runs):
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            self.record("postgresql", f"uncontended: {who} ({runs} runs)", ms((time.perf_counter() - start) / runs))
+            self.record(section, f"uncontended: {who} ({runs} runs)", ms((time.perf_counter() - start) / runs))
         samples = self.n(60, 3)
-        fifo = self.tmp / "pg-release"
+        fifo = self.tmp / fifo_name
         os.mkfifo(fifo)
-        hold = f"sh -c 'echo ready; read x < {fifo}; date +%s%N'"
-        cases = [
-            ("flockrun exec", lambda n, cmd: [fr, "exec", url(n), "--", "sh", "-c", cmd]),
-            ("psql pg_advisory_lock", lambda n, cmd: by_hand(n, cmd)),
-        ]
-        values = {who: [] for who, _ in cases}
+        hold = f"echo ready; read x < {fifo}; date +%s%N"
+        values = {who: [] for who, _, _ in cases}
         for i in range(samples):
-            for who, command in cases:
-                name = f"h-{who.split()[0]}-{i}"
-                hold_cmd = hold if who.startswith("psql") else f"echo ready; read x < {fifo}; date +%s%N"
-                h = subprocess.Popen(command(name, hold_cmd), stdout=subprocess.PIPE, text=True)
+            for k, (who, holder, waiter) in enumerate(cases):
+                name = f"h-{k}-{i}"
+                h = subprocess.Popen(holder(name, hold), stdout=subprocess.PIPE, text=True)
                 assert h.stdout.readline().strip() == "ready", who
-                w = subprocess.Popen(command(name, "date +%s%N"), stdout=subprocess.PIPE, text=True)
-                time.sleep(0.2)  # let the waiter queue
+                w = subprocess.Popen(waiter(name), stdout=subprocess.PIPE, text=True)
+                time.sleep(0.2)  # let the waiter start waiting
                 with open(fifo, "w") as release:
                     release.write("go\n")
                 end = int(h.stdout.readline())
@@ -565,14 +579,15 @@ class Bench:
                 start = int(w.stdout.readline())
                 w.wait()
                 values[who].append((start - end) / 1e6)
-        theirs = statistics.median(values["psql pg_advisory_lock"])
-        for who, _ in cases:
+        theirs = statistics.median(next(v for who, v in values.items() if who.startswith(client)))
+        for who, _, _ in cases:
             p50 = statistics.median(values[who])
             value = f"p50 {p50:.2f} ms, p90 {pct(values[who], 90):.2f} ms"
-            if who.startswith("psql"):
-                self.record("postgresql", f"handoff: {who}", value)
+            if who.startswith(client):
+                self.record(section, f"handoff: {who}", value)
             else:
-                self.record("postgresql", f"handoff: {who}", value, "p50 no slower than psql", p50 <= theirs)
+                self.record(section, f"handoff: {who}", value, f"p50 no slower than {theirs_name(client)}",
+                            p50 <= theirs)
         os.unlink(fifo)
 
     # 2d. the Redis kind beside redis-cli doing SET NX by hand, on a server started by the
@@ -594,51 +609,18 @@ class Bench:
         # What scripts write by hand: SET NX PX, the command, DEL.
         by_hand = lambda name, cmd: ["sh", "-c", f"[ \"$({cli} SET flockrun:{name} me NX PX 60000)\" = OK ] "
                                      f"&& {{ {cmd}; {cli} DEL flockrun:{name} >/dev/null; }}"]
-        runs = self.n(100, 5)
-        for who, cmd in [("flockrun exec redis://…/NAME -- true", [fr, "exec", url("u1"), "--", "true"]),
-                         ("redis-cli SET NX PX, true, redis-cli DEL", by_hand("u2", "true"))]:
-            start = time.perf_counter()
-            for _ in range(runs):
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            self.record("redis", f"uncontended: {who} ({runs} runs)", ms((time.perf_counter() - start) / runs))
-        samples = self.n(60, 3)
-        fifo = self.tmp / "redis-release"
-        os.mkfifo(fifo)
-        hold = f"echo ready; read x < {fifo}; date +%s%N"
         # A waiter that polls: SET NX in a loop with no pause, the fastest a script can be
         # (and a load on the server: one connection per try).
-        polling = lambda name, nap: ["sh", "-c", f"until [ \"$({cli} SET flockrun:{name} w NX PX 60000)\" = OK ]; "
-                                     f"do {nap}; done; date +%s%N; {cli} DEL flockrun:{name} >/dev/null"]
-        cases = [
-            ("flockrun exec", lambda n: [fr, "exec", url(n), "--", "sh", "-c", hold],
+        polling = lambda name: ["sh", "-c", f"until [ \"$({cli} SET flockrun:{name} w NX PX 60000)\" = OK ]; "
+                                f"do :; done; date +%s%N; {cli} DEL flockrun:{name} >/dev/null"]
+        self._beside_a_client("redis", "redis-release", [
+            ("flockrun exec redis://…/NAME -- true", [fr, "exec", url("u1"), "--", "true"]),
+            ("redis-cli SET NX PX, true, redis-cli DEL", by_hand("u2", "true")),
+        ], [
+            ("flockrun exec", lambda n, hold: [fr, "exec", url(n), "--", "sh", "-c", hold],
              lambda n: [fr, "exec", url(n), "--", "date", "+%s%N"]),
-            ("redis-cli SET NX loop, no pause", lambda n: by_hand(n, hold), lambda n: polling(n, ":")),
-        ]
-        values = {who: [] for who, _, _ in cases}
-        for i in range(samples):
-            for who, holder, waiter in cases:
-                name = f"h-{who.split()[0]}-{who[-5:].strip()}-{i}".replace(" ", "")
-                h = subprocess.Popen(holder(name), stdout=subprocess.PIPE, text=True)
-                assert h.stdout.readline().strip() == "ready", who
-                w = subprocess.Popen(waiter(name), stdout=subprocess.PIPE, text=True)
-                time.sleep(0.2)  # let the waiter start waiting
-                with open(fifo, "w") as release:
-                    release.write("go\n")
-                end = int(h.stdout.readline())
-                h.wait()
-                start = int(w.stdout.readline())
-                w.wait()
-                values[who].append((start - end) / 1e6)
-        theirs = statistics.median(values["redis-cli SET NX loop, no pause"])
-        for who, _, _ in cases:
-            p50 = statistics.median(values[who])
-            value = f"p50 {p50:.2f} ms, p90 {pct(values[who], 90):.2f} ms"
-            if who.startswith("redis-cli"):
-                self.record("redis", f"handoff: {who}", value)
-            else:
-                self.record("redis", f"handoff: {who}", value, "p50 no slower than a redis-cli SET NX loop",
-                            p50 <= theirs)
-        os.unlink(fifo)
+            ("redis-cli SET NX loop, no pause", lambda n, hold: by_hand(n, hold), polling),
+        ], "redis-cli")
 
     # 3. 8 processes × 200 exec on one lock, incrementing a counter
     def contention(self):

@@ -42,8 +42,7 @@ pub fn is_target(lock: &OsStr) -> bool {
 }
 
 /// LOCK and the options, resolved: where, how to log in, and the TTL.
-fn resolve(lock: &OsStr, access: &Access, ttl: Duration) -> Result<lease::Target, Error> {
-    let text = network::lock_text(lock, "redis://")?;
+fn resolve(text: &str, access: &Access, ttl: Duration) -> Result<lease::Target, Error> {
     let location = url::parse(text)?;
     let shown = location.shown.clone();
     if !location.tls && access.tls.any() {
@@ -140,7 +139,7 @@ impl Kind for Redis {
             }
             Some(ttl) => ttl.duration(),
         };
-        let mut target = resolve(request.lock.as_os_str(), &request.etcd, ttl)?;
+        let mut target = resolve(text, &request.etcd, ttl)?;
         target.command.clone_from(&request.command);
         let shown = target.location.shown.clone();
         Ok(Target {
@@ -174,7 +173,11 @@ impl Kind for Redis {
 
 /// The status of a Redis lock: who the key names, and how long it has left.
 fn inspect(lock: &OsStr, access: &Access) -> Result<LockStatus, Error> {
-    let target = resolve(lock, access, lease::DEFAULT_TTL)?;
+    let target = resolve(
+        network::lock_text(lock, "redis://")?,
+        access,
+        lease::DEFAULT_TTL,
+    )?;
     let KeyState {
         key,
         value,

@@ -355,12 +355,7 @@ pub struct HeldEtcd {
 /// How long an unreachable cluster is retried before giving up: the TTL, or less when the
 /// wait itself ends sooner.
 fn reach_until(deadline: &Deadline, ttl: u32) -> Instant {
-    let budget = Duration::from_secs(u64::from(ttl));
-    let budget = match deadline.remaining() {
-        Some(left) if !deadline.is_immediate() => budget.min(left.max(Duration::from_millis(500))),
-        _ => budget,
-    };
-    Instant::now() + budget
+    crate::kind::network::reach_until(deadline, Duration::from_secs(u64::from(ttl)))
 }
 
 /// Takes the lock LOCK names, waiting as `deadline` allows.

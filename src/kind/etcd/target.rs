@@ -196,38 +196,8 @@ fn parse_member(member: &str) -> Result<Endpoint, String> {
     if member.is_empty() {
         return Err("an empty member".to_owned());
     }
-    let (host, port) = if let Some(bracketed) = member.strip_prefix('[') {
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| format!("member {member:?} lacks a closing ]"))?;
-        match after {
-            "" => (host, None),
-            _ => (
-                host,
-                Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| format!("member {member:?}: expected :PORT after ]"))?,
-                ),
-            ),
-        }
-    } else {
-        match member.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (member, None),
-        }
-    };
-    if host.is_empty() || host.contains(['[', ']', ' ', '@']) {
-        return Err(format!("member {member:?} has no usable host"));
-    }
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("member {member:?} has a bad port (1-65535)"))?,
-    };
+    let (host, port) = super::super::network::host_port(member, DEFAULT_PORT)
+        .map_err(|problem| format!("member {member:?}{problem}"))?;
     Ok(Endpoint {
         host: host.to_owned(),
         port,

@@ -646,12 +646,8 @@ pub fn acquire(
     observer: &mut dyn WaitObserver,
 ) -> Result<HeldAdvisory, Error> {
     let ttl = target.ttl();
-    let reach = Instant::now()
-        + match deadline.remaining() {
-            Some(left) if !deadline.is_immediate() => ttl.min(left.max(Duration::from_millis(500))),
-            _ => ttl,
-        }
-        .max(target.info.connect_timeout.unwrap_or_default());
+    let reach = crate::kind::network::reach_until(deadline, ttl)
+        .max(Instant::now() + target.info.connect_timeout.unwrap_or_default());
     let name = application_name();
     let mut warnings = Vec::new();
     let connected = target.connect(&name, reach, &mut |w| warnings.push(w));

@@ -294,14 +294,8 @@ pub fn acquire(
     deadline: &Deadline,
     observer: &mut dyn WaitObserver,
 ) -> Result<HeldRedis, Error> {
-    let reach = Instant::now()
-        + match deadline.remaining() {
-            Some(left) if !deadline.is_immediate() => {
-                target.ttl.min(left.max(Duration::from_millis(500)))
-            }
-            _ => target.ttl,
-        }
-        .max(Duration::from_secs(2));
+    let reach = crate::kind::network::reach_until(deadline, target.ttl)
+        .max(Instant::now() + Duration::from_secs(2));
     let mut conn = target.connect(reach)?;
     let replica_count = replicas(target, &mut conn, reach)?;
     let value = record(&target.command);

@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::error::Error;
+use crate::kind::network;
 use crate::kind::postgres::conninfo::percent_decode;
 
 /// The LOCK prefixes that name a Redis lock.
@@ -146,7 +147,9 @@ fn parse_tcp(text: &str, rest: &str, tls: bool) -> Result<Location, Error> {
         Some((info, hostport)) => (Some(info), hostport),
         None => (None, authority),
     };
-    let (host, port) = host_port(hostport).map_err(|problem| usage(format!("{text}: {problem}; {SHAPE}")))?;
+    let (host, port) = network::host_port(hostport, DEFAULT_PORT)
+        .map_err(|problem| usage(format!("{text}: {hostport:?}{problem}; {SHAPE}")))?;
+    let host = host.to_owned();
     let (user, password) = match userinfo {
         None => (None, None),
         Some(info) => {
@@ -258,33 +261,6 @@ fn lock_name(text: &str, raw: &str) -> Result<String, Error> {
         )));
     }
     Ok(name)
-}
-
-/// `host`, `host:port`, `[v6]`, `[v6]:port`.
-fn host_port(hostport: &str) -> Result<(String, u16), String> {
-    let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| format!("{hostport:?} lacks a closing ]"))?;
-        (host, after.strip_prefix(':').or(if after.is_empty() { None } else { Some(after) }))
-    } else {
-        match hostport.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() || host.contains(['[', ']', ' ', '@', '%']) {
-        return Err(format!("{hostport:?} names no usable host"));
-    }
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("{hostport:?} has a bad port (1-65535)"))?,
-    };
-    Ok((host.to_owned(), port))
 }
 
 #[cfg(test)]
