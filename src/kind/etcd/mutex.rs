@@ -355,7 +355,7 @@ pub struct HeldEtcd {
 /// How long an unreachable cluster is retried before giving up: the TTL, or less when the
 /// wait itself ends sooner.
 fn reach_until(deadline: &Deadline, ttl: u32) -> Instant {
-    crate::kind::network::reach_until(deadline, Duration::from_secs(u64::from(ttl)))
+    crate::kind::network::session::reach_until(deadline, Duration::from_secs(u64::from(ttl)))
 }
 
 /// Takes the lock LOCK names, waiting as `deadline` allows.

@@ -196,7 +196,7 @@ fn parse_member(member: &str) -> Result<Endpoint, String> {
     if member.is_empty() {
         return Err("an empty member".to_owned());
     }
-    let (host, port) = super::super::network::host_port(member, DEFAULT_PORT)
+    let (host, port) = crate::kind::network::socket::host_port(member, DEFAULT_PORT)
         .map_err(|problem| format!("member {member:?}{problem}"))?;
     Ok(Endpoint {
         host: host.to_owned(),

@@ -15,12 +15,10 @@ pub mod session;
 pub mod socket;
 
 use std::ffi::OsStr;
-use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::lock::Request;
 use crate::mode::LockMode;
-use crate::wait::Deadline;
 
 /// LOCK as text: a network LOCK is a URL. `scheme` names it in the message (`etcd://`).
 ///
@@ -75,57 +73,4 @@ pub fn whole_second_ttl(request: &Request, default: u32, server: &str) -> Result
             ),
         }),
     }
-}
-
-/// How long an unreachable server is tried before giving up: `budget` (the TTL), or less
-/// when the wait itself ends sooner, but never under half a second.
-#[must_use]
-pub fn reach_until(deadline: &Deadline, budget: Duration) -> Instant {
-    let budget = match deadline.remaining() {
-        Some(left) if !deadline.is_immediate() => budget.min(left.max(Duration::from_millis(500))),
-        _ => budget,
-    };
-    Instant::now() + budget
-}
-
-/// A server's `host`, `host:port`, `[v6]` or `[v6]:port` as LOCK names it, with `default`
-/// for a port not given.
-///
-/// # Errors
-/// What is wrong with it, worded to follow the server's name in a message (`" has a bad
-/// port (1-65535)"`, `": expected :PORT after ]"`).
-pub fn host_port(text: &str, default: u16) -> Result<(&str, u16), String> {
-    let (host, port) = if let Some(bracketed) = text.strip_prefix('[') {
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| " lacks a closing ]".to_owned())?;
-        match after {
-            "" => (host, None),
-            _ => (
-                host,
-                Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| ": expected :PORT after ]".to_owned())?,
-                ),
-            ),
-        }
-    } else {
-        match text.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (text, None),
-        }
-    };
-    if host.is_empty() || host.contains(['[', ']', ' ', '@']) {
-        return Err(" has no usable host".to_owned());
-    }
-    let port = match port {
-        None => default,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| " has a bad port (1-65535)".to_owned())?,
-    };
-    Ok((host, port))
 }

@@ -215,3 +215,14 @@ impl<C: Send + 'static> Liveness<C> {
         }
     }
 }
+
+/// How long an unreachable server is tried before giving up: `budget` (the TTL), or less
+/// when the wait itself ends sooner, but never under half a second.
+#[must_use]
+pub fn reach_until(deadline: &wait::Deadline, budget: Duration) -> Instant {
+    let budget = match deadline.remaining() {
+        Some(left) if !deadline.is_immediate() => budget.min(left.max(Duration::from_millis(500))),
+        _ => budget,
+    };
+    Instant::now() + budget
+}

@@ -286,3 +286,45 @@ pub fn handshake(
     }
     Ok(Socket::Tls(Box::new(StreamOwned::new(session, tcp))))
 }
+
+/// A server's `host`, `host:port`, `[v6]` or `[v6]:port` as LOCK names it, with `default`
+/// for a port not given.
+///
+/// # Errors
+/// What is wrong with it, worded to follow the server's name in a message (`" has a bad
+/// port (1-65535)"`, `": expected :PORT after ]"`).
+pub fn host_port(text: &str, default: u16) -> Result<(&str, u16), String> {
+    let (host, port) = if let Some(bracketed) = text.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| " lacks a closing ]".to_owned())?;
+        match after {
+            "" => (host, None),
+            _ => (
+                host,
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| ": expected :PORT after ]".to_owned())?,
+                ),
+            ),
+        }
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() || host.contains(['[', ']', ' ', '@']) {
+        return Err(" has no usable host".to_owned());
+    }
+    let port = match port {
+        None => default,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| " has a bad port (1-65535)".to_owned())?,
+    };
+    Ok((host, port))
+}

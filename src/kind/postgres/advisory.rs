@@ -646,7 +646,7 @@ pub fn acquire(
     observer: &mut dyn WaitObserver,
 ) -> Result<HeldAdvisory, Error> {
     let ttl = target.ttl();
-    let reach = crate::kind::network::reach_until(deadline, ttl)
+    let reach = crate::kind::network::session::reach_until(deadline, ttl)
         .max(Instant::now() + target.info.connect_timeout.unwrap_or_default());
     let name = application_name();
     let mut warnings = Vec::new();

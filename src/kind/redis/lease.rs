@@ -294,7 +294,7 @@ pub fn acquire(
     deadline: &Deadline,
     observer: &mut dyn WaitObserver,
 ) -> Result<HeldRedis, Error> {
-    let reach = crate::kind::network::reach_until(deadline, target.ttl)
+    let reach = crate::kind::network::session::reach_until(deadline, target.ttl)
         .max(Instant::now() + Duration::from_secs(2));
     let mut conn = target.connect(reach)?;
     let replica_count = replicas(target, &mut conn, reach)?;

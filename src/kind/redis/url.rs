@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::error::Error;
-use crate::kind::network;
+use crate::kind::network::socket;
 use crate::kind::postgres::conninfo::percent_decode;
 
 /// The LOCK prefixes that name a Redis lock.
@@ -147,7 +147,7 @@ fn parse_tcp(text: &str, rest: &str, tls: bool) -> Result<Location, Error> {
         Some((info, hostport)) => (Some(info), hostport),
         None => (None, authority),
     };
-    let (host, port) = network::host_port(hostport, DEFAULT_PORT)
+    let (host, port) = socket::host_port(hostport, DEFAULT_PORT)
         .map_err(|problem| usage(format!("{text}: {hostport:?}{problem}; {SHAPE}")))?;
     let host = host.to_owned();
     let (user, password) = match userinfo {
